@@ -1,0 +1,180 @@
+"""Command line: ``python -m bench list|run``. Errors are one line on stderr with a non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from bench.errors import BenchError, UsageError
+
+DEFAULT_RUNS = Path("results/runs")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line (no usage dump), exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sub = " ".join(self.prog.split()[1:])
+        raise UsageError(f"{message} (see python -m bench {sub + ' ' if sub else ''}--help)")
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip() != ""]
+    except ValueError:
+        raise UsageError(f"--seeds {text!r} is malformed; use comma-separated integers, e.g. --seeds 0,1,2") from None
+    if not seeds:
+        raise UsageError("--seeds is empty; use comma-separated integers, e.g. --seeds 0,1,2")
+    if len(set(seeds)) != len(seeds):
+        raise UsageError(f"--seeds {text!r} repeats a seed")
+    return seeds
+
+
+def _split_names(text: str) -> list[str]:
+    return [s.strip() for s in text.split(",") if s.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="bench", description="Benchmark confidence methods on shared data, backbone and budget.")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+
+    ls = sub.add_parser("list", help="list registered methods, backbones, eval sets or profiles")
+    ls.add_argument("kind", nargs="?", default="methods", choices=["methods", "backbones", "datasets", "profiles"])
+    ls.add_argument("pattern", nargs="?", default=None, help="wildcard filter, e.g. 'ood:*'")
+
+    run = sub.add_parser("run", help="train (or load cached) methods and evaluate them")
+    run.add_argument("--methods", help="comma-separated names or wildcards (default from profile: msp)")
+    run.add_argument("--backbone", help="registered backbone or timm:<model>")
+    run.add_argument("--datasets", help="eval sets (default: MNIST test + the OOD sets available offline)")
+    run.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2")
+    run.add_argument("--folds", type=int, help="k-fold cross-validation over the 60k training images")
+    run.add_argument("--profile", default="quick", help="smoke | quick | paper (default quick)")
+    run.add_argument("--config", type=Path, help="YAML file of config keys (applied over the profile)")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override one key, e.g. --set train.epochs=5 --set mcdropout.passes=20")
+    run.add_argument("--device", help="auto | cpu | cuda | cuda:N (default auto)")
+    run.add_argument("--out", type=Path, help="run directory (default results/runs/<timestamp>)")
+    run.add_argument("--resume", action="store_true", help="continue a run: skip finished cells (default: latest)")
+    run.add_argument("--retrain", action="store_true", help="ignore cached checkpoints and train again")
+    run.add_argument("--data-dir", help="where downloadable eval sets live (default $BENCH_DATA or ./data)")
+    run.add_argument("--cache-dir", help="checkpoint cache (default results/cache)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def cmd_list(args: argparse.Namespace, out: Console) -> int:
+    from bench.config import PROFILE_DIR, profiles
+    from bench.datasets.evalsets import EVAL_SETS
+    from bench.methods import BACKBONES, METHODS
+
+    if args.kind == "profiles":
+        for name in profiles():
+            first = (PROFILE_DIR / f"{name}.yaml").read_text().splitlines()[0].lstrip("# ")
+            out.print(f"[bold]{name:<12}[/bold] {first}", soft_wrap=True, highlight=False)
+        return 0
+    reg = {"methods": METHODS, "backbones": BACKBONES, "datasets": EVAL_SETS}[args.kind]
+    names = reg.names(args.pattern)
+    for name in names:
+        extra = "" if args.kind != "datasets" or reg.get(name).offline else "  (downloads when online)"
+        out.print(f"[bold]{name:<22}[/bold] {reg.describe(name)}{extra}", highlight=False, soft_wrap=True)
+    if args.kind == "backbones" and (args.pattern is None or args.pattern.startswith("timm")):
+        out.print(f"[bold]{'timm:<name>':<22}[/bold] any timm model, built with one input channel", highlight=False)
+    if not names and args.kind != "backbones":
+        raise UsageError(f"no {args.kind} match {args.pattern!r}")
+    return 0
+
+
+def _layers(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from bench.config import load_profile, load_yaml, parse_set
+
+    layers = [load_profile(args.profile)]
+    if args.config is not None:
+        layers.append(load_yaml(args.config, "--config"))
+    flags: dict[str, Any] = {}
+    if args.methods is not None:
+        flags["methods"] = _split_names(args.methods)
+    if args.backbone is not None:
+        flags["backbone"] = args.backbone
+    if args.datasets is not None:
+        flags["datasets"] = _split_names(args.datasets)
+    if args.seeds is not None:
+        flags["seeds"] = parse_seeds(args.seeds)
+    if args.folds is not None:
+        flags["folds"] = args.folds
+    if args.device is not None:
+        flags["device"] = args.device
+    data_dir = args.data_dir or os.environ.get("BENCH_DATA")
+    if data_dir:
+        flags["data_dir"] = data_dir
+    if args.cache_dir is not None:
+        flags["cache_dir"] = args.cache_dir
+    layers.append(flags)
+    layers.append(parse_set(args.set))
+    return layers
+
+
+def _run_dir(args: argparse.Namespace) -> Path:
+    if args.out is not None:
+        return args.out
+    if args.resume:
+        runs = sorted(p for p in DEFAULT_RUNS.glob("*") if (p / "manifest.json").exists()) if DEFAULT_RUNS.is_dir() \
+            else []
+        if not runs:
+            raise UsageError(f"--resume: no run to resume in {DEFAULT_RUNS}; give --out DIR")
+        return runs[-1]
+    return DEFAULT_RUNS / time.strftime("%Y%m%d-%H%M%S")
+
+
+def cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from bench.config import resolve
+    from bench.methods import METHODS
+    from bench.methods.backbones import BACKBONES
+    from bench.runner import Runner, summarize_errors
+    from bench.table import summary_tables
+
+    cfg = resolve(_layers(args), {name: METHODS.get(name).Config for name in METHODS.names()})
+    if not cfg.backbone.startswith("timm:"):
+        BACKBONES.get(cfg.backbone)
+    run_dir = _run_dir(args)
+    runner = Runner(cfg, run_dir, resume=args.resume, retrain=args.retrain, console=err,
+                    command=[sys.executable, "-m", "bench", *sys.argv[1:]],
+                    progress=not args.no_progress)
+    try:
+        outcome = runner.run()
+    except KeyboardInterrupt:
+        done = len(list(runner.store.cells.glob("*.json")))
+        err.print(f"interrupted: {done} finished cells kept in {run_dir}; continue with the same command plus "
+                  f"--resume --out {run_dir}", highlight=False)
+        return 130
+    for table in summary_tables(outcome.store.rows()):
+        out.print(table)
+    out.print(f"results: {outcome.store.dir / 'results.csv'}  ({outcome.cells_done} cells computed, "
+              f"{outcome.cells_skipped} resumed)", highlight=False)
+    if outcome.errors:
+        err.print(f"error: {len(outcome.errors)} failed: {summarize_errors(outcome.errors)}", highlight=False)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    out, err = Console(), Console(stderr=True)
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "list":
+            return cmd_list(args, out)
+        if args.command == "run":
+            return cmd_run(args, out, err)
+        build_parser().print_help()
+        return 2
+    except BenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,190 @@
+"""Run configuration: a profile (YAML) gives defaults, ``--config`` and flags override, ``--set key=value`` last.
+
+The resolved configuration is a frozen dataclass tree, saved in every run's manifest. Keys:
+top level ``backbone, methods, datasets, seeds, folds, device, data_dir, cache_dir``; sections ``train.*``
+(``TrainRecipe``), ``split.*`` (``SplitSpec`` less the fold), ``eval.*``; and ``<method>.<option>`` for each
+method's own config (e.g. ``mcdropout.passes=20``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.errors import UsageError
+from bench.methods.training import TrainRecipe
+
+PROFILE_DIR = Path(__file__).parent / "profiles"
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    max_train: int = 0
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    max_eval: int = 0  # keep only the first n images of each eval set (0 = all)
+    batch_size: int = 2048
+    cost_images: int = 2000  # images timed for inference ms / 1k
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    profile: str = "quick"
+    methods: tuple[str, ...] = ("msp",)
+    backbone: str = "lenet"
+    datasets: tuple[str, ...] = ()  # empty: MNIST test plus every OOD set available offline
+    seeds: tuple[int, ...] = (0,)
+    folds: int = 1
+    device: str = "auto"
+    data_dir: str = "data"
+    cache_dir: str = "results/cache"
+    train: TrainRecipe = field(default_factory=TrainRecipe)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    method_options: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()
+
+    def options_for(self, method: str) -> dict[str, Any]:
+        return dict(dict(self.method_options).get(method, ()))
+
+
+SECTIONS = {"train": TrainRecipe, "split": SplitConfig, "eval": EvalConfig}
+TOP_KEYS = [f.name for f in dataclasses.fields(RunConfig) if f.name not in SECTIONS and f.name != "method_options"]
+
+
+def profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+
+
+def load_yaml(path: Path, what: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"{what} {path} does not exist") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UsageError(f"{what} {path} does not parse as YAML: {first}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UsageError(f"{what} {path} must be a mapping of keys to values, got {type(data).__name__}")
+    return data
+
+
+def coerce(value: Any, typ: Any, key: str) -> Any:
+    """Convert a YAML value or a --set string to the declared field type, with a one-line error."""
+    origin = typing.get_origin(typ)
+    try:
+        if origin is tuple:
+            inner = typing.get_args(typ)[0]
+            items = value.split(",") if isinstance(value, str) else list(value if isinstance(value, (list, tuple))
+                                                                          else [value])
+            return tuple(coerce(v.strip() if isinstance(v, str) else v, inner, key) for v in items if v != "")
+        if typ is bool:
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(value).lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if typ is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if typ is float:
+            return float(value)
+        if typ is str:
+            return str(value)
+    except (TypeError, ValueError):
+        pass
+    else:
+        return value
+    name = getattr(typ, "__name__", str(typ))
+    raise UsageError(f"{key}={value!r} is not a valid {name}")
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """``['train.epochs=5', 'mcdropout.passes=10']`` -> nested dict of strings."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise UsageError(f"--set {item!r} is malformed; use --set key=value, e.g. --set train.epochs=5")
+        parts = key.split(".")
+        if len(parts) > 2:
+            raise UsageError(f"--set {item!r}: keys have at most one dot (section.key)")
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise UsageError(f"--set {item!r} conflicts with an earlier --set of {p}")
+        node[parts[-1]] = value
+    return out
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _build_section(cls: type, values: Any, where: str) -> Any:
+    if not isinstance(values, dict):
+        raise UsageError(f"{where} must be a mapping of options, got {values!r}")
+    hints = _hints(cls)
+    unknown = sorted(set(values) - set(hints))
+    if unknown:
+        raise UsageError(f"unknown key {where}.{unknown[0]} (valid: {', '.join(f'{where}.{k}' for k in hints)})")
+    return cls(**{k: coerce(v, hints[k], f"{where}.{k}") for k, v in values.items()})
+
+
+def resolve(layers: list[dict[str, Any]], method_configs: dict[str, type]) -> RunConfig:
+    """Merge the layers (profile, file, flags, --set) and validate every key against its dataclass.
+    ``method_configs`` maps method names to their Config dataclass (for ``<method>.<option>`` keys)."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged = merge(merged, layer)
+    hints = _hints(RunConfig)
+    kwargs: dict[str, Any] = {}
+    options: dict[str, tuple[tuple[str, Any], ...]] = {}
+    for key, value in merged.items():
+        if key in SECTIONS:
+            kwargs[key] = _build_section(SECTIONS[key], value, key)
+        elif key in TOP_KEYS:
+            kwargs[key] = coerce(value, hints[key], key)
+        elif key in method_configs:
+            cfg = _build_section(method_configs[key], value, key)
+            options[key] = tuple(sorted(dataclasses.asdict(cfg).items()))
+        else:
+            valid = TOP_KEYS + list(SECTIONS) + sorted(method_configs)
+            raise UsageError(f"unknown config key {key!r} (valid: {', '.join(valid)})")
+    kwargs["method_options"] = tuple(sorted(options.items()))
+    cfg = RunConfig(**kwargs)
+    if cfg.folds < 1:
+        raise UsageError(f"folds must be >= 1, got {cfg.folds}")
+    if not cfg.seeds:
+        raise UsageError("seeds is empty; give at least one, e.g. --seeds 0")
+    return cfg
+
+
+def load_profile(name: str) -> dict[str, Any]:
+    path = PROFILE_DIR / f"{name}.yaml"
+    if not path.exists():
+        raise UsageError(f"unknown profile {name!r} (available: {', '.join(profiles())})")
+    data = load_yaml(path, "profile")
+    return {"profile": name, **data}

@@ -1,0 +1,217 @@
+"""The benchmark grid: for each (fold, seed, method) fit or load the method, then score every eval set once.
+
+Each (method, seed, fold, eval set) cell is written atomically when finished, so an interrupted run resumes
+(``--resume``) without redoing finished cells. One failing method becomes an error entry, not a dead sweep.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+
+from bench.cache import CheckpointCache
+from bench.config import RunConfig
+from bench.datasets import evalsets
+from bench.datasets.evalsets import EvalContext, EvalData
+from bench.datasets.mnist import load_embedded
+from bench.datasets.splits import SplitSpec, split
+from bench.errors import BenchError, UsageError
+from bench.evaluate import cost_rows, inference_ms_per_1k, metric_rows, tidy
+from bench.methods import METHODS
+from bench.methods.base import ConfidenceMethod, FitContext, Prediction
+from bench.methods.training import TrainLog
+from bench.progress import Bars
+from bench.store import RunStore, cell_key
+from bench.utils import device_name, resolve_device, to_jsonable
+
+PACKAGES = ("torch", "torchvision", "timm", "torchattacks", "numpy", "scikit-learn", "pandas", "rich", "pyyaml")
+COST_SET = "cost"
+
+
+@dataclass
+class RunOutcome:
+    store: RunStore
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    cells_done: int = 0
+    cells_skipped: int = 0
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for p in PACKAGES:
+        try:
+            out[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            out[p] = "not installed"
+    return out
+
+
+def git_sha() -> str:
+    try:
+        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                           text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=Path(__file__).parent, capture_output=True,
+                               text=True, timeout=5).stdout.strip()
+        return r.stdout.strip() + ("+dirty" if dirty else "") if r.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def comparable(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a resolved config that determine results (not where they run or are cached)."""
+    return {k: v for k, v in cfg.items() if k not in ("device", "data_dir", "cache_dir")}
+
+
+def _diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> str:
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            d = _diff(va, vb, f"{prefix}{k}.")
+            if d:
+                return d
+        elif va != vb:
+            return f"{prefix}{k}: {va!r} in the run, {vb!r} now"
+    return ""
+
+
+def prepare_store(cfg: RunConfig, run_dir: Path, resume: bool, command: list[str], device: torch.device
+                  ) -> RunStore:
+    store = RunStore(run_dir)
+    resolved = to_jsonable(cfg)
+    resolved["method_options"] = {m: dict(o) for m, o in cfg.method_options}
+    old = store.read_manifest()
+    if store.has_results() and not resume:
+        raise UsageError(f"{run_dir} already holds results; continue it with --resume or choose another --out")
+    if resume and old is not None and comparable(old["config"]) != comparable(resolved):
+        diff = _diff(comparable(old["config"]), comparable(resolved))
+        raise UsageError(f"cannot resume {run_dir} with a different config ({diff}); "
+                         "drop --resume and choose another --out")
+    store.ensure_writable()
+    store.write_manifest({
+        "run_id": store.run_id, "config": resolved, "command": command, "versions": versions(),
+        "git_sha": git_sha(), "device": str(device), "device_name": device_name(device),
+        "created": (old or {}).get("created", time.strftime("%Y-%m-%dT%H:%M:%S%z")),
+        "resumed": bool(resume and old is not None),
+        "eval_set_groups": {n: {} for n in (cfg.datasets or evalsets.offline_sets())},
+    })
+    return store
+
+
+class Runner:
+    def __init__(self, cfg: RunConfig, run_dir: Path, *, resume: bool = False, retrain: bool = False,
+                 console: Console | None = None, command: list[str] | None = None, progress: bool = True):
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        self.methods = METHODS.expand(list(cfg.methods))
+        self.datasets = evalsets.EVAL_SETS.expand(list(cfg.datasets)) if cfg.datasets else evalsets.offline_sets()
+        self.console = console or Console(stderr=True)
+        self.retrain = retrain
+        self.show_progress = progress
+        self.store = prepare_store(cfg, run_dir, resume, command or sys.argv, self.device)
+        self.cache = CheckpointCache(cfg.cache_dir)
+        self.eval_ctx = EvalContext(data_dir=Path(cfg.data_dir), max_eval=cfg.eval.max_eval)
+        self._eval_data: dict[str, EvalData] = {}
+
+    def eval_data(self, name: str) -> EvalData:
+        if name not in self._eval_data:
+            d = evalsets.build(name, self.eval_ctx)
+            self._eval_data[name] = dataclasses.replace(d, images=d.images.to(self.device))
+        return self._eval_data[name]
+
+    def run(self) -> RunOutcome:
+        out = RunOutcome(self.store)
+        train_full = load_embedded("mnist", "train")
+        for name in self.datasets:  # build every eval set up front: a missing one fails before any training
+            self.eval_data(name)
+        cells = [(f, s, m) for f in range(self.cfg.folds) for s in self.cfg.seeds for m in self.methods]
+        with Bars(self.console, enabled=self.show_progress) as bars:
+            overall = bars.add("cells", total=len(cells))
+            try:
+                for fold, seed, method in cells:
+                    spec = SplitSpec(self.cfg.split.val_fraction, self.cfg.split.split_seed, self.cfg.folds, fold,
+                                     self.cfg.split.max_train)
+                    self._run_cell(out, bars, train_full, spec, method, seed)
+                    bars.advance(overall)
+            finally:
+                self.store.write_results_csv()
+                self.store.write_errors(out.errors)
+        return out
+
+    def _run_cell(self, out: RunOutcome, bars: Bars, train_full, spec: SplitSpec, method: str, seed: int) -> None:
+        keys = {ds: cell_key(method, seed, spec.fold, ds) for ds in [*self.datasets, COST_SET]}
+        todo = [ds for ds, k in keys.items() if not self.store.done(k)]
+        out.cells_skipped += len(keys) - len(todo)
+        if not todo:
+            return
+        try:
+            m = self._fit(bars, train_full, spec, method, seed)
+            base = {"run_id": self.store.run_id, "method": method, "backbone": self.cfg.backbone, "seed": seed,
+                    "fold": spec.fold}
+            id_pred: Prediction | None = None
+            for ds in todo:
+                if ds == COST_SET:
+                    continue
+                data = self.eval_data(ds)
+                pred = m.predict(data.images, batch_size=self.cfg.eval.batch_size)
+                if data.kind != "id" and id_pred is None:
+                    id_pred = m.predict(self.eval_data("mnist").images, batch_size=self.cfg.eval.batch_size)
+                if ds == "mnist":
+                    id_pred = pred
+                rows = tidy(metric_rows(data, pred, id_pred),
+                            {**base, "eval_set": ds, "shift": data.shift, "severity": data.severity})
+                arrays = {"probs": pred.probs.numpy(), "confidence": pred.confidence.numpy(),
+                          "labels": data.labels.cpu().numpy()}
+                self.store.write_cell(keys[ds], rows, arrays)
+                out.cells_done += 1
+            if COST_SET in todo:
+                imgs = self.eval_data("mnist").images[: self.cfg.eval.cost_images] if "mnist" in self.datasets \
+                    else self._mnist_test_images()
+                ms = inference_ms_per_1k(m, imgs, self.cfg.eval.batch_size)
+                self.store.write_cell(keys[COST_SET],
+                                      tidy(cost_rows(m, ms), {**base, "eval_set": COST_SET, "shift": "cost",
+                                                              "severity": ""}))
+                out.cells_done += 1
+        except BenchError as e:
+            out.errors.append({"method": method, "seed": seed, "fold": spec.fold, "error": str(e)})
+            self.console.print(f"[red]error[/red] {method} seed {seed} fold {spec.fold}: {e}")
+        finally:
+            self.store.write_results_csv()
+
+    def _mnist_test_images(self) -> torch.Tensor:
+        return self.eval_data("mnist").images[: self.cfg.eval.cost_images]
+
+    def _fit(self, bars: Bars, train_full, spec: SplitSpec, method: str, seed: int) -> ConfidenceMethod:
+        cls = METHODS.get(method)
+        m: ConfidenceMethod = cls(cls.Config(**self.cfg.options_for(method)), backbone=self.cfg.backbone, seed=seed)
+        ctx = FitContext(device=self.device, recipe=self.cfg.train, split_id=spec.split_id, cache=self.cache,
+                         retrain=self.retrain, progress=bars)
+        key = m.cache_key(ctx)
+        hit = None if self.retrain else self.cache.get(key)
+        if hit is not None:
+            m.load_state_dict(hit["state"], device=self.device)
+            m.train_log = TrainLog(**hit["log"]) if hit.get("log") else None
+            return m
+        train, val = split(train_full, spec)
+        m.fit(train, val, ctx)
+        self.cache.put(key, {"state": m.state_dict(),
+                             "log": dataclasses.asdict(m.train_log) if m.train_log else None})
+        return m
+
+
+def summarize_errors(errors: list[dict[str, Any]]) -> str:
+    return "; ".join(f"{e['method']} seed {e['seed']}: {e['error']}" for e in errors)
+
+
+def to_numpy(pred: Prediction) -> dict[str, np.ndarray]:
+    return {"probs": pred.probs.numpy(), "confidence": pred.confidence.numpy()}

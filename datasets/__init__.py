@@ -1,0 +1,1 @@
+"""Data: IDX reader, embedded MNIST / Fashion-MNIST, splits, and the registry of evaluation sets."""

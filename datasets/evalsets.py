@@ -1,0 +1,168 @@
+"""Registry of evaluation sets. Each entry builds an ``EvalData`` from an ``EvalContext``.
+
+Shift families and groups appear in every result row (``shift``, ``severity``); OOD sets carry a near/far group
+(following OpenOOD v1.5's MNIST benchmark, which counts Fashion-MNIST as near-OOD and natural images and noise as
+far-OOD).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from bench.datasets.mnist import ImageSet, load_embedded
+from bench.errors import DataError
+from bench.registry import Registry
+
+NOISE_SEED = 1234  # fixed: every method and seed sees the same noise images
+
+
+@dataclass(frozen=True)
+class EvalData:
+    name: str
+    images: torch.Tensor  # uint8 [0, 255] or float [0, 1], (N, 1, 28, 28)
+    labels: torch.Tensor  # int64, -1 where there is no class (OOD)
+    kind: str  # "id" (labelled digits) or "ood"
+    shift: str = "none"  # none | ood | occlusion | adversarial | ...
+    severity: str = ""
+    group: str = ""  # OOD: near | far
+
+
+@dataclass
+class EvalContext:
+    """What building an eval set may need: the embedded data, a download dir, and a size cap (smoke runs)."""
+
+    data_dir: Path = field(default_factory=lambda: Path("data"))
+    max_eval: int = 0  # 0 = whole set
+    allow_download: bool = True
+    _cache: dict = field(default_factory=dict)
+
+    def embedded(self, dataset: str, part: str) -> ImageSet:
+        key = (dataset, part)
+        if key not in self._cache:
+            self._cache[key] = load_embedded(dataset, part)
+        return self._cache[key]
+
+    def cap(self, n: int) -> int:
+        return min(n, self.max_eval) if self.max_eval else n
+
+
+@dataclass(frozen=True)
+class EvalSetSpec:
+    build: Callable[[EvalContext], EvalData]
+    offline: bool  # available without a network (embedded or synthetic)
+
+
+EVAL_SETS: Registry = Registry("eval set")
+
+
+def _register(name: str, description: str, offline: bool):
+    def deco(fn: Callable[[EvalContext], EvalData]):
+        EVAL_SETS.add(name, EvalSetSpec(fn, offline), description)
+        return fn
+
+    return deco
+
+
+@_register("mnist", "MNIST test set (10k), in-distribution", offline=True)
+def _mnist(ctx: EvalContext) -> EvalData:
+    test = ctx.embedded("mnist", "test")
+    n = ctx.cap(len(test))
+    return EvalData("mnist", test.images[:n], test.labels[:n], kind="id")
+
+
+@_register("ood:fashion", "Fashion-MNIST test set (10k, embedded), near OOD", offline=True)
+def _fashion(ctx: EvalContext) -> EvalData:
+    test = ctx.embedded("fashion", "test")
+    n = ctx.cap(len(test))
+    return EvalData("ood:fashion", test.images[:n], torch.full((n,), -1), "ood", "ood", group="near")
+
+
+def _noise(name: str, ctx: EvalContext, draw: Callable[[torch.Generator, tuple], torch.Tensor]) -> EvalData:
+    n = ctx.cap(10_000)
+    images = draw(torch.Generator().manual_seed(NOISE_SEED), (n, 1, 28, 28)).clamp_(0, 1)
+    return EvalData(name, images, torch.full((n,), -1), "ood", "ood", group="far")
+
+
+@_register("ood:uniform", "Uniform noise images U[0,1] (10k, fixed seed), far OOD", offline=True)
+def _uniform(ctx: EvalContext) -> EvalData:
+    return _noise("ood:uniform", ctx, lambda g, s: torch.rand(s, generator=g))
+
+
+@_register("ood:gaussian", "Gaussian noise images N(0.5, 0.25^2) clipped to [0,1] (10k, fixed seed), far OOD",
+           offline=True)
+def _gaussian(ctx: EvalContext) -> EvalData:
+    return _noise("ood:gaussian", ctx, lambda g, s: 0.5 + 0.25 * torch.randn(s, generator=g))
+
+
+def _torchvision_test(name: str, ctx: EvalContext, make: Callable[[str, bool], object], folder: str
+                      ) -> object:
+    root = Path(ctx.data_dir)
+    try:
+        return make(str(root), False)
+    except (RuntimeError, FileNotFoundError):
+        pass  # not on disk yet
+    if not ctx.allow_download:
+        raise DataError(f"{name} is not in {root} and downloads are off; place torchvision's {folder} files "
+                        f"under {root}/ or allow downloads")
+    try:
+        return make(str(root), True)
+    except Exception as e:  # urllib/http errors vary; all mean the same to the user
+        raise DataError(f"{name} could not be downloaded ({type(e).__name__}); offline, place torchvision's "
+                        f"{folder} files under {root}/ (--data-dir or BENCH_DATA)") from None
+
+
+def _from_pil_dataset(ds, n: int, transform: Callable | None = None) -> torch.Tensor:
+    import numpy as np
+
+    imgs = []
+    for i in range(n):
+        img = ds[i][0]
+        imgs.append(np.asarray(transform(img) if transform else img, dtype=np.uint8))
+    return torch.from_numpy(np.stack(imgs)).unsqueeze(1)
+
+
+@_register("ood:kmnist", "Kuzushiji-MNIST test set (downloaded via torchvision), near OOD", offline=False)
+def _kmnist(ctx: EvalContext) -> EvalData:
+    from torchvision.datasets import KMNIST
+
+    ds = _torchvision_test("ood:kmnist", ctx, lambda r, d: KMNIST(r, train=False, download=d), "KMNIST/raw")
+    n = ctx.cap(len(ds))
+    images = ds.data[:n].unsqueeze(1).to(torch.uint8)
+    return EvalData("ood:kmnist", images, torch.full((n,), -1), "ood", "ood", group="near")
+
+
+@_register("ood:emnist-letters", "EMNIST letters test set, transposed to MNIST orientation, near OOD",
+           offline=False)
+def _emnist(ctx: EvalContext) -> EvalData:
+    from torchvision.datasets import EMNIST
+
+    ds = _torchvision_test("ood:emnist-letters", ctx,
+                           lambda r, d: EMNIST(r, split="letters", train=False, download=d), "EMNIST/raw")
+    n = ctx.cap(len(ds))
+    images = ds.data[:n].transpose(1, 2).unsqueeze(1).to(torch.uint8)  # EMNIST is stored transposed
+    return EvalData("ood:emnist-letters", images, torch.full((n,), -1), "ood", "ood", group="near")
+
+
+@_register("ood:cifar10-grey", "CIFAR-10 test set, greyscale (ITU-R 601 luma), resized to 28x28, far OOD",
+           offline=False)
+def _cifar(ctx: EvalContext) -> EvalData:
+    from PIL import Image
+    from torchvision.datasets import CIFAR10
+
+    ds = _torchvision_test("ood:cifar10-grey", ctx, lambda r, d: CIFAR10(r, train=False, download=d),
+                           "cifar-10-batches-py")
+    n = ctx.cap(len(ds))
+    images = _from_pil_dataset(ds, n, lambda im: im.convert("L").resize((28, 28), Image.BILINEAR))
+    return EvalData("ood:cifar10-grey", images, torch.full((n,), -1), "ood", "ood", group="far")
+
+
+def offline_sets() -> list[str]:
+    return [n for n in EVAL_SETS.names() if EVAL_SETS.get(n).offline]
+
+
+def build(name: str, ctx: EvalContext) -> EvalData:
+    return EVAL_SETS.get(name).build(ctx)

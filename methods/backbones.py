@@ -1,0 +1,137 @@
+"""Backbones: image classifiers taking [0, 1] pixels, normalising inside, exposing penultimate features.
+
+Every backbone implements ``forward_features(x) -> (N, F)`` (penultimate features, what ConfidNet and TrustScore
+read), ``forward_head(f) -> logits`` and ``num_features``. ``forward`` is their composition.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.errors import UsageError
+from bench.methods.registry import BACKBONES
+
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+
+
+class Backbone(nn.Module):
+    """Base: subclasses set ``num_features`` and implement ``forward_features`` and ``forward_head``."""
+
+    num_features: int
+
+    def __init__(self, mean: float = MNIST_MEAN, std: float = MNIST_STD):
+        super().__init__()
+        # Buffers, not Python floats, so the normalisation travels with .to(device) and with the state dict.
+        self.register_buffer("mean", torch.tensor(mean), persistent=False)
+        self.register_buffer("std", torch.tensor(std), persistent=False)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward_head(self, f: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+@BACKBONES.register("lenet", "PyTorch MNIST example net (conv10-conv20+dropout2d-fc50-dropout-fc), 21,840 params")
+class LeNet(Backbone):
+    num_features = 50
+
+    def __init__(self, num_classes: int = 10, in_chans: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_chans, 10, 5)
+        self.conv2 = nn.Conv2d(10, 20, 5)
+        self.conv2_drop = nn.Dropout2d(0.5)
+        self.fc1 = nn.Linear(320, 50)
+        self.drop = nn.Dropout(0.5)
+        self.fc2 = nn.Linear(50, num_classes)
+
+    def forward_conv(self, x: torch.Tensor) -> torch.Tensor:
+        """Last conv features after ReLU + max-pool, flattened (N, 320): what the missing-feature method inverts."""
+        x = F.relu(F.max_pool2d(self.conv1(self.normalize(x)), 2))
+        x = F.relu(F.max_pool2d(self.conv2_drop(self.conv2(x)), 2))
+        return x.flatten(1)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.fc1(self.forward_conv(x)))
+
+    def forward_head(self, f: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.drop(f))
+
+
+@BACKBONES.register("mlp", "ConfidNet's MNIST MLP 784-1000-10 with dropout 0.3")
+class MLP(Backbone):
+    num_features = 1000
+
+    def __init__(self, num_classes: int = 10, in_chans: int = 1, image_size: int = 28):
+        super().__init__()
+        self.fc1 = nn.Linear(in_chans * image_size * image_size, 1000)
+        self.drop = nn.Dropout(0.3)
+        self.fc2 = nn.Linear(1000, num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.fc1(self.normalize(x).flatten(1)))
+
+    def forward_head(self, f: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.drop(f))
+
+
+@BACKBONES.register("smallconvnet", "ConfidNet's SmallConvNet conv32-conv64-pool-drop0.25-fc128-drop0.5-fc10")
+class SmallConvNet(Backbone):
+    num_features = 128
+
+    def __init__(self, num_classes: int = 10, in_chans: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_chans, 32, 3)
+        self.conv2 = nn.Conv2d(32, 64, 3)
+        self.drop1 = nn.Dropout(0.25)
+        self.fc1 = nn.Linear(9216, 128)
+        self.drop2 = nn.Dropout(0.5)
+        self.fc2 = nn.Linear(128, num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.conv2(F.relu(self.conv1(self.normalize(x)))))
+        x = self.drop1(F.max_pool2d(x, 2)).flatten(1)
+        return F.relu(self.fc1(x))
+
+    def forward_head(self, f: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.drop2(f))
+
+
+class TimmBackbone(Backbone):
+    """Any timm model built with one input channel; features are timm's pre-logits."""
+
+    def __init__(self, model_name: str, num_classes: int = 10, in_chans: int = 1, drop_rate: float = 0.0):
+        super().__init__()
+        import timm
+
+        if model_name not in timm.list_models():
+            raise UsageError(f"unknown timm model {model_name!r}; see timm.list_models('*pattern*')")
+        self.model = timm.create_model(
+            model_name, pretrained=False, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate
+        )
+        self.num_features = self.model.num_features
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_head(self.model.forward_features(self.normalize(x)), pre_logits=True)
+
+    def forward_head(self, f: torch.Tensor) -> torch.Tensor:
+        return self.model.get_classifier()(f)
+
+
+def create_backbone(name: str, num_classes: int = 10, in_chans: int = 1) -> Backbone:
+    """Build a registered backbone, or ``timm:<model>`` for any timm model (dropout 0.2 before its classifier)."""
+    if name.startswith("timm:"):
+        return TimmBackbone(name[len("timm:"):], num_classes=num_classes, in_chans=in_chans, drop_rate=0.2)
+    return BACKBONES.get(name)(num_classes=num_classes, in_chans=in_chans)
+
+
+def backbone_names(pattern: str | None = None) -> list[str]:
+    return BACKBONES.names(pattern) + ([] if pattern and not pattern.startswith("timm") else ["timm:<name>"])

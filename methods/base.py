@@ -1,0 +1,222 @@
+"""The template every confidence method fills in (torchattacks' ``Attack`` manner): this base owns device, mode
+switching, batching, no-grad, seeding and checkpoint round-trips; a method file writes only its algorithm.
+
+Conventions, stated once: inputs are images in [0, 1] (uint8 [0, 255] is accepted and converted), shape
+(N, 1, 28, 28) for MNIST-like data; ``predict`` returns class probabilities (N, C) and a confidence (N,) where
+HIGHER = MORE TRUSTWORTHY.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, NamedTuple
+
+import torch
+from torch import nn
+
+from bench.cache import CheckpointCache
+from bench.datasets.mnist import ImageSet, to_float
+from bench.errors import NotFittedError
+from bench.methods.backbones import create_backbone
+from bench.methods.training import TrainLog, TrainRecipe, build_optimizer, build_scheduler, fit_loop, supervised_step
+from bench.utils import stable_hash
+
+CACHE_VERSION = 1  # bump when training code changes in a way that invalidates cached checkpoints
+
+
+class Prediction(NamedTuple):
+    probs: torch.Tensor  # (N, C) float32, CPU
+    confidence: torch.Tensor  # (N,) float32, CPU, higher = more trustworthy
+
+
+@dataclass(frozen=True)
+class NoConfig:
+    """A method without options."""
+
+
+@dataclass
+class FitContext:
+    """What the runner lends a method during ``fit``: device, recipe, data identity, caches and progress."""
+
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    recipe: TrainRecipe = field(default_factory=TrainRecipe)
+    split_id: str = "custom"
+    cache: CheckpointCache | None = None
+    retrain: bool = False
+    progress: Any = None
+
+    def baseline_key(self, backbone: str, num_classes: int, seed: int) -> str:
+        return "baseline-" + stable_hash(
+            {"backbone": backbone, "classes": num_classes, "recipe": self.recipe, "seed": seed,
+             "split": self.split_id, "version": CACHE_VERSION})
+
+    def train_baseline(self, backbone: str, num_classes: int, seed: int, train: ImageSet, val: ImageSet
+                       ) -> tuple[nn.Module, TrainLog, str]:
+        """The plain cross-entropy classifier of (backbone, recipe, seed, split), trained once and cached, so
+        inference-only methods (msp, mcdropout, post-hoc scorers) share it instead of retraining."""
+        key = self.baseline_key(backbone, num_classes, seed)
+        hit = None if (self.cache is None or self.retrain) else self.cache.get(key)
+        model = create_backbone(backbone, num_classes)
+        if hit is not None:
+            model.load_state_dict(hit["model"])
+            return model.to(self.device), TrainLog(**hit["log"]), key
+        torch.manual_seed(seed)
+        model = create_backbone(backbone, num_classes).to(self.device)
+        opt = build_optimizer(model.parameters(), self.recipe)
+        sched = build_scheduler(opt, self.recipe)
+        n_batches = -(-len(train) // self.recipe.batch_size)
+        step = supervised_step(model, opt, self.recipe, sched, n_batches)
+        log = fit_loop(model, train, val, self.recipe, self.device, seed, step,
+                       label=f"{backbone} seed {seed}", progress=self.progress)
+        if self.cache is not None:
+            self.cache.put(key, {"model": model.state_dict(), "log": dataclasses.asdict(log)})
+        return model, log, key
+
+
+class ConfidenceMethod:
+    """Base class. Subclasses set ``name`` (via the registry), ``Config`` and implement ``_fit``; they override
+    ``score_logits`` (post-hoc scorers) or ``_predict_batch`` (methods with their own inference)."""
+
+    Config: ClassVar[type] = NoConfig
+    #: True if the confidence is a function of the baseline logits alone (logits are then shared per eval set).
+    posthoc: ClassVar[bool] = False
+    #: True if predict draws random numbers (it is then seeded from ``seed`` so it is reproducible).
+    stochastic: ClassVar[bool] = False
+
+    def __init__(self, config: Any = None, *, backbone: str = "lenet", num_classes: int = 10, seed: int = 0):
+        self.config = config if config is not None else self.Config()
+        self.backbone = backbone
+        self.num_classes = num_classes
+        self.seed = seed
+        self.model: nn.Module | None = None
+        self.train_log: TrainLog | None = None
+        self.baseline_key: str | None = None
+        self.device = torch.device("cpu")
+
+    # --- lifecycle -------------------------------------------------------------------------------------------
+    def fit(self, train: ImageSet, val: ImageSet, ctx: FitContext | None = None) -> "ConfidenceMethod":
+        ctx = ctx or FitContext()
+        self.device = ctx.device
+        train, val = train.to(ctx.device), val.to(ctx.device)
+        self._fit(train, val, ctx)
+        if self.model is None:
+            raise RuntimeError(f"{type(self).__name__}._fit did not set self.model")
+        return self
+
+    def _fit(self, train: ImageSet, val: ImageSet, ctx: FitContext) -> None:
+        """Default: the cached baseline classifier of this backbone and seed."""
+        self.model, self.train_log, self.baseline_key = ctx.train_baseline(
+            self.backbone, self.num_classes, self.seed, train, val)
+
+    def build_model(self) -> nn.Module:
+        """An untrained model of the right shape, for ``load_state_dict``."""
+        return create_backbone(self.backbone, self.num_classes)
+
+    @property
+    def classifier(self) -> nn.Module:
+        """Differentiable images -> logits module, for white-box attacks."""
+        return self._fitted_model()
+
+    @property
+    def forward_passes(self) -> int:
+        """Forward passes of the classifier per sample at inference."""
+        return 1
+
+    def _fitted_model(self) -> nn.Module:
+        if self.model is None:
+            raise NotFittedError(f"{type(self).__name__} is not fitted; call fit() or load_state_dict() first")
+        return self.model
+
+    # --- inference -------------------------------------------------------------------------------------------
+    def predict(self, x: torch.Tensor, batch_size: int = 2048) -> Prediction:
+        model = self._fitted_model()
+        modes = [(m, m.training) for m in model.modules()]
+        model.eval()
+        try:
+            with torch.inference_mode(), _seeded(self.seed if self.stochastic else None, self.device):
+                outs = [self._predict_batch(to_float(x[i : i + batch_size]).to(self.device))
+                        for i in range(0, len(x), batch_size)]
+        finally:
+            for m, mode in modes:
+                m.train(mode)
+        probs = torch.cat([o[0] for o in outs]).float().cpu() if outs else torch.empty(0, self.num_classes)
+        conf = torch.cat([o[1] for o in outs]).float().cpu() if outs else torch.empty(0)
+        return Prediction(probs, conf)
+
+    def predict_from_logits(self, logits: torch.Tensor) -> Prediction:
+        """For post-hoc methods: score precomputed baseline logits (shared across scorers of one eval set)."""
+        if not self.posthoc:
+            raise TypeError(f"{type(self).__name__} is not a post-hoc scorer")
+        with torch.inference_mode():
+            probs, conf = self.score_logits(logits.float())
+        return Prediction(probs.float().cpu(), conf.float().cpu())
+
+    def _predict_batch(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.score_logits(self._fitted_model()(x))
+
+    def score_logits(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Default scorer: softmax probabilities and their maximum (MCP)."""
+        probs = logits.softmax(1)
+        return probs, probs.max(1).values
+
+    # --- checkpoints -----------------------------------------------------------------------------------------
+    def cache_key(self, ctx: FitContext) -> str:
+        return f"{self.name}-" + stable_hash(
+            {"method": self.name, "config": self.config, "backbone": self.backbone, "classes": self.num_classes,
+             "seed": self.seed, "recipe": ctx.recipe, "split": ctx.split_id, "version": CACHE_VERSION})
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self._fitted_model().state_dict(), "extra": self.extra_state(),
+                "baseline_key": self.baseline_key}
+
+    def load_state_dict(self, state: dict[str, Any], device: torch.device | str | None = None
+                        ) -> "ConfidenceMethod":
+        self.device = torch.device(device) if device is not None else self.device
+        model = self.build_model()
+        model.load_state_dict(state["model"])
+        self.model = model.to(self.device)
+        self.baseline_key = state.get("baseline_key")
+        self.load_extra_state(state.get("extra", {}))
+        return self
+
+    def extra_state(self) -> dict[str, Any]:
+        """Learned state beyond the model weights (e.g. a temperature); override with ``load_extra_state``."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    name: ClassVar[str] = "base"
+
+
+class _seeded:
+    """Fork the RNG and seed it (or do nothing for ``None``): reproducible stochastic inference without
+    touching the caller's random state."""
+
+    def __init__(self, seed: int | None, device: torch.device):
+        self.seed, self.device = seed, device
+
+    def __enter__(self) -> None:
+        if self.seed is None:
+            return
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        self._fork = torch.random.fork_rng(devices=devices)
+        self._fork.__enter__()
+        torch.manual_seed(self.seed)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.seed is not None:
+            self._fork.__exit__(*exc)
+
+
+def register(name: str, description: str | None = None):
+    """Register a method class under ``name`` (sets ``cls.name``)."""
+    from bench.methods.registry import METHODS
+
+    def deco(cls: type[ConfidenceMethod]) -> type[ConfidenceMethod]:
+        cls.name = name
+        METHODS.add(name, cls, description)
+        return cls
+
+    return deco

@@ -1,0 +1,8 @@
+"""Baseline: plain cross-entropy training; confidence = maximum softmax probability (MCP)."""
+
+from bench.methods.base import ConfidenceMethod, register
+
+
+@register("msp", "Baseline: max softmax probability of the plainly trained classifier (Hendrycks & Gimpel 2017)")
+class MSP(ConfidenceMethod):
+    posthoc = True

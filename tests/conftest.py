@@ -1,0 +1,32 @@
+"""Shared fixtures: tiny slices of the embedded MNIST, loaded once per session."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bench.datasets.mnist import ImageSet, load_embedded
+from bench.methods.base import FitContext
+from bench.methods.training import TrainRecipe
+
+
+@pytest.fixture(scope="session")
+def mnist_train() -> ImageSet:
+    return load_embedded("mnist", "train")
+
+
+@pytest.fixture(scope="session")
+def mnist_test() -> ImageSet:
+    return load_embedded("mnist", "test")
+
+
+@pytest.fixture(scope="session")
+def tiny(mnist_train, mnist_test):
+    """(train 1024, val 256, test 256) slices: enough for a lenet to learn well above chance in 2 epochs."""
+    return mnist_train.subset(slice(0, 1024)), mnist_train.subset(slice(1024, 1280)), mnist_test.subset(slice(0, 256))
+
+
+@pytest.fixture(scope="session")
+def tiny_ctx() -> FitContext:
+    return FitContext(device=torch.device("cpu"), recipe=TrainRecipe(optimizer="adam", lr=2e-3, batch_size=64,
+                                                                      epochs=2))
