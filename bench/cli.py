@@ -15,6 +15,10 @@ from bench.errors import BenchError, UsageError
 
 DEFAULT_RUNS = Path("results/runs")
 
+# Subcommands beyond list/run live in their own modules: each defines ``add_parser(subparsers)`` which registers
+# its parser with ``set_defaults(handler=fn)``, where ``fn(args, out_console, err_console) -> exit code``.
+COMMAND_MODULES: tuple[str, ...] = ()
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but a bad flag is one line (no usage dump), exit code 2."""
@@ -65,6 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-dir", help="where downloadable eval sets live (default $BENCH_DATA or ./data)")
     run.add_argument("--cache-dir", help="checkpoint cache (default results/cache)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    import importlib
+
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).add_parser(sub)
     return p
 
 
@@ -170,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_list(args, out)
         if args.command == "run":
             return cmd_run(args, out, err)
+        if getattr(args, "handler", None) is not None:
+            return args.handler(args, out, err)
         build_parser().print_help()
         return 2
     except BenchError as e:

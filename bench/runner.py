@@ -114,26 +114,33 @@ class Runner:
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
         self.methods = METHODS.expand(list(cfg.methods))
-        self.datasets = evalsets.EVAL_SETS.expand(list(cfg.datasets)) if cfg.datasets else evalsets.offline_sets()
+        self.datasets = evalsets.expand(list(cfg.datasets)) if cfg.datasets else evalsets.offline_sets()
         self.console = console or Console(stderr=True)
         self.retrain = retrain
         self.show_progress = progress
         self.store = prepare_store(cfg, run_dir, resume, command or sys.argv, self.device)
         self.cache = CheckpointCache(cfg.cache_dir)
-        self.eval_ctx = EvalContext(data_dir=Path(cfg.data_dir), max_eval=cfg.eval.max_eval)
-        self._eval_data: dict[str, EvalData] = {}
+        self.eval_ctx = EvalContext(data_dir=Path(cfg.data_dir), max_eval=cfg.eval.max_eval, device=self.device,
+                                    cache_dir=Path(cfg.cache_dir))
+        self._eval_data: dict[tuple[str, str], EvalData] = {}
 
-    def eval_data(self, name: str) -> EvalData:
-        if name not in self._eval_data:
-            d = evalsets.build(name, self.eval_ctx)
-            self._eval_data[name] = dataclasses.replace(d, images=d.images.to(self.device))
-        return self._eval_data[name]
+    def eval_data(self, name: str, method: ConfidenceMethod | None = None, method_key: str = "") -> EvalData:
+        """Each eval set is built once per run; model-dependent ones (attacks) once per fitted method."""
+        model_dependent = evalsets.needs_model(name)
+        key = (name, method_key if model_dependent else "")
+        if key not in self._eval_data:
+            if model_dependent and method is None:
+                raise AssertionError(f"eval set {name} needs a fitted method")
+            d = evalsets.build(name, self.eval_ctx, method) if model_dependent else evalsets.build(name, self.eval_ctx)
+            self._eval_data[key] = dataclasses.replace(d, images=d.images.to(self.device))
+        return self._eval_data[key]
 
     def run(self) -> RunOutcome:
         out = RunOutcome(self.store)
         train_full = load_embedded("mnist", "train")
-        for name in self.datasets:  # build every eval set up front: a missing one fails before any training
-            self.eval_data(name)
+        for name in ["mnist", *self.datasets]:  # build static sets up front: a missing one fails before training
+            if not evalsets.needs_model(name):
+                self.eval_data(name)
         cells = [(f, s, m) for f in range(self.cfg.folds) for s in self.cfg.seeds for m in self.methods]
         with Bars(self.console, enabled=self.show_progress) as bars:
             overall = bars.add("cells", total=len(cells))
@@ -155,14 +162,15 @@ class Runner:
         if not todo:
             return
         try:
-            m = self._fit(bars, train_full, spec, method, seed)
+            m, method_key = self._fit(bars, train_full, spec, method, seed)
+            self.store.record_checkpoint(method, seed, spec.fold, method_key, self.cache.path(method_key))
             base = {"run_id": self.store.run_id, "method": method, "backbone": self.cfg.backbone, "seed": seed,
                     "fold": spec.fold}
             id_pred: Prediction | None = None
             for ds in todo:
                 if ds == COST_SET:
                     continue
-                data = self.eval_data(ds)
+                data = self.eval_data(ds, m, method_key)
                 pred = m.predict(data.images, batch_size=self.cfg.eval.batch_size)
                 if data.kind != "id" and id_pred is None:
                     id_pred = m.predict(self.eval_data("mnist").images, batch_size=self.cfg.eval.batch_size)
@@ -175,8 +183,7 @@ class Runner:
                 self.store.write_cell(keys[ds], rows, arrays)
                 out.cells_done += 1
             if COST_SET in todo:
-                imgs = self.eval_data("mnist").images[: self.cfg.eval.cost_images] if "mnist" in self.datasets \
-                    else self._mnist_test_images()
+                imgs = self.eval_data("mnist").images[: self.cfg.eval.cost_images]
                 ms = inference_ms_per_1k(m, imgs, self.cfg.eval.batch_size)
                 self.store.write_cell(keys[COST_SET],
                                       tidy(cost_rows(m, ms), {**base, "eval_set": COST_SET, "shift": "cost",
@@ -188,10 +195,9 @@ class Runner:
         finally:
             self.store.write_results_csv()
 
-    def _mnist_test_images(self) -> torch.Tensor:
-        return self.eval_data("mnist").images[: self.cfg.eval.cost_images]
-
-    def _fit(self, bars: Bars, train_full, spec: SplitSpec, method: str, seed: int) -> ConfidenceMethod:
+    def _fit(self, bars: Bars, train_full, spec: SplitSpec, method: str, seed: int
+             ) -> tuple[ConfidenceMethod, str]:
+        """The fitted method and its cache key (checkpoint cache hit, or fit and store)."""
         cls = METHODS.get(method)
         m: ConfidenceMethod = cls(cls.Config(**self.cfg.options_for(method)), backbone=self.cfg.backbone, seed=seed)
         ctx = FitContext(device=self.device, recipe=self.cfg.train, split_id=spec.split_id, cache=self.cache,
@@ -201,17 +207,14 @@ class Runner:
         if hit is not None:
             m.load_state_dict(hit["state"], device=self.device)
             m.train_log = TrainLog(**hit["log"]) if hit.get("log") else None
-            return m
+            return m, key
         train, val = split(train_full, spec)
         m.fit(train, val, ctx)
         self.cache.put(key, {"state": m.state_dict(),
                              "log": dataclasses.asdict(m.train_log) if m.train_log else None})
-        return m
+        return m, key
 
 
 def summarize_errors(errors: list[dict[str, Any]]) -> str:
     return "; ".join(f"{e['method']} seed {e['seed']}: {e['error']}" for e in errors)
 
-
-def to_numpy(pred: Prediction) -> dict[str, np.ndarray]:
-    return {"probs": pred.probs.numpy(), "confidence": pred.confidence.numpy()}

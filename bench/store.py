@@ -89,6 +89,19 @@ class RunStore:
         except json.JSONDecodeError:
             raise UsageError(f"{p} is corrupt (not JSON); start a new run with another --out") from None
 
+    def record_checkpoint(self, method: str, seed: int, fold: int, key: str, path: Path) -> None:
+        """``checkpoints.json``: which cached checkpoint holds each fitted (method, seed, fold) of this run, so
+        later commands (predict, serve) can load the trained methods."""
+        index_path = self.dir / "checkpoints.json"
+        index = json.loads(index_path.read_text()) if index_path.exists() else {}
+        index[f"{method}__seed{seed}__fold{fold}"] = {"method": method, "seed": seed, "fold": fold, "key": key,
+                                                      "path": str(Path(path).resolve())}
+        atomic_write_text(index_path, json.dumps(index, indent=2, sort_keys=True))
+
+    def checkpoints(self) -> dict[str, Any]:
+        p = self.dir / "checkpoints.json"
+        return json.loads(p.read_text()) if p.exists() else {}
+
     def write_errors(self, errors: list[dict[str, Any]]) -> None:
         path = self.dir / "errors.json"
         if errors:

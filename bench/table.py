@@ -9,7 +9,9 @@ from rich.table import Table
 
 ID_COLUMNS = [("accuracy", "Acc %"), ("auroc", "AUROC"), ("aupr_error", "AUPR-Err"), ("fpr95", "FPR95"),
               ("aurc", "AURC"), ("ece", "ECE %")]
-COST_COLUMNS = [("sec_per_epoch", "s/epoch"), ("infer_ms_per_1k", "ms/1k img")]
+COST_COLUMNS = [("sec_per_epoch", "s/epoch"), ("peak_cuda_mem_mb", "peak CUDA MiB"), ("peak_rss_mb", "peak RSS MiB"),
+                ("params", "params"), ("infer_ms_per_1k", "ms/1k img")]
+DIGITS = {"infer_ms_per_1k": 1, "params": 0, "peak_cuda_mem_mb": 0, "peak_rss_mb": 0}
 
 
 def aggregate(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -37,7 +39,7 @@ def _table(title: str, agg: pd.DataFrame, cols: list[tuple[str, str, str]]) -> T
         cells = []
         for eval_set, metric, _ in cols:
             r = index.get((method, eval_set, metric))
-            cells.append("" if r is None else fmt(r.mean, r.std, r.count, 1 if metric == "infer_ms_per_1k" else 2))
+            cells.append("" if r is None else fmt(r.mean, r.std, r.count, DIGITS.get(metric, 2)))
         table.add_row(method, *cells)
     return table
 

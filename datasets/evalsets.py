@@ -33,11 +33,14 @@ class EvalData:
 
 @dataclass
 class EvalContext:
-    """What building an eval set may need: the embedded data, a download dir, and a size cap (smoke runs)."""
+    """What building an eval set may need: the embedded data, a download dir, a size cap (smoke runs), the
+    device, and a cache dir for artefacts that are expensive to make (e.g. universal perturbations per model)."""
 
     data_dir: Path = field(default_factory=lambda: Path("data"))
     max_eval: int = 0  # 0 = whole set
     allow_download: bool = True
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    cache_dir: Path | None = None
     _cache: dict = field(default_factory=dict)
 
     def embedded(self, dataset: str, part: str) -> ImageSet:
@@ -52,8 +55,16 @@ class EvalContext:
 
 @dataclass(frozen=True)
 class EvalSetSpec:
-    build: Callable[[EvalContext], EvalData]
-    offline: bool  # available without a network (embedded or synthetic)
+    """``build(ctx)``, or ``build(ctx, method)`` when ``needs_model`` (adversarial sets attack each method's own
+    classifier). A ``family`` (e.g. ``fgsm``) is registered once and named with parameters (``fgsm:eps=0.1``);
+    ``build`` then also receives ``params`` (the text after the colon), and the bare family name expands to
+    ``defaults``."""
+
+    build: Callable[..., EvalData]
+    offline: bool  # available without a network (embedded, synthetic or made from a model)
+    needs_model: bool = False
+    family: bool = False
+    defaults: tuple[str, ...] = ()
 
 
 EVAL_SETS: Registry = Registry("eval set")
@@ -161,8 +172,40 @@ def _cifar(ctx: EvalContext) -> EvalData:
 
 
 def offline_sets() -> list[str]:
-    return [n for n in EVAL_SETS.names() if EVAL_SETS.get(n).offline]
+    """The default eval sets: MNIST test plus every offline OOD set."""
+    return [n for n in EVAL_SETS.names() if EVAL_SETS.get(n).offline and not EVAL_SETS.get(n).family
+            and (n == "mnist" or n.startswith("ood:"))]
 
 
-def build(name: str, ctx: EvalContext) -> EvalData:
-    return EVAL_SETS.get(name).build(ctx)
+def lookup(name: str) -> tuple[EvalSetSpec, str]:
+    """(spec, params) of an eval-set name: an exact registered name, or ``family:params``."""
+    if name in EVAL_SETS:
+        return EVAL_SETS.get(name), ""
+    family, sep, params = name.partition(":")
+    if sep and family in EVAL_SETS and EVAL_SETS.get(family).family:
+        return EVAL_SETS.get(family), params
+    EVAL_SETS.get(name)  # raises with close matches
+    raise AssertionError("unreachable")
+
+
+def expand(patterns: list[str]) -> list[str]:
+    """Names, wildcards and families (a bare family name means its default instances), without repeats."""
+    out: list[str] = []
+    for p in patterns:
+        names = [p] if ":" in p and not any(c in p for c in "*?[") and p not in EVAL_SETS else EVAL_SETS.expand([p])
+        for n in names:
+            spec, _ = lookup(n)
+            for inst in (spec.defaults if spec.family and n in EVAL_SETS else (n,)):
+                if inst not in out:
+                    out.append(inst)
+    return out
+
+
+def build(name: str, ctx: EvalContext, method=None) -> EvalData:
+    spec, params = lookup(name)
+    args = (ctx, method) if spec.needs_model else (ctx,)
+    return spec.build(*args, params) if spec.family else spec.build(*args)
+
+
+def needs_model(name: str) -> bool:
+    return lookup(name)[0].needs_model

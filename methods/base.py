@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, Callable, ClassVar, NamedTuple
 
 import torch
 from torch import nn
@@ -45,6 +45,8 @@ class FitContext:
     cache: CheckpointCache | None = None
     retrain: bool = False
     progress: Any = None
+    #: called after every epoch of every fit as ``on_epoch(label, epoch, scalars)`` (TensorBoard, live logs)
+    on_epoch: Callable[[str, int, dict[str, float]], None] | None = None
 
     def baseline_key(self, backbone: str, num_classes: int, seed: int) -> str:
         return "baseline-" + stable_hash(
@@ -68,7 +70,7 @@ class FitContext:
         n_batches = -(-len(train) // self.recipe.batch_size)
         step = supervised_step(model, opt, self.recipe, sched, n_batches)
         log = fit_loop(model, train, val, self.recipe, self.device, seed, step,
-                       label=f"{backbone} seed {seed}", progress=self.progress)
+                       label=f"{backbone} seed {seed}", progress=self.progress, on_epoch=self.on_epoch)
         if self.cache is not None:
             self.cache.put(key, {"model": model.state_dict(), "log": dataclasses.asdict(log)})
         return model, log, key

@@ -126,9 +126,12 @@ def fit_loop(
     label: str = "train",
     progress=None,
     on_epoch_end: Callable[[int, TrainLog], None] | None = None,
+    on_epoch: Callable[[str, int, dict[str, float]], None] | None = None,
 ) -> TrainLog:
     """Run ``recipe.epochs`` epochs of ``step(x, y, epoch) -> loss`` (the step owns its optimiser updates) and
-    keep the best validated weights of ``model``. ``progress`` is an optional ``bench.progress.Progress``."""
+    keep the best validated weights of ``model``. ``progress`` is an optional ``bench.progress.Bars``;
+    ``on_epoch_end(epoch, log)`` lets a method add its own series to ``log.extra``; ``on_epoch(label, epoch,
+    scalars)`` then receives the epoch's loss, time, validation accuracy and ``extra`` values (TensorBoard)."""
     log = TrainLog(device=str(device))
     gen = torch.Generator().manual_seed(seed)
     best_acc, best_state = -1.0, None
@@ -158,6 +161,12 @@ def fit_loop(
                     best_state = copy.deepcopy(model.state_dict())
             if on_epoch_end is not None:
                 on_epoch_end(epoch, log)
+            if on_epoch is not None:
+                scalars = {"loss": mean_loss, "epoch_seconds": t.seconds,
+                           **{k: v[-1] for k, v in log.extra.items() if v}}
+                if epoch in log.val_accuracy:
+                    scalars["val_accuracy"] = log.val_accuracy[epoch]
+                on_epoch(label, epoch, scalars)
     finally:
         if task is not None:
             progress.remove(task)
