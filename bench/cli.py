@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-dir", help="where downloadable eval sets live (default $BENCH_DATA or ./data)")
     run.add_argument("--cache-dir", help="checkpoint cache (default results/cache)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--tensorboard", action="store_true",
+                     help="write per-epoch scalars live to <run>/tensorboard (needs the tensorboard extra)")
 
     import importlib
 
@@ -153,20 +155,21 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
     run_dir = _run_dir(args)
     runner = Runner(cfg, run_dir, resume=args.resume, retrain=args.retrain, console=err,
                     command=[sys.executable, "-m", "bench", *sys.argv[1:]],
-                    progress=not args.no_progress)
+                    progress=not args.no_progress, tensorboard=args.tensorboard)
     try:
         outcome = runner.run()
     except KeyboardInterrupt:
         done = len(list(runner.store.cells.glob("*.json")))
         err.print(f"interrupted: {done} finished cells kept in {run_dir}; continue with the same command plus "
-                  f"--resume --out {run_dir}", highlight=False)
+                  f"--resume --out {run_dir}", highlight=False, soft_wrap=True)
         return 130
     for table in summary_tables(outcome.store.rows()):
         out.print(table)
     out.print(f"results: {outcome.store.dir / 'results.csv'}  ({outcome.cells_done} cells computed, "
-              f"{outcome.cells_skipped} resumed)", highlight=False)
+              f"{outcome.cells_skipped} resumed)", highlight=False, soft_wrap=True)
     if outcome.errors:
-        err.print(f"error: {len(outcome.errors)} failed: {summarize_errors(outcome.errors)}", highlight=False)
+        err.print(f"error: {len(outcome.errors)} failed: {summarize_errors(outcome.errors)}", highlight=False,
+                  soft_wrap=True)
         return 1
     return 0
 

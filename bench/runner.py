@@ -110,7 +110,8 @@ def prepare_store(cfg: RunConfig, run_dir: Path, resume: bool, command: list[str
 
 class Runner:
     def __init__(self, cfg: RunConfig, run_dir: Path, *, resume: bool = False, retrain: bool = False,
-                 console: Console | None = None, command: list[str] | None = None, progress: bool = True):
+                 console: Console | None = None, command: list[str] | None = None, progress: bool = True,
+                 tensorboard: bool = False):
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
         self.methods = METHODS.expand(list(cfg.methods))
@@ -118,6 +119,9 @@ class Runner:
         self.console = console or Console(stderr=True)
         self.retrain = retrain
         self.show_progress = progress
+        self.tensorboard = tensorboard
+        if tensorboard:
+            _check_tensorboard()
         self.store = prepare_store(cfg, run_dir, resume, command or sys.argv, self.device)
         self.cache = CheckpointCache(cfg.cache_dir)
         self.eval_ctx = EvalContext(data_dir=Path(cfg.data_dir), max_eval=cfg.eval.max_eval, device=self.device,
@@ -176,7 +180,7 @@ class Runner:
                     id_pred = m.predict(self.eval_data("mnist").images, batch_size=self.cfg.eval.batch_size)
                 if ds == "mnist":
                     id_pred = pred
-                rows = tidy(metric_rows(data, pred, id_pred),
+                rows = tidy({**metric_rows(data, pred, id_pred), **data.extra},  # extra: e.g. UAP fooling rate
                             {**base, "eval_set": ds, "shift": data.shift, "severity": data.severity})
                 arrays = {"probs": pred.probs.numpy(), "confidence": pred.confidence.numpy(),
                           "labels": data.labels.cpu().numpy()}
@@ -191,7 +195,8 @@ class Runner:
                 out.cells_done += 1
         except BenchError as e:
             out.errors.append({"method": method, "seed": seed, "fold": spec.fold, "error": str(e)})
-            self.console.print(f"[red]error[/red] {method} seed {seed} fold {spec.fold}: {e}")
+            self.console.print(f"[red]error[/red] {method} seed {seed} fold {spec.fold}: {e}", soft_wrap=True,
+                               highlight=False)
         finally:
             self.store.write_results_csv()
 
@@ -200,8 +205,9 @@ class Runner:
         """The fitted method and its cache key (checkpoint cache hit, or fit and store)."""
         cls = METHODS.get(method)
         m: ConfidenceMethod = cls(cls.Config(**self.cfg.options_for(method)), backbone=self.cfg.backbone, seed=seed)
+        writer = self._writer(method, seed, spec.fold) if self.tensorboard else None
         ctx = FitContext(device=self.device, recipe=self.cfg.train, split_id=spec.split_id, cache=self.cache,
-                         retrain=self.retrain, progress=bars)
+                         retrain=self.retrain, progress=bars, on_epoch=_scalar_logger(writer) if writer else None)
         key = m.cache_key(ctx)
         hit = None if self.retrain else self.cache.get(key)
         if hit is not None:
@@ -209,10 +215,38 @@ class Runner:
             m.train_log = TrainLog(**hit["log"]) if hit.get("log") else None
             return m, key
         train, val = split(train_full, spec)
-        m.fit(train, val, ctx)
+        try:
+            m.fit(train, val, ctx)
+        finally:
+            if writer is not None:
+                writer.close()
         self.cache.put(key, {"state": m.state_dict(),
                              "log": dataclasses.asdict(m.train_log) if m.train_log else None})
         return m, key
+
+
+    def _writer(self, method: str, seed: int, fold: int):
+        from torch.utils.tensorboard import SummaryWriter
+
+        return SummaryWriter(log_dir=str(self.store.dir / "tensorboard" / f"{method}_seed{seed}_fold{fold}"))
+
+
+def _check_tensorboard() -> None:
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        raise UsageError("--tensorboard needs the tensorboard package: pip install -e '.[tensorboard]'") from None
+
+
+def _scalar_logger(writer):
+    """Per-epoch scalars, flushed at once so TensorBoard shows them live."""
+
+    def log(label: str, epoch: int, scalars: dict[str, float]) -> None:
+        for name, value in scalars.items():
+            writer.add_scalar(f"{label}/{name}", value, epoch)
+        writer.flush()
+
+    return log
 
 
 def summarize_errors(errors: list[dict[str, Any]]) -> str:

@@ -29,6 +29,8 @@ class EvalData:
     shift: str = "none"  # none | ood | occlusion | adversarial | ...
     severity: str = ""
     group: str = ""  # OOD: near | far
+    #: extra metric rows of this set for the model it was built against (fooling rate, generation seconds, ...)
+    extra: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

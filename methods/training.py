@@ -162,7 +162,8 @@ def fit_loop(
             if on_epoch_end is not None:
                 on_epoch_end(epoch, log)
             if on_epoch is not None:
-                scalars = {"loss": mean_loss, "epoch_seconds": t.seconds,
+                mem_name, mem = peak_memory(device)
+                scalars = {"loss": mean_loss, "epoch_seconds": t.seconds, mem_name: mem,
                            **{k: v[-1] for k, v in log.extra.items() if v}}
                 if epoch in log.val_accuracy:
                     scalars["val_accuracy"] = log.val_accuracy[epoch]
