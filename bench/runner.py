@@ -127,6 +127,7 @@ class Runner:
         self.eval_ctx = EvalContext(data_dir=Path(cfg.data_dir), max_eval=cfg.eval.max_eval, device=self.device,
                                     cache_dir=Path(cfg.cache_dir))
         self._eval_data: dict[tuple[str, str], EvalData] = {}
+        self._logits: dict[tuple[str, str], torch.Tensor] = {}
 
     def eval_data(self, name: str, method: ConfidenceMethod | None = None, method_key: str = "") -> EvalData:
         """Each eval set is built once per run; model-dependent ones (attacks) once per fitted method."""
@@ -167,6 +168,8 @@ class Runner:
             return
         try:
             m, method_key = self._fit(bars, train_full, spec, method, seed)
+            # Post-hoc scorers share the baseline's network: attacks on it and its logits are computed once.
+            model_key = m.baseline_key if (m.posthoc and m.baseline_key) else method_key
             self.store.record_checkpoint(method, seed, spec.fold, method_key, self.cache.path(method_key))
             base = {"run_id": self.store.run_id, "method": method, "backbone": self.cfg.backbone, "seed": seed,
                     "fold": spec.fold}
@@ -174,10 +177,10 @@ class Runner:
             for ds in todo:
                 if ds == COST_SET:
                     continue
-                data = self.eval_data(ds, m, method_key)
-                pred = m.predict(data.images, batch_size=self.cfg.eval.batch_size)
+                data = self.eval_data(ds, m, model_key)
+                pred = self._predict(m, model_key, ds, data)
                 if data.kind != "id" and id_pred is None:
-                    id_pred = m.predict(self.eval_data("mnist").images, batch_size=self.cfg.eval.batch_size)
+                    id_pred = self._predict(m, model_key, "mnist", self.eval_data("mnist"))
                 if ds == "mnist":
                     id_pred = pred
                 rows = tidy({**metric_rows(data, pred, id_pred), **data.extra},  # extra: e.g. UAP fooling rate
@@ -199,6 +202,14 @@ class Runner:
                                highlight=False)
         finally:
             self.store.write_results_csv()
+
+    def _predict(self, m: ConfidenceMethod, model_key: str, name: str, data: EvalData) -> Prediction:
+        if not m.posthoc:
+            return m.predict(data.images, batch_size=self.cfg.eval.batch_size)
+        key = (model_key, name)
+        if key not in self._logits:
+            self._logits[key] = m.logits(data.images, batch_size=self.cfg.eval.batch_size)
+        return m.predict_from_logits(self._logits[key])
 
     def _fit(self, bars: Bars, train_full, spec: SplitSpec, method: str, seed: int
              ) -> tuple[ConfidenceMethod, str]:

@@ -75,6 +75,27 @@ class FitContext:
             self.cache.put(key, {"model": model.state_dict(), "log": dataclasses.asdict(log)})
         return model, log, key
 
+    def fit_method(self, name: str, backbone: str, num_classes: int, seed: int, train: ImageSet, val: ImageSet,
+                   config: Any = None) -> "ConfidenceMethod":
+        """Any registered method (default config unless ``config``) of this recipe, split and seed, fitted once and
+        kept in the checkpoint cache under its own ``cache_key``, in the runner's format, so a teacher shares its
+        checkpoint with the run's own cell of that method (e.g. ``distill`` fitting ``ensemble``)."""
+        from bench.methods.registry import METHODS
+
+        cls = METHODS.get(name)
+        m = cls(config, backbone=backbone, num_classes=num_classes, seed=seed)
+        key = m.cache_key(self)
+        hit = None if (self.cache is None or self.retrain) else self.cache.get(key)
+        if hit is not None:
+            m.load_state_dict(hit["state"], device=self.device)
+            m.train_log = TrainLog(**hit["log"]) if hit.get("log") else None
+            return m
+        m.fit(train, val, self)
+        if self.cache is not None:
+            self.cache.put(key, {"state": m.state_dict(),
+                                 "log": dataclasses.asdict(m.train_log) if m.train_log else None})
+        return m
+
 
 class ConfidenceMethod:
     """Base class. Subclasses set ``name`` (via the registry), ``Config`` and implement ``_fit``; they override
@@ -132,19 +153,28 @@ class ConfidenceMethod:
 
     # --- inference -------------------------------------------------------------------------------------------
     def predict(self, x: torch.Tensor, batch_size: int = 2048) -> Prediction:
+        outs = self._batched(self._predict_batch, x, batch_size)
+        probs = torch.cat([o[0] for o in outs]).float().cpu() if outs else torch.empty(0, self.num_classes)
+        conf = torch.cat([o[1] for o in outs]).float().cpu() if outs else torch.empty(0)
+        return Prediction(probs, conf)
+
+    def logits(self, x: torch.Tensor, batch_size: int = 2048) -> torch.Tensor:
+        """The classifier's logits (eval mode), e.g. to share one forward pass among post-hoc scorers."""
+        outs = self._batched(self._fitted_model(), x, batch_size)
+        return torch.cat(outs).float().cpu() if outs else torch.empty(0, self.num_classes)
+
+    def _batched(self, fn, x: torch.Tensor, batch_size: int) -> list:
+        """Apply ``fn`` to [0, 1] float batches on the device, in eval mode under inference_mode (seeded for
+        stochastic methods); every module's train/eval mode is restored afterwards."""
         model = self._fitted_model()
         modes = [(m, m.training) for m in model.modules()]
         model.eval()
         try:
             with torch.inference_mode(), _seeded(self.seed if self.stochastic else None, self.device):
-                outs = [self._predict_batch(to_float(x[i : i + batch_size]).to(self.device))
-                        for i in range(0, len(x), batch_size)]
+                return [fn(to_float(x[i : i + batch_size]).to(self.device)) for i in range(0, len(x), batch_size)]
         finally:
             for m, mode in modes:
                 m.train(mode)
-        probs = torch.cat([o[0] for o in outs]).float().cpu() if outs else torch.empty(0, self.num_classes)
-        conf = torch.cat([o[1] for o in outs]).float().cpu() if outs else torch.empty(0)
-        return Prediction(probs, conf)
 
     def predict_from_logits(self, logits: torch.Tensor) -> Prediction:
         """For post-hoc methods: score precomputed baseline logits (shared across scorers of one eval set)."""
