@@ -15,15 +15,17 @@ from bench.utils import atomic_write_bytes
 class CheckpointCache:
     """Files ``<root>/<key>.pt``; writes are atomic, a corrupt file is treated as a miss (and replaced)."""
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, ignore_existing: bool = False):
         self.root = Path(root)
+        self.ignore_existing = ignore_existing  # True: only entries written by this object count (--retrain)
+        self._written: set[str] = set()
 
     def path(self, key: str) -> Path:
         return self.root / f"{key}.pt"
 
     def get(self, key: str) -> dict[str, Any] | None:
         p = self.path(key)
-        if not p.exists():
+        if not p.exists() or (self.ignore_existing and key not in self._written):
             return None
         try:
             return torch.load(p, map_location="cpu", weights_only=False)
@@ -35,3 +37,4 @@ class CheckpointCache:
         buf = io.BytesIO()
         torch.save(obj, buf)
         atomic_write_bytes(self.path(key), buf.getvalue())
+        self._written.add(key)

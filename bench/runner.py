@@ -16,7 +16,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from rich.console import Console
 
@@ -30,7 +29,6 @@ from bench.errors import BenchError, UsageError
 from bench.evaluate import cost_rows, inference_ms_per_1k, metric_rows, tidy
 from bench.methods import METHODS
 from bench.methods.base import ConfidenceMethod, FitContext, Prediction
-from bench.methods.training import TrainLog
 from bench.progress import Bars
 from bench.store import RunStore, cell_key
 from bench.utils import device_name, resolve_device, to_jsonable
@@ -123,7 +121,9 @@ class Runner:
         if tensorboard:
             _check_tensorboard()
         self.store = prepare_store(cfg, run_dir, resume, command or sys.argv, self.device)
-        self.cache = CheckpointCache(cfg.cache_dir)
+        # --retrain ignores checkpoints from earlier runs, but not those this run writes (so msp and mcdropout
+        # still share one freshly trained baseline).
+        self.cache = CheckpointCache(cfg.cache_dir, ignore_existing=retrain)
         self.eval_ctx = EvalContext(data_dir=Path(cfg.data_dir), max_eval=cfg.eval.max_eval, device=self.device,
                                     cache_dir=Path(cfg.cache_dir))
         self._eval_data: dict[tuple[str, str], EvalData] = {}
@@ -214,27 +214,16 @@ class Runner:
     def _fit(self, bars: Bars, train_full, spec: SplitSpec, method: str, seed: int
              ) -> tuple[ConfidenceMethod, str]:
         """The fitted method and its cache key (checkpoint cache hit, or fit and store)."""
-        cls = METHODS.get(method)
-        m: ConfidenceMethod = cls(cls.Config(**self.cfg.options_for(method)), backbone=self.cfg.backbone, seed=seed)
+        config = METHODS.get(method).Config(**self.cfg.options_for(method))
         writer = self._writer(method, seed, spec.fold) if self.tensorboard else None
         ctx = FitContext(device=self.device, recipe=self.cfg.train, split_id=spec.split_id, cache=self.cache,
-                         retrain=self.retrain, progress=bars, on_epoch=_scalar_logger(writer) if writer else None)
-        key = m.cache_key(ctx)
-        hit = None if self.retrain else self.cache.get(key)
-        if hit is not None:
-            m.load_state_dict(hit["state"], device=self.device)
-            m.train_log = TrainLog(**hit["log"]) if hit.get("log") else None
-            return m, key
-        train, val = split(train_full, spec)
+                         progress=bars, on_epoch=_scalar_logger(writer) if writer else None)
         try:
-            m.fit(train, val, ctx)
+            m = ctx.fit_method(method, self.cfg.backbone, 10, seed, *split(train_full, spec), config=config)
         finally:
             if writer is not None:
                 writer.close()
-        self.cache.put(key, {"state": m.state_dict(),
-                             "log": dataclasses.asdict(m.train_log) if m.train_log else None})
-        return m, key
-
+        return m, m.cache_key(ctx)
 
     def _writer(self, method: str, seed: int, fold: int):
         from torch.utils.tensorboard import SummaryWriter

@@ -172,3 +172,14 @@ def test_list_commands(capsys):
     assert "ood:fashion" in out and not any(line.startswith("mnist") for line in out.splitlines())
     assert main(["list", "backbones"]) == 0
     assert "timm:<name>" in capsys.readouterr().out
+
+
+def test_retrain_trains_once_per_run_and_ignores_older_checkpoints(tmp_path):
+    from bench.cache import CheckpointCache
+
+    old = CheckpointCache(tmp_path)
+    old.put("k", {"v": 1})
+    fresh = CheckpointCache(tmp_path, ignore_existing=True)
+    assert old.get("k") == {"v": 1} and fresh.get("k") is None
+    fresh.put("k", {"v": 2})
+    assert fresh.get("k") == {"v": 2}
