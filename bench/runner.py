@@ -174,34 +174,46 @@ class Runner:
             base = {"run_id": self.store.run_id, "method": method, "backbone": self.cfg.backbone, "seed": seed,
                     "fold": spec.fold}
             id_pred: Prediction | None = None
-            for ds in todo:
-                if ds == COST_SET:
-                    continue
-                data = self.eval_data(ds, m, model_key)
-                pred = self._predict(m, model_key, ds, data)
-                if data.kind != "id" and id_pred is None:
-                    id_pred = self._predict(m, model_key, "mnist", self.eval_data("mnist"))
-                if ds == "mnist":
-                    id_pred = pred
-                rows = tidy({**metric_rows(data, pred, id_pred), **data.extra},  # extra: e.g. UAP fooling rate
-                            {**base, "eval_set": ds, "shift": data.shift, "severity": data.severity})
-                arrays = {"probs": pred.probs.numpy(), "confidence": pred.confidence.numpy(),
-                          "labels": data.labels.cpu().numpy()}
-                self.store.write_cell(keys[ds], rows, arrays)
-                out.cells_done += 1
-            if COST_SET in todo:
-                imgs = self.eval_data("mnist").images[: self.cfg.eval.cost_images]
-                ms = inference_ms_per_1k(m, imgs, self.cfg.eval.batch_size)
-                self.store.write_cell(keys[COST_SET],
-                                      tidy(cost_rows(m, ms), {**base, "eval_set": COST_SET, "shift": "cost",
-                                                              "severity": ""}))
-                out.cells_done += 1
+            task = bars.add(f"eval {method} seed {seed}", total=len(todo))
+            try:
+                for ds in todo:
+                    if ds == COST_SET:
+                        self._score_cost(m, keys[ds], base)
+                    else:
+                        id_pred = self._score(m, model_key, ds, keys[ds], base, id_pred)
+                    out.cells_done += 1
+                    bars.advance(task)
+            finally:
+                bars.remove(task)
         except BenchError as e:
             out.errors.append({"method": method, "seed": seed, "fold": spec.fold, "error": str(e)})
             self.console.print(f"[red]error[/red] {method} seed {seed} fold {spec.fold}: {e}", soft_wrap=True,
                                highlight=False)
         finally:
             self.store.write_results_csv()
+
+    def _score(self, m: ConfidenceMethod, model_key: str, ds: str, key: str, base: dict[str, Any],
+               id_pred: Prediction | None) -> Prediction | None:
+        """Predict on one eval set, write its metric rows and predictions; returns the MNIST test predictions
+        (needed by OOD sets), computing them if this set needs them first."""
+        data = self.eval_data(ds, m, model_key)
+        pred = self._predict(m, model_key, ds, data)
+        if ds == "mnist":
+            id_pred = pred
+        elif data.kind != "id" and id_pred is None:
+            id_pred = self._predict(m, model_key, "mnist", self.eval_data("mnist"))
+        rows = tidy({**metric_rows(data, pred, id_pred), **data.extra},  # extra: e.g. UAP fooling rate
+                    {**base, "eval_set": ds, "shift": data.shift, "severity": data.severity})
+        arrays = {"probs": pred.probs.numpy(), "confidence": pred.confidence.numpy(),
+                  "labels": data.labels.cpu().numpy()}
+        self.store.write_cell(key, rows, arrays)
+        return id_pred
+
+    def _score_cost(self, m: ConfidenceMethod, key: str, base: dict[str, Any]) -> None:
+        imgs = self.eval_data("mnist").images[: self.cfg.eval.cost_images]
+        ms = inference_ms_per_1k(m, imgs, self.cfg.eval.batch_size)
+        self.store.write_cell(key, tidy(cost_rows(m, ms), {**base, "eval_set": COST_SET, "shift": "cost",
+                                                            "severity": ""}))
 
     def _predict(self, m: ConfidenceMethod, model_key: str, name: str, data: EvalData) -> Prediction:
         if not m.posthoc:
