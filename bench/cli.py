@@ -17,7 +17,8 @@ DEFAULT_RUNS = Path("results/runs")
 
 # Subcommands beyond list/run live in their own modules: each defines ``add_parser(subparsers)`` which registers
 # its parser with ``set_defaults(handler=fn)``, where ``fn(args, out_console, err_console) -> exit code``.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("bench.commands.report", "bench.commands.compare", "bench.commands.transfer",
+                                     "bench.commands.predict")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -42,6 +43,18 @@ def parse_seeds(text: str) -> list[int]:
 
 def _split_names(text: str) -> list[str]:
     return [s.strip() for s in text.split(",") if s.strip()]
+
+
+def _split_sets(text: str) -> list[str]:
+    """Like ``_split_names``, but a fragment that is only ``key=value`` continues the previous parametrised set:
+    ``uap:xi=0.2,p=inf,mnist`` -> ``uap:xi=0.2,p=inf`` and ``mnist``."""
+    out: list[str] = []
+    for part in _split_names(text):
+        if out and "=" in part and ":" not in part and ":" in out[-1]:
+            out[-1] += "," + part
+        else:
+            out.append(part)
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-dir", help="where downloadable eval sets live (default $BENCH_DATA or ./data)")
     run.add_argument("--cache-dir", help="checkpoint cache (default results/cache)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--ood", action="append", default=[], metavar="NAME=PATH",
+                     help="add a user OOD set ood:NAME from a folder of images, an .npz or an IDX file (repeatable)")
     run.add_argument("--tensorboard", action="store_true",
                      help="write per-epoch scalars live to <run>/tensorboard (needs the tensorboard extra)")
 
@@ -113,7 +128,7 @@ def _layers(args: argparse.Namespace) -> list[dict[str, Any]]:
     if args.backbone is not None:
         flags["backbone"] = args.backbone
     if args.datasets is not None:
-        flags["datasets"] = _split_names(args.datasets)
+        flags["datasets"] = _split_sets(args.datasets)
     if args.seeds is not None:
         flags["seeds"] = parse_seeds(args.seeds)
     if args.folds is not None:
@@ -125,6 +140,8 @@ def _layers(args: argparse.Namespace) -> list[dict[str, Any]]:
         flags["data_dir"] = data_dir
     if args.cache_dir is not None:
         flags["cache_dir"] = args.cache_dir
+    if args.ood:
+        flags["ood"] = list(args.ood)
     layers.append(flags)
     layers.append(parse_set(args.set))
     return layers
@@ -150,6 +167,14 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
     from bench.table import summary_tables
 
     cfg = resolve(_layers(args), {name: METHODS.get(name).Config for name in METHODS.names()})
+    if cfg.ood:  # user OOD sets: registered as ood:NAME, added to an explicit --datasets list
+        import dataclasses
+
+        from bench.datasets.user_ood import register
+
+        names = register(cfg.ood)
+        if cfg.datasets:
+            cfg = dataclasses.replace(cfg, datasets=tuple(dict.fromkeys((*cfg.datasets, *names))))
     if not cfg.backbone.startswith("timm:"):
         BACKBONES.get(cfg.backbone)
     run_dir = _run_dir(args)
@@ -163,7 +188,8 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
         err.print(f"interrupted: {done} finished cells kept in {run_dir}; continue with the same command plus "
                   f"--resume --out {run_dir}", highlight=False, soft_wrap=True)
         return 130
-    for table in summary_tables(outcome.store.rows()):
+    groups = (outcome.store.read_manifest() or {}).get("eval_set_groups", {})
+    for table in summary_tables(outcome.store.rows(), groups):
         out.print(table)
     out.print(f"results: {outcome.store.dir / 'results.csv'}  ({outcome.cells_done} cells computed, "
               f"{outcome.cells_skipped} resumed)", highlight=False, soft_wrap=True)

@@ -47,6 +47,7 @@ class RunConfig:
     device: str = "auto"
     data_dir: str = "data"
     cache_dir: str = "results/cache"
+    ood: tuple[str, ...] = ()  # user OOD sets, NAME=PATH (folder of images, .npz or IDX) -> eval set ood:NAME
     train: TrainRecipe = field(default_factory=TrainRecipe)
     split: SplitConfig = field(default_factory=SplitConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

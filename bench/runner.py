@@ -101,7 +101,7 @@ def prepare_store(cfg: RunConfig, run_dir: Path, resume: bool, command: list[str
         "git_sha": git_sha(), "device": str(device), "device_name": device_name(device),
         "created": (old or {}).get("created", time.strftime("%Y-%m-%dT%H:%M:%S%z")),
         "resumed": bool(resume and old is not None),
-        "eval_set_groups": {n: {} for n in (cfg.datasets or evalsets.offline_sets())},
+        "eval_set_groups": (old or {}).get("eval_set_groups", {}),  # filled as sets are built (Runner.eval_data)
     })
     return store
 
@@ -138,7 +138,17 @@ class Runner:
                 raise AssertionError(f"eval set {name} needs a fitted method")
             d = evalsets.build(name, self.eval_ctx, method) if model_dependent else evalsets.build(name, self.eval_ctx)
             self._eval_data[key] = dataclasses.replace(d, images=d.images.to(self.device))
+            self._record_group(d)
         return self._eval_data[key]
+
+    def _record_group(self, d: EvalData) -> None:
+        """Shift family, OOD group and severity of each eval set, in the manifest, for reports."""
+        manifest = self.store.read_manifest() or {}
+        groups = manifest.setdefault("eval_set_groups", {})
+        entry = {"kind": d.kind, "shift": d.shift, "group": d.group, "severity": d.severity}
+        if groups.get(d.name) != entry:
+            groups[d.name] = entry
+            self.store.write_manifest(manifest)
 
     def run(self) -> RunOutcome:
         out = RunOutcome(self.store)

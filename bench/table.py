@@ -44,24 +44,38 @@ def _table(title: str, agg: pd.DataFrame, cols: list[tuple[str, str, str]]) -> T
     return table
 
 
-def summary_tables(rows: list[dict[str, Any]], id_set: str = "mnist") -> list[Table]:
-    """Three tables that fit a terminal: in-distribution metrics, OOD AUROC, cost."""
+def _short(name: str) -> str:
+    """Column label of an eval set inside its family's table: ``pmnist:triple`` -> ``triple``."""
+    return name.split(":", 1)[1] if ":" in name else name
+
+
+def summary_tables(rows: list[dict[str, Any]], groups: dict[str, dict[str, str]] | None = None,
+                   id_set: str = "mnist") -> list[Table]:
+    """Tables that fit a terminal: in-distribution metrics; accuracy on shifted sets, one table per shift family
+    (occlusion, adversarial, ...); OOD AUROC, near sets before far; cost. ``groups`` is the manifest's
+    ``eval_set_groups`` (OOD near/far)."""
     agg = aggregate(rows)
     if agg.empty:
         return []
+    df = pd.DataFrame(rows)
     present = {(r.eval_set, r.metric) for r in agg.itertuples()}
-    sets = list(agg["eval_set"].unique())
-    ood_sets = [s for s in sets if s.startswith("ood:")]
-    other_sets = [s for s in sets if s not in ood_sets and s not in (id_set, "cost")]
-    id_cols = [(id_set, m, label) for m, label in ID_COLUMNS] + [(s, "accuracy", f"Acc {s}") for s in other_sets]
-    ood_cols = [(s, "ood_auroc", s[4:]) for s in ood_sets]
-    cost_cols = [("cost", m, label) for m, label in COST_COLUMNS]
+    sets = list(dict.fromkeys(agg["eval_set"]))
+    ood_sets = [s for s in sets if (s, "ood_auroc") in present]
+    shifted = [s for s in sets if s not in ood_sets and s not in (id_set, "cost") and (s, "accuracy") in present]
+    family = {s: str(df.loc[df["eval_set"] == s, "shift"].iloc[0]).split("/")[0] for s in shifted}
     n = int(agg["count"].max())
     spread = f"mean ± std over {n} seeds/folds" if n > 1 else "one seed"
-    return [
-        _table(f"{id_set} test: accuracy and misclassification detection (%; {spread})", agg,
-               [c for c in id_cols if c[:2] in present]),
-        _table(f"OOD detection AUROC (%; {id_set} test = positive)", agg, [c for c in ood_cols if c[:2] in present]),
-        _table("cost (training on the run's device; peak RSS is the whole process's)", agg,
-               [c for c in cost_cols if c[:2] in present]),
-    ]
+    tables = [_table(f"{id_set} test: accuracy and misclassification detection (%; {spread})", agg,
+                     [(id_set, m, label) for m, label in ID_COLUMNS if (id_set, m) in present])]
+    for fam in dict.fromkeys(family.values()):
+        cols = [(s, "accuracy", _short(s)) for s in shifted if family[s] == fam]
+        tables.append(_table(f"accuracy % under shift: {fam}", agg, cols))
+    if ood_sets:
+        group = {s: (groups or {}).get(s, {}).get("group", "") for s in ood_sets}
+        ordered = sorted(ood_sets, key=lambda s: {"near": 0, "far": 1}.get(group[s], 2))
+        label = {s: s[4:] if s.startswith("ood:") else s for s in ordered}
+        cols = [(s, "ood_auroc", f"{label[s]} ({group[s]})" if group[s] else label[s]) for s in ordered]
+        tables.append(_table(f"OOD detection AUROC (%; {id_set} test = positive)", agg, cols))
+    tables.append(_table("cost (training on the run's device; peak RSS is the whole process's)", agg,
+                         [("cost", m, label) for m, label in COST_COLUMNS if ("cost", m) in present]))
+    return tables

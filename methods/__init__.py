@@ -2,6 +2,16 @@
 
 from bench.methods import backbones  # noqa: F401  (registers lenet, mlp, smallconvnet)
 from bench.methods import msp, mcdropout  # noqa: F401
+from bench.methods import confidnet  # noqa: F401
+from bench.methods import trustscore  # noqa: F401
+from bench.methods import energy  # noqa: F401
+from bench.methods import maxlogit  # noqa: F401
+from bench.methods import entropy  # noqa: F401
+from bench.methods import temperature  # noqa: F401
+from bench.methods import ensemble  # noqa: F401
+from bench.methods import trustgan  # noqa: F401  (also registers the trustgan-net backbone)
+from bench.methods import oodgan, missingfeature  # noqa: F401
+from bench.methods import advtrain, cure, distill  # noqa: F401
 from bench.methods.registry import BACKBONES, METHODS
 
 __all__ = ["METHODS", "BACKBONES"]

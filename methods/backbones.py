@@ -96,10 +96,13 @@ class SmallConvNet(Backbone):
         self.drop2 = nn.Dropout(0.5)
         self.fc2 = nn.Linear(128, num_classes)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_conv(self, x: torch.Tensor) -> torch.Tensor:
+        """Last conv features after ReLU + max-pool, flattened (N, 9216): what the missing-feature method inverts."""
         x = F.relu(self.conv2(F.relu(self.conv1(self.normalize(x)))))
-        x = self.drop1(F.max_pool2d(x, 2)).flatten(1)
-        return F.relu(self.fc1(x))
+        return F.max_pool2d(x, 2).flatten(1)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.fc1(self.drop1(self.forward_conv(x))))
 
     def forward_head(self, f: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.drop2(f))

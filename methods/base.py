@@ -19,7 +19,7 @@ from bench.cache import CheckpointCache
 from bench.datasets.mnist import ImageSet, to_float
 from bench.errors import NotFittedError
 from bench.methods.backbones import create_backbone
-from bench.methods.training import TrainLog, TrainRecipe, build_optimizer, build_scheduler, fit_loop, supervised_step
+from bench.methods.training import TrainLog, TrainRecipe, fit_loop, new_classifier, supervised_step
 from bench.utils import stable_hash
 
 CACHE_VERSION = 1  # bump when training code changes in a way that invalidates cached checkpoints
@@ -63,13 +63,8 @@ class FitContext:
         if hit is not None:
             model.load_state_dict(hit["model"])
             return model.to(self.device), TrainLog(**hit["log"]), key
-        torch.manual_seed(seed)
-        model = create_backbone(backbone, num_classes).to(self.device)
-        opt = build_optimizer(model.parameters(), self.recipe)
-        sched = build_scheduler(opt, self.recipe)
-        n_batches = -(-len(train) // self.recipe.batch_size)
-        step = supervised_step(model, opt, self.recipe, sched, n_batches)
-        log = fit_loop(model, train, val, self.recipe, self.device, seed, step,
+        model, stepper = new_classifier(backbone, num_classes, seed, self.recipe, self.device, len(train))
+        log = fit_loop(model, train, val, self.recipe, self.device, seed, supervised_step(model, stepper),
                        label=f"{backbone} seed {seed}", progress=self.progress, on_epoch=self.on_epoch)
         if self.cache is not None:
             self.cache.put(key, {"model": model.state_dict(), "log": dataclasses.asdict(log)})

@@ -98,15 +98,25 @@ def batches(data: ImageSet, batch_size: int, generator: torch.Generator | None, 
         yield to_float(data.images[idx]).to(device, non_blocking=True), data.labels[idx].to(device, non_blocking=True)
 
 
-@torch.inference_mode()
-def accuracy_on(model: nn.Module, data: ImageSet, device: torch.device, batch_size: int = 2048) -> float:
+def map_batches(fn: Callable[[torch.Tensor], torch.Tensor], model: nn.Module, data: ImageSet,
+                device: torch.device, batch_size: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
+    """``fn(x)`` over every batch of ``data`` in order, with ``model`` in eval mode (its mode restored) under
+    inference_mode: (concatenated outputs, labels), on ``device``."""
     was_training = model.training
     model.eval()
     try:
-        correct = sum(int((model(x).argmax(1) == y).sum()) for x, y in batches(data, batch_size, None, device))
+        with torch.inference_mode():
+            outs = [(fn(x), y) for x, y in batches(data, batch_size, None, device)]
     finally:
         model.train(was_training)
-    return 100.0 * correct / max(len(data), 1)
+    return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
+
+
+def accuracy_on(model: nn.Module, data: ImageSet, device: torch.device, batch_size: int = 2048) -> float:
+    if len(data) == 0:
+        return 0.0
+    logits, labels = map_batches(model, model, data, device, batch_size)
+    return 100.0 * float((logits.argmax(1) == labels).float().mean())
 
 
 def check_finite(loss: float, where: str) -> None:
@@ -177,22 +187,45 @@ def fit_loop(
     return log
 
 
-def supervised_step(model: nn.Module, opt: torch.optim.Optimizer, recipe: TrainRecipe, sched=None,
-                    n_batches: int = 0) -> Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]:
-    """A plain cross-entropy step; steps the scheduler once per epoch (after its last batch)."""
-    state = {"count": 0}
+class Stepper:
+    """One optimiser update per call: zero grads, backward, optional grad-norm clipping (``recipe.grad_clip``),
+    step; the recipe's scheduler is stepped once per epoch, after the epoch's last batch."""
+
+    def __init__(self, params, recipe: TrainRecipe, n_batches: int):
+        self.params = list(params)
+        self.recipe = recipe
+        self.n_batches = max(n_batches, 1)
+        self.opt = build_optimizer(self.params, recipe)
+        self.sched = build_scheduler(self.opt, recipe)
+        self.count = 0  # updates so far
+
+    def __call__(self, loss: torch.Tensor) -> torch.Tensor:
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.recipe.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.params, self.recipe.grad_clip)
+        self.opt.step()
+        self.count += 1
+        if self.sched is not None and self.count % self.n_batches == 0:
+            self.sched.step()
+        return loss
+
+
+def new_classifier(backbone: str, num_classes: int, seed: int, recipe: TrainRecipe, device: torch.device,
+                   n_train: int) -> tuple[nn.Module, Stepper]:
+    """A backbone initialised from ``seed`` and its ``Stepper`` for the recipe (batches per epoch from n_train)."""
+    from bench.methods.backbones import create_backbone
+
+    torch.manual_seed(seed)
+    model = create_backbone(backbone, num_classes).to(device)
+    return model, Stepper(model.parameters(), recipe, math.ceil(n_train / recipe.batch_size))
+
+
+def supervised_step(model: nn.Module, stepper: Stepper) -> Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]:
+    """A plain cross-entropy step."""
     loss_fn = nn.CrossEntropyLoss()
 
     def step(x: torch.Tensor, y: torch.Tensor, epoch: int) -> torch.Tensor:
-        opt.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        if recipe.grad_clip > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-        opt.step()
-        state["count"] += 1
-        if sched is not None and n_batches and state["count"] % n_batches == 0:
-            sched.step()
-        return loss
+        return stepper(loss_fn(model(x), y))
 
     return step

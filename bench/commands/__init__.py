@@ -1,0 +1,1 @@
+"""Subcommands beyond list/run, one module each (see COMMAND_MODULES in bench/cli.py)."""

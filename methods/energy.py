@@ -1,0 +1,33 @@
+"""Energy score (Liu, Wang, Owens & Li, NeurIPS 2020) on the baseline logits, no retraining.
+
+Confidence = -E(x) = T * logsumexp(logits / T) with T = 1 as in the paper's inference setting; higher = more
+in-distribution / more trustworthy. Probabilities are the plain softmax of the baseline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from bench.errors import UsageError
+from bench.methods.base import ConfidenceMethod, register
+
+
+@dataclass(frozen=True)
+class EnergyConfig:
+    temperature: float = 1.0  # T of the energy; 1 as in Liu et al.
+
+    def __post_init__(self) -> None:
+        if not self.temperature > 0:
+            raise UsageError(f"energy.temperature must be > 0, got {self.temperature}")
+
+
+@register("energy", "Post-hoc: negative free energy T*logsumexp(logits/T) of the baseline logits (Liu et al. 2020)")
+class Energy(ConfidenceMethod):
+    Config = EnergyConfig
+    posthoc = True
+
+    def score_logits(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        t = self.config.temperature
+        return logits.softmax(1), t * torch.logsumexp(logits / t, dim=1)

@@ -1,0 +1,169 @@
+"""Confident classifier (Lee, Lee, Lee & Shin, ICLR 2018, "Training confidence-calibrated classifiers for detecting
+out-of-distribution samples"; code alinlab/Confident_classifier, ``run_joint_confidence.py``).
+
+A classifier and a DCGAN are trained jointly so that the generator produces samples on the low-density boundary of
+the data and the classifier is pushed towards the uniform distribution on them. Per batch, in the reference's order:
+
+1. discriminator step: BCE(D(x), 1) + BCE(D(G(z).detach()), 0);
+2. generator step on the *same* fake batch: BCE(D(G(z)), 1) + beta * KL(U || p(y | G(z)));
+3. classifier step on a fresh fake batch: CE(f(x), y) + beta * KL(U || p(y | G(z'))).
+
+KL(U || p) = sum_c (1/C) (log(1/C) - log p_c), averaged over the batch (the reference's ``F.kl_div(log_softmax,
+uniform) * num_classes`` with the old element-wise mean). G and D: Adam(lr 2e-4, betas 0.5/0.999) as in the
+reference. The classifier: by default the run's ``train.*`` optimiser (the same as the msp baseline it is compared
+with); ``classifier_optimizer="reference"`` gives the reference's Adam(lr 2e-4, betas 0.9/0.999, no weight decay).
+G's and D's learning rates (and the reference classifier's) are multiplied by ``lr_decay`` after the epoch at
+``decay_at`` of the run (the reference: 0.1 after epoch 60 of 100); the recipe classifier follows the recipe's
+scheduler. Epochs and batch size come from the run's recipe. G, D and the classifier stay in train mode throughout
+(as in the reference, the classifier's dropout is on while it scores fakes). The generator ends in a sigmoid, so
+fakes are [0, 1] images like real ones. Confidence = MCP. The DCGAN is the reference's 32x32 one cut to 28x28
+(1 -> 7 -> 14 -> 28; D mirrors it), width 16 by default (reference 64; see docs/oodgan.md).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.errors import UsageError
+from bench.methods.base import ConfidenceMethod, FitContext, register
+from bench.methods.training import build_optimizer, build_scheduler, fit_loop
+
+
+@dataclass(frozen=True)
+class OODGANConfig:
+    beta: float = 1.0  # weight of the KL-to-uniform term (reference: 1; 0.1 for its CIFAR-10 run)
+    lr: float = 2e-4  # Adam learning rate of classifier, G and D (reference)
+    nz: int = 100  # latent size (reference)
+    ngf: int = 16  # generator width (reference: 64, for 32x32 RGB; 16 keeps CPU runs affordable, see docs)
+    ndf: int = 16  # discriminator width (reference: 64)
+    lr_decay: float = 0.1  # reference ``droprate``
+    decay_at: float = 0.6  # fraction of the epochs after which the LRs decay (reference: epoch 60 of 100)
+    classifier_optimizer: str = "recipe"  # "recipe" = the run's train.* optimiser; "reference" = Adam(lr) (see docs)
+
+    def __post_init__(self) -> None:
+        if self.beta < 0:
+            raise UsageError(f"oodgan.beta must be >= 0, got {self.beta}")
+        for key in ("lr", "nz", "ngf", "ndf"):
+            if not getattr(self, key) > 0:
+                raise UsageError(f"oodgan.{key} must be > 0, got {getattr(self, key)}")
+        if not 0 < self.lr_decay <= 1 or not 0 <= self.decay_at <= 1:
+            raise UsageError("oodgan.lr_decay must be in (0, 1] and oodgan.decay_at in [0, 1]")
+        if self.classifier_optimizer not in ("reference", "recipe"):
+            raise UsageError(f"oodgan.classifier_optimizer {self.classifier_optimizer!r} is not reference or recipe")
+
+
+def kl_to_uniform(logits: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of KL(U || softmax(logits)) = -log C - mean_c log p_c."""
+    return -math.log(logits.shape[1]) - F.log_softmax(logits, 1).mean(1).mean()
+
+
+def _dcgan_init(m: nn.Module) -> None:
+    """DCGAN initialisation, as in the reference: conv weights N(0, 0.02), batch-norm weights N(1, 0.02)."""
+    if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+        nn.init.normal_(m.weight, 0.0, 0.02)
+    elif isinstance(m, nn.BatchNorm2d):
+        nn.init.normal_(m.weight, 1.0, 0.02)
+        nn.init.zeros_(m.bias)
+
+
+def build_generator(nz: int, ngf: int, channels: int = 1) -> nn.Sequential:
+    """z (N, nz, 1, 1) -> images (N, channels, 28, 28) in [0, 1]."""
+    g = nn.Sequential(
+        nn.ConvTranspose2d(nz, ngf * 4, 7, 1, 0, bias=False), nn.BatchNorm2d(ngf * 4), nn.ReLU(True),  # 7x7
+        nn.ConvTranspose2d(ngf * 4, ngf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf * 2), nn.ReLU(True),  # 14
+        nn.ConvTranspose2d(ngf * 2, channels, 4, 2, 1, bias=False), nn.Sigmoid(),  # 28x28
+    )
+    g.apply(_dcgan_init)
+    return g
+
+
+def build_discriminator(ndf: int, channels: int = 1) -> nn.Sequential:
+    """images (N, channels, 28, 28) -> probability of being real (N,)."""
+    d = nn.Sequential(
+        nn.Conv2d(channels, ndf * 2, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True),  # 14x14
+        nn.Conv2d(ndf * 2, ndf * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 4), nn.LeakyReLU(0.2, True),  # 7
+        nn.Conv2d(ndf * 4, 1, 7, 1, 0, bias=False), nn.Sigmoid(), nn.Flatten(0),
+    )
+    d.apply(_dcgan_init)
+    return d
+
+
+@register("oodgan", "Confident classifier: joint DCGAN + KL-to-uniform on boundary samples (Lee et al. ICLR 2018)")
+class OODGAN(ConfidenceMethod):
+    Config = OODGANConfig
+
+    def _fit(self, train, val, ctx: FitContext) -> None:
+        cfg, recipe, dev = self.config, ctx.recipe, ctx.device
+        torch.manual_seed(self.seed)
+        model = self.build_model().to(dev)
+        gen, disc = build_generator(cfg.nz, cfg.ngf).to(dev), build_discriminator(cfg.ndf).to(dev)
+        reference = cfg.classifier_optimizer == "reference"
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr) if reference else build_optimizer(model.parameters(),
+                                                                                                  recipe)
+        sched = None if reference else build_scheduler(opt, recipe)
+        opt_g = torch.optim.Adam(gen.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
+        opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
+        decay_epoch = round(cfg.decay_at * recipe.epochs)
+        sums = {k: torch.zeros((), device=dev) for k in ("loss_d", "loss_g", "kl_fake")}  # per-epoch series
+        count = [0]
+
+        def step(x: torch.Tensor, y: torch.Tensor, epoch: int) -> torch.Tensor:
+            gen.train(), disc.train()
+            n = len(x)
+            ones, zeros = torch.ones(n, device=dev), torch.zeros(n, device=dev)
+            # (1) discriminator: real vs the fakes of this batch
+            opt_d.zero_grad(set_to_none=True)
+            fake = gen(torch.randn(n, cfg.nz, 1, 1, device=dev))
+            loss_d = F.binary_cross_entropy(disc(x), ones) + F.binary_cross_entropy(disc(fake.detach()), zeros)
+            loss_d.backward()
+            opt_d.step()
+            # (2) generator: fool D and stay where the classifier is uncertain (same fakes as step 1)
+            opt_g.zero_grad(set_to_none=True)
+            loss_g = F.binary_cross_entropy(disc(fake), ones) + cfg.beta * kl_to_uniform(model(fake))
+            loss_g.backward()
+            opt_g.step()
+            # (3) classifier: cross-entropy on real data + KL to uniform on fresh fakes
+            opt.zero_grad(set_to_none=True)
+            with torch.no_grad():
+                fake = gen(torch.randn(n, cfg.nz, 1, 1, device=dev))
+            kl = kl_to_uniform(model(fake))
+            loss = F.cross_entropy(model(x), y) + cfg.beta * kl
+            loss.backward()
+            opt.step()
+            for k, v in (("loss_d", loss_d), ("loss_g", loss_g), ("kl_fake", kl)):
+                sums[k] += v.detach()
+            count[0] += 1
+            return loss
+
+        def on_epoch_end(epoch: int, log) -> None:
+            for k, v in sums.items():
+                log.extra.setdefault(k, []).append(float(v) / max(count[0], 1))
+                v.zero_()
+            count[0] = 0
+            if sched is not None:
+                sched.step()
+            if epoch == decay_epoch:
+                for o in ((opt, opt_g, opt_d) if reference else (opt_g, opt_d)):
+                    for group in o.param_groups:
+                        group["lr"] *= cfg.lr_decay
+
+        self.train_log = fit_loop(model, train, val, recipe, dev, self.seed, step,
+                                  label=f"oodgan {self.backbone} seed {self.seed}", progress=ctx.progress,
+                                  on_epoch_end=on_epoch_end, on_epoch=ctx.on_epoch)
+        self.model, self.generator = model, gen.eval()
+
+    def extra_state(self) -> dict[str, Any]:
+        gen = getattr(self, "generator", None)
+        return {"generator": gen.state_dict()} if gen is not None else {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        if "generator" in state:
+            gen = build_generator(self.config.nz, self.config.ngf)
+            gen.load_state_dict(state["generator"])
+            self.generator = gen.to(self.device).eval()

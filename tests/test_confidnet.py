@@ -1,0 +1,83 @@
+"""ConfidNet: head shape, frozen classifier, TCP target, model selection by validation AUPR-Error, phase 2."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from bench.cache import CheckpointCache
+from bench.errors import UsageError
+from bench.methods import METHODS
+from bench.methods.base import FitContext
+from bench.methods.confidnet import ConfidNetConfig, confidence_head
+
+
+def test_head_is_five_dense_layers():
+    head = confidence_head(1000)
+    linears = [m for m in head if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(1000, 400), (400, 400), (400, 400),
+                                                                 (400, 400), (400, 1)]
+    assert sum(isinstance(m, nn.ReLU) for m in head) == 4 and isinstance(head[-1], nn.Linear)
+
+
+def test_config_errors_name_the_key():
+    with pytest.raises(UsageError, match="confidnet.head_epochs"):
+        ConfidNetConfig(head_epochs=0)
+    with pytest.raises(UsageError, match="confidnet.finetune_epochs"):
+        ConfidNetConfig(finetune_epochs=-1)
+
+
+@pytest.fixture(scope="module")
+def cached_ctx(tiny_ctx, tmp_path_factory):
+    return FitContext(device=tiny_ctx.device, recipe=tiny_ctx.recipe,
+                      cache=CheckpointCache(tmp_path_factory.mktemp("ckpt")))
+
+
+def test_classifier_frozen_and_head_selected_by_val_aupr_error(tiny, cached_ctx):
+    train, val, test = tiny
+    msp = METHODS.get("msp")(backbone="lenet").fit(train, val, cached_ctx)
+    cfg = ConfidNetConfig(head_epochs=4)
+    m = METHODS.get("confidnet")(cfg, backbone="lenet").fit(train, val, cached_ctx)
+    # the classifier is the cached baseline, untouched by the head's training
+    for k, v in msp.classifier.state_dict().items():
+        torch.testing.assert_close(m.classifier.backbone.state_dict()[k], v)
+    pred = m.predict(test.images)
+    torch.testing.assert_close(pred.probs, msp.predict(test.images).probs)
+    assert ((pred.confidence > 0) & (pred.confidence < 1)).all()  # a sigmoid
+    log = m.train_log
+    series = log.extra["phase1_val_aupr_error"]
+    assert len(series) == 4
+    best = int(log.extra["phase1_best_epoch"][0])
+    assert series[best - 1] == max(series) and series.index(max(series)) == best - 1  # first best kept
+    n_cls = int(log.extra["classifier_epochs"][0])
+    assert len(log.epoch_seconds) == n_cls + 4 and log.best_epoch == n_cls + best  # costs include the classifier
+
+
+def test_head_regresses_tcp(tiny, cached_ctx):
+    """Trained long enough, the head's output tracks the true-class probability on the training data."""
+    train, val, _ = tiny
+    m = METHODS.get("confidnet")(ConfidNetConfig(head_epochs=15, head_lr=1e-3, backbone_dropout=False),
+                                 backbone="lenet").fit(train, val, cached_ctx)
+    net = m.classifier.eval()
+    x = train.images.float() / 255
+    with torch.inference_mode():
+        tcp = net(x).softmax(1).gather(1, train.labels[:, None]).squeeze(1)
+        conf = net.confidence(x)
+    mse, var = float(((conf - tcp) ** 2).mean()), float(tcp.var())
+    assert mse < 0.5 * var, (mse, var)
+
+
+def test_phase_two_finetunes_a_copy_of_the_encoder(tiny, cached_ctx):
+    train, val, test = tiny
+    cfg = ConfidNetConfig(head_epochs=2, finetune_epochs=2, finetune_lr=1e-3)
+    m = METHODS.get("confidnet")(cfg, backbone="lenet").fit(train, val, cached_ctx)
+    net = m.classifier
+    assert net.encoder is not None
+    assert all(a.data_ptr() != b.data_ptr() for a, b in zip(net.encoder.parameters(), net.backbone.parameters()))
+    changed = [k for k, v in net.encoder.state_dict().items() if not torch.equal(v, net.backbone.state_dict()[k])]
+    # the copy moves iff a phase-2 epoch beat the phase-1 head on validation AUPR-Error
+    assert bool(changed) == ("phase2_best_epoch" in m.train_log.extra)
+    msp = METHODS.get("msp")(backbone="lenet").fit(train, val, cached_ctx)
+    torch.testing.assert_close(m.predict(test.images).probs, msp.predict(test.images).probs)
+    assert len(m.train_log.extra["phase2_val_aupr_error"]) == 2
