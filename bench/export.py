@@ -57,6 +57,15 @@ def _flat_header(col: Column) -> str:
     return f"{col.set_label} {_header(col)}" if col.set_label else _header(col)
 
 
+def _mark(cell, text: str, bold: str) -> str:
+    """The best value of a column in ``bold`` (a format string), values not significantly worse with a dagger."""
+    if cell is None or not text:
+        return text
+    if cell.best:
+        return bold.format(text)
+    return text + " †" if cell.tied else text
+
+
 # ----------------------------------------------------------------------------------------------- markdown
 def to_markdown(tables: list[ReportTable], preamble: str = "") -> str:
     out = [preamble.rstrip() + "\n"] if preamble else []
@@ -68,12 +77,7 @@ def to_markdown(tables: list[ReportTable], preamble: str = "") -> str:
             cells = []
             for j, c in enumerate(t.columns):
                 cell = t.cells.get((m, j))
-                text = _md_escape(cell_text(cell, c, ci=t.ci))
-                if cell is not None and cell.best and text:
-                    text = f"**{text}**"
-                elif cell is not None and cell.tied and text:
-                    text += " †"
-                cells.append(text)
+                cells.append(_mark(cell, _md_escape(cell_text(cell, c, ci=t.ci)), "**{}**"))
             out.append(f"| {_md_escape(m)} | " + " | ".join(cells) + " |")
         out.append("")
         out.append(f"*{_md_escape(t.caption('†'))}*")
@@ -200,12 +204,7 @@ def to_html(tables: list[ReportTable], title: str = "bench report", preamble: st
             tds = []
             for j, c in enumerate(t.columns):
                 cell = t.cells.get((m, j))
-                text = e(cell_text(cell, c, ci=t.ci))
-                if cell is not None and cell.best and text:
-                    text = f"<b>{text}</b>"
-                elif cell is not None and cell.tied and text:
-                    text += " †"
-                tds.append(f"<td>{text}</td>")
+                tds.append(f"<td>{_mark(cell, e(cell_text(cell, c, ci=t.ci)), '<b>{}</b>')}</td>")
             out.append(f"<tr><td>{e(m)}</td>{''.join(tds)}</tr>")
         out.append("</tbody></table>")
     out.append("</body></html>")
