@@ -167,14 +167,6 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
     from bench.table import summary_tables
 
     cfg = resolve(_layers(args), {name: METHODS.get(name).Config for name in METHODS.names()})
-    if cfg.ood:  # user OOD sets: registered as ood:NAME, added to an explicit --datasets list
-        import dataclasses
-
-        from bench.datasets.user_ood import register
-
-        names = register(cfg.ood)
-        if cfg.datasets:
-            cfg = dataclasses.replace(cfg, datasets=tuple(dict.fromkeys((*cfg.datasets, *names))))
     if not cfg.backbone.startswith("timm:"):
         BACKBONES.get(cfg.backbone)
     run_dir = _run_dir(args)

@@ -110,6 +110,12 @@ class Runner:
     def __init__(self, cfg: RunConfig, run_dir: Path, *, resume: bool = False, retrain: bool = False,
                  console: Console | None = None, command: list[str] | None = None, progress: bool = True,
                  tensorboard: bool = False):
+        if cfg.ood:  # user OOD sets: registered as ood:NAME, added to an explicit --datasets list
+            from bench.datasets.user_ood import register
+
+            names = register(cfg.ood)
+            if cfg.datasets:
+                cfg = dataclasses.replace(cfg, datasets=tuple(dict.fromkeys((*cfg.datasets, *names))))
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
         self.methods = METHODS.expand(list(cfg.methods))
@@ -181,7 +187,8 @@ class Runner:
             # Post-hoc scorers share the baseline's network: attacks on it and its logits are computed once.
             model_key = m.baseline_key if (m.posthoc and m.baseline_key) else method_key
             self.store.record_checkpoint(method, seed, spec.fold, method_key, self.cache.path(method_key))
-            base = {"run_id": self.store.run_id, "method": method, "backbone": self.cfg.backbone, "seed": seed,
+            # m.backbone: the network the method really used (a method's config may override the run's)
+            base = {"run_id": self.store.run_id, "method": method, "backbone": m.backbone, "seed": seed,
                     "fold": spec.fold}
             id_pred: Prediction | None = None
             task = bars.add(f"eval {method} seed {seed}", total=len(todo))
