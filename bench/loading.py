@@ -14,7 +14,6 @@ import torch
 from bench.cache import CheckpointCache
 from bench.errors import UsageError
 from bench.methods.base import ConfidenceMethod
-from bench.methods.training import TrainLog
 
 
 def _read_json(path: Path, what: str) -> dict:
@@ -58,6 +57,4 @@ def load_method(run_dir: str | Path, method: str, seed: int | None = None, fold:
     if hit is None:
         raise UsageError(f"checkpoint {entry['path']} of {method} seed {entry['seed']} is missing or unreadable; "
                          f"rerun with: python -m bench run --resume --out {run_dir}")
-    m.load_state_dict(hit["state"], device=device)
-    m.train_log = TrainLog(**hit["log"]) if hit.get("log") else None
-    return m
+    return m.load_checkpoint(hit, device)

@@ -82,13 +82,10 @@ class FitContext:
         key = m.cache_key(self)
         hit = None if (self.cache is None or self.retrain) else self.cache.get(key)
         if hit is not None:
-            m.load_state_dict(hit["state"], device=self.device)
-            m.train_log = TrainLog(**hit["log"]) if hit.get("log") else None
-            return m
+            return m.load_checkpoint(hit, self.device)
         m.fit(train, val, self)
         if self.cache is not None:
-            self.cache.put(key, {"state": m.state_dict(),
-                                 "log": dataclasses.asdict(m.train_log) if m.train_log else None})
+            self.cache.put(key, m.checkpoint())
         return m
 
 
@@ -205,6 +202,18 @@ class ConfidenceMethod:
         self.model = model.to(self.device)
         self.baseline_key = state.get("baseline_key")
         self.load_extra_state(state.get("extra", {}))
+        return self
+
+    def checkpoint(self) -> dict[str, Any]:
+        """What the checkpoint cache stores for a fitted method: its state and the training log (so a cache hit
+        still reports the cost measured when it was trained)."""
+        return {"state": self.state_dict(),
+                "log": dataclasses.asdict(self.train_log) if self.train_log else None}
+
+    def load_checkpoint(self, checkpoint: dict[str, Any], device: torch.device | str | None = None
+                        ) -> "ConfidenceMethod":
+        self.load_state_dict(checkpoint["state"], device=device)
+        self.train_log = TrainLog(**checkpoint["log"]) if checkpoint.get("log") else None
         return self
 
     def extra_state(self) -> dict[str, Any]:
