@@ -26,6 +26,7 @@ Confidence = the sigmoid output (an estimate of TCP); probabilities = the baseli
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, replace
 
 import torch
@@ -36,7 +37,7 @@ from bench.errors import UsageError
 from bench.metrics import average_precision
 from bench.methods.backbones import create_backbone
 from bench.methods.base import ConfidenceMethod, FitContext, register
-from bench.methods.training import TrainLog, TrainRecipe, batches, build_optimizer, fit_loop
+from bench.methods.training import Stepper, TrainLog, TrainRecipe, batches, fit_loop
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,7 @@ class ConfidNet(ConfidenceMethod):
         net.phase = phase
         recipe = TrainRecipe(optimizer="adam", lr=lr, batch_size=ctx.recipe.batch_size, epochs=epochs,
                              val_every=epochs)  # fit_loop's accuracy check is meaningless here (frozen classifier)
-        opt = build_optimizer(params, recipe)
+        stepper = Stepper(params, recipe, math.ceil(len(train) / recipe.batch_size))
         w_err = self.config.error_weight
 
         def step(x: torch.Tensor, y: torch.Tensor, epoch: int) -> torch.Tensor:
@@ -157,11 +158,7 @@ class ConfidNet(ConfidenceMethod):
                 tcp = probs.gather(1, y[:, None]).squeeze(1)
                 weight = torch.where(probs.argmax(1) == y, 1.0, w_err)
             conf = net.confidence(x, f)  # phase 2: the encoder copy's features, with gradients
-            loss = (weight * (conf - tcp) ** 2).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            return loss
+            return stepper((weight * (conf - tcp) ** 2).mean())
 
         best = {"score": self._val_aupr_error(net, val, ctx.device), "state": copy.deepcopy(net.state_dict())}
         if phase == 1:

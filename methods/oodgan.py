@@ -32,7 +32,7 @@ from torch import nn
 
 from bench.errors import UsageError
 from bench.methods.base import ConfidenceMethod, FitContext, register
-from bench.methods.training import build_optimizer, build_scheduler, fit_loop
+from bench.methods.training import Stepper, TrainRecipe, fit_loop
 
 
 @dataclass(frozen=True)
@@ -104,9 +104,11 @@ class OODGAN(ConfidenceMethod):
         model = self.build_model().to(dev)
         gen, disc = build_generator(cfg.nz, cfg.ngf).to(dev), build_discriminator(cfg.ndf).to(dev)
         reference = cfg.classifier_optimizer == "reference"
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr) if reference else build_optimizer(model.parameters(),
-                                                                                                  recipe)
-        sched = None if reference else build_scheduler(opt, recipe)
+        # the classifier's updates: the reference's plain Adam, or the run's recipe (optimiser, clipping, scheduler
+        # stepped after each epoch's last batch)
+        clf_recipe = TrainRecipe(optimizer="adam", lr=cfg.lr) if reference else recipe
+        stepper = Stepper(model.parameters(), clf_recipe, math.ceil(len(train) / recipe.batch_size))
+        opt = stepper.opt
         opt_g = torch.optim.Adam(gen.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
         opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
         decay_epoch = round(cfg.decay_at * recipe.epochs)
@@ -129,13 +131,10 @@ class OODGAN(ConfidenceMethod):
             loss_g.backward()
             opt_g.step()
             # (3) classifier: cross-entropy on real data + KL to uniform on fresh fakes
-            opt.zero_grad(set_to_none=True)
             with torch.no_grad():
                 fake = gen(torch.randn(n, cfg.nz, 1, 1, device=dev))
             kl = kl_to_uniform(model(fake))
-            loss = F.cross_entropy(model(x), y) + cfg.beta * kl
-            loss.backward()
-            opt.step()
+            loss = stepper(F.cross_entropy(model(x), y) + cfg.beta * kl)
             for k, v in (("loss_d", loss_d), ("loss_g", loss_g), ("kl_fake", kl)):
                 sums[k] += v.detach()
             count[0] += 1
@@ -146,8 +145,6 @@ class OODGAN(ConfidenceMethod):
                 log.extra.setdefault(k, []).append(float(v) / max(count[0], 1))
                 v.zero_()
             count[0] = 0
-            if sched is not None:
-                sched.step()
             if epoch == decay_epoch:
                 for o in ((opt, opt_g, opt_d) if reference else (opt_g, opt_d)):
                     for group in o.param_groups:
