@@ -53,15 +53,17 @@ def run_rounds(args: argparse.Namespace, out: Console, err: Console) -> int:
     from bench.dadc.rounds import round_table
 
     rows = round_table(args.run, args.method, max_eval=args.max_eval, device=resolve_device(args.device))
+    n = rows[0]["dadc_n"] if rows else 0
     table = Table(title=f"dadc rounds of {args.run} (accuracy %)", title_justify="left")
-    for col in ("method", "round", "trained on", "MNIST test", "dadc (all)", "dadc (unseen)", "fooled / flagged",
-                "model"):
-        table.add_column(col, justify="left" if col in ("method", "model") else "right")
+    for col in ("method", "round", "trained on", "MNIST test", f"dadc (n={n})", "unseen", "n unseen",
+                "fooled/flagged", "model"):
+        table.add_column(col, justify="left" if col in ("method", "model") else "right",
+                         no_wrap=col in ("method", "model"))
     for r in rows:
         table.add_row(r["method"], str(r["round"]), str(r["trained_on"]), _pct(r["mnist_accuracy"]),
-                      f"{_pct(r['dadc_accuracy'])} (n={r['dadc_n']})", f"{_pct(r['unseen_accuracy'])} (n={r['unseen_n']})",
-                      f"{r['fooled']} / {r['flagged']}", r["model_key"])
+                      _pct(r["dadc_accuracy"]), _pct(r["unseen_accuracy"]), str(r["unseen_n"]),
+                      f"{r['fooled']}/{r['flagged']}", r["model_key"])
     out.print(table)
-    out.print("dadc (unseen): the examples flagged after the round was trained (round 0: all); fooled / flagged: "
+    out.print("unseen: accuracy on the examples flagged after the round was trained (round 0: all); fooled / flagged: "
               "examples flagged while the round was served", highlight=False, soft_wrap=True)
     return 0

@@ -58,7 +58,9 @@ def decode_image(data: bytes) -> np.ndarray:
             if min(w, h) < MIN_SIDE:
                 raise DataError(f"the image is {w}x{h} pixels; draw on a canvas at least {MIN_SIDE} pixels a side")
             rgba = np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+    except Image.DecompressionBombError:  # Pillow's own header check, for sizes far beyond ours
+        raise DataError(f"the image announces far too many pixels; the limit is {MAX_SIDE} pixels a side") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise DataError("the upload is not a readable image (PNG, JPEG, ...)") from None
     grey = rgba[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
     return grey * rgba[..., 3]  # composite over black

@@ -184,13 +184,14 @@ def round_table(run_dir: str | Path, method: str | None = None, max_eval: int = 
     did not train on (flagged after it was made), and how often people fooled it while it was served."""
     run_dir = Path(run_dir)
     store = DadcStore(run_dir)
-    examples = store.examples()
+    names = sorted({e["method"] for e in fitted_entries(run_dir) if e["fold"] == 0})
+    examples = store.examples() if store.exists() else []
     test = load_embedded("mnist", "test")
     if max_eval:
         test = test.subset(slice(0, max_eval))
     fooled = {(f["method"], f["round"]): f for f in store.fooled()}
     all_rounds = store.rounds(method)
-    methods = [method] if method else sorted({e["method"] for e in fitted_entries(run_dir) if e["fold"] == 0})
+    methods = [method] if method else names
     rows = []
     for name in methods:
         for r in [0] + [x["round"] for x in all_rounds if x["method"] == name]:
