@@ -346,3 +346,20 @@ def test_serve_without_gradio_says_how_to_install_it(run, monkeypatch, capsys):
     assert main(["serve", "--run", str(run)]) == 2
     err = capsys.readouterr().err
     assert err == "error: bench serve needs gradio: pip install -e '.[dadc]'\n"
+
+
+def test_bench_run_scores_methods_on_the_dadc_set(run, tmp_path):
+    import csv
+
+    from _dadc import RUN_ARGS
+
+    DadcStore(run).add_example(pp.to_png(pp.preprocess(png_bytes(stroke()))), 1, [])
+    n = len(DadcStore(run).examples())
+    out = tmp_path / "scored"
+    args = [a if a != "mnist" else f"mnist,dadc:{run}" for a in RUN_ARGS]
+    assert main([*args, "--out", str(out), "--cache-dir", str(run.parent.parent / "dadc-cache")]) == 0
+    with open(out / "results.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["eval_set"] == f"dadc:{run}"]
+    assert {r["method"] for r in rows} == {"msp", "mcdropout"} and {r["shift"] for r in rows} == {"dadc"}
+    assert {float(r["value"]) for r in rows if r["metric"] == "examples"} == {float(n)}
+    assert all(0 <= float(r["value"]) <= 100 for r in rows if r["metric"] == "accuracy")

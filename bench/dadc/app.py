@@ -188,6 +188,7 @@ def launch(oracle: Oracle, port: int, block: bool = True):
     demo = build_ui(oracle)
     theme, css = theme_and_css()
     demo.queue()
-    demo.launch(server_name="127.0.0.1", server_port=port, share=False, ssr_mode=False, mcp_server=False, pwa=False, run_history=False,
-                theme=theme, css=css, quiet=True, prevent_thread_lock=not block, inbrowser=False, show_error=False)
+    demo.launch(server_name="127.0.0.1", server_port=port, share=False, ssr_mode=False, mcp_server=False, pwa=False,
+                run_history=False, theme=theme, css=css, quiet=True, prevent_thread_lock=not block, inbrowser=False,
+                show_error=False)
     return demo
