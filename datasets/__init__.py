@@ -7,3 +7,4 @@ from bench.datasets import adversarial  # noqa: E402,F401  (fgsm:*, pgd:*, fgsm-
 from bench.datasets import uap  # noqa: E402,F401  (uap:xi=...,p=inf|2)
 from bench.datasets import fooling  # noqa: E402,F401  (fooling)
 from bench.datasets import user_ood  # noqa: E402,F401  (--ood NAME=PATH -> ood:NAME)
+from bench.datasets import dadc  # noqa: E402,F401  (dadc:RUN, examples collected by bench serve)
