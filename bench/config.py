@@ -44,7 +44,7 @@ class ExecutorConfig:
     kind: str = "local"  # local | ray
     jobs: int = 1  # local: worker processes (1 = sequential, in this process)
     address: str = ""  # ray: cluster address (e.g. ray://head:10001 or head:6379); "" = a local Ray instance
-    cpus_per_unit: float = 1.0  # ray: CPUs reserved per unit; local: torch threads per worker = cores / jobs
+    cpus_per_unit: float = 0.0  # CPUs (= torch threads) per unit; 0 = auto: local cores // jobs, ray 1
     gpus_per_unit: float = 1.0  # ray: GPU share per unit when the run uses CUDA (0.5: two units per GPU)
     max_retries: int = 1  # re-runs of a unit whose worker process died (then its cells become error rows)
 
@@ -202,9 +202,8 @@ def resolve(layers: list[dict[str, Any]], method_configs: dict[str, type]) -> Ru
         raise UsageError(f"executor.kind={ex.kind!r} is not valid; use {' or '.join(EXECUTORS)} (--executor)")
     if ex.jobs < 1:
         raise UsageError(f"executor.jobs must be >= 1, got {ex.jobs} (--jobs)")
-    if ex.cpus_per_unit <= 0 or ex.gpus_per_unit < 0 or ex.max_retries < 0:
-        raise UsageError("executor.cpus_per_unit must be > 0, executor.gpus_per_unit and executor.max_retries "
-                         ">= 0")
+    if ex.cpus_per_unit < 0 or ex.gpus_per_unit < 0 or ex.max_retries < 0:
+        raise UsageError("executor.cpus_per_unit, executor.gpus_per_unit and executor.max_retries must be >= 0")
     return cfg
 
 

@@ -180,7 +180,8 @@ class LocalPool:
             self.devices = [f"cuda:{i % n_gpus}" for i in range(jobs)]
         else:
             self.devices = [str(dev)] * jobs
-        self.threads = max(1, (os.cpu_count() or 1) // jobs)
+        cpus = runner.cfg.executor.cpus_per_unit
+        self.threads = max(1, int(cpus) if cpus else (os.cpu_count() or 1) // jobs)
 
     def _pool(self, slot: int) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_pool_init,
@@ -248,7 +249,7 @@ class RayExecutor:
         if spec.startswith("cuda:"):
             raise UsageError(f"--device {spec}: Ray assigns GPUs to units; use --device cuda (or auto)")
         gpus = ex.gpus_per_unit if (spec != "cpu" and cluster_gpus) else 0.0
-        return ex.cpus_per_unit, gpus, ("cuda" if gpus else "cpu")
+        return ex.cpus_per_unit or 1.0, gpus, ("cuda" if gpus else "cpu")
 
     def _check_visible(self, paths: list[str]) -> None:
         """Every alive node must see the run directory and the cache (a shared filesystem): a token file
