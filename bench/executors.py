@@ -66,7 +66,7 @@ def _unit_worker(payload: Payload, device: str, threads: int) -> "UnitWorker":
             register(payload.cfg.ood)
         torch.set_num_threads(max(1, threads))
         dev = resolve_device(device)
-        if dev.type == "cuda":
+        if dev.type == "cuda" and dev.index is not None:  # --jobs on several GPUs: this worker's GPU
             torch.cuda.set_device(dev)
         _WORKERS.clear()  # one run at a time per process
         _WORKERS[key] = UnitWorker(payload.cfg, Path(payload.run_dir), payload.cache, dev, list(payload.datasets),

@@ -191,3 +191,18 @@ def test_two_processes_racing_on_one_key_train_it_once(tmp_path):
     assert [p.exitcode for p in procs] == [0, 0]
     assert (tmp_path / "log").read_text() == "trained\n"
     assert CheckpointCache(tmp_path / "cache").get("k") == {"v": 1}
+
+
+def test_bad_plugin_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("BENCH_PLUGINS", "no_such_module_xyz")
+    assert main([*GRID, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "BENCH_PLUGINS: cannot import no_such_module_xyz" in err and err.count("\n") == 1
+
+
+def test_a_path_a_node_cannot_see_is_named(tmp_path):
+    from bench.executors import _ray_check_paths
+
+    (tmp_path / ".visible-t1").write_text("ok")
+    assert _ray_check_paths([str(tmp_path)], "t1") == ""
+    assert _ray_check_paths([str(tmp_path)], "t2").startswith(f"{tmp_path} is not visible from node ")
