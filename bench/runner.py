@@ -112,7 +112,7 @@ def prepare_store(cfg: RunConfig, run_dir: Path, resume: bool, command: list[str
         "device_name": device_label or device_name(device),
         "created": (old or {}).get("created", time.strftime("%Y-%m-%dT%H:%M:%S%z")),
         "resumed": bool(resume and old is not None),
-        "eval_set_groups": (old or {}).get("eval_set_groups", {}),  # filled as sets are built (Runner.eval_data)
+        "eval_set_groups": (old or {}).get("eval_set_groups", {}),  # filled as units build sets
     })
     return store
 
@@ -154,7 +154,7 @@ def shares_baseline(cls: type[ConfidenceMethod]) -> bool:
 
 def plan_units(cfg: RunConfig, methods: list[str]) -> list[Unit]:
     """The grid's units, in run order: per fold and seed, the baseline-sharing methods together (one unit per
-    backbone they use), then each other method alone."""
+    backbone they use) and each other method alone, in the order of ``methods``."""
     units: list[Unit] = []
     for fold in range(cfg.folds):
         for seed in cfg.seeds:
@@ -179,15 +179,14 @@ class UnitWorker:
     static eval sets between units; logits and model-dependent sets (attacks) live for one unit."""
 
     def __init__(self, cfg: RunConfig, run_dir: Path, cache: CheckpointCache, device: torch.device,
-                 datasets: list[str], *, bars: Bars | None = None, console: Console | None = None,
-                 tensorboard: bool = False, on_cell: Any = None):
+                 datasets: list[str], *, bars: Bars | None = None, tensorboard: bool = False,
+                 on_cell: Any = None):
         self.cfg = cfg
         self.device = device
         self.datasets = datasets
         self.store = RunStore(run_dir)
         self.cache = cache
         self.bars = bars if bars is not None else Bars(Console(stderr=True), enabled=False)
-        self.console = console
         self.tensorboard = tensorboard
         self.on_cell = on_cell  # called after each finished cell (the in-process progress bar)
         self.eval_ctx = EvalContext(data_dir=Path(cfg.data_dir), max_eval=cfg.eval.max_eval, device=device,
