@@ -8,6 +8,7 @@ import csv
 import json
 import multiprocessing
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -108,6 +109,18 @@ def test_local_jobs_gives_the_same_rows_as_sequential(sequential, tmp_path):
 def test_ray_gives_the_same_rows_as_sequential(sequential, ray_instance, tmp_path):
     run = tmp_path / "run"
     assert main([*GRID, "--executor", "ray", "--out", str(run), "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert rows(run) == rows(sequential / "run")
+
+
+@needs_ray
+def test_a_sequential_run_resumes_on_ray(sequential, ray_instance, tmp_path, capsys):
+    """The executor is not part of what determines results: a run resumes under another one."""
+    run = tmp_path / "run"
+    shutil.copytree(sequential / "run", run)
+    (run / "cells" / "msp__seed1__fold0__ood_fashion.json").unlink()
+    assert main([*GRID, "--executor", "ray", "--out", str(run), "--cache-dir", str(sequential / "cache"),
+                 "--resume"]) == 0
+    assert "(1 cells computed, 11 resumed)" in capsys.readouterr().out
     assert rows(run) == rows(sequential / "run")
 
 
