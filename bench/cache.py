@@ -1,31 +1,60 @@
-"""Checkpoint cache: trained state keyed by a hash of everything that determines it."""
+"""Checkpoint cache: trained state keyed by a hash of everything that determines it.
+
+Several processes (``--jobs N`` workers, Ray workers on other machines) may share one cache directory: writes are
+atomic (temp file + rename), and ``lock(key)`` serialises the training of one key across processes (an advisory
+``flock`` on ``<root>/.locks/<key>.lock``), so that two workers never train the same checkpoint at once: the second
+waits, then finds the entry written by the first.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
 from bench.utils import atomic_write_bytes
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: no cross-process lock, duplicate training is only wasteful
+    fcntl = None  # type: ignore[assignment]
+
 
 class CheckpointCache:
-    """Files ``<root>/<key>.pt``; writes are atomic, a corrupt file is treated as a miss (and replaced)."""
+    """Files ``<root>/<key>.pt``; writes are atomic, a corrupt file is treated as a miss (and replaced).
+
+    ``ignore_existing`` (``--retrain``): entries present when the cache object was created do not count, entries
+    written since (by this object or by another process of the same run, e.g. a parallel worker given this object)
+    do. It is a snapshot of file names and modification times, so it survives pickling to worker processes."""
 
     def __init__(self, root: str | Path, ignore_existing: bool = False):
         self.root = Path(root)
-        self.ignore_existing = ignore_existing  # True: only entries written by this object count (--retrain)
-        self._written: set[str] = set()
+        self.ignore_existing = ignore_existing
+        self._stale: dict[str, int] = {}
+        if ignore_existing and self.root.is_dir():
+            for p in self.root.glob("*.pt"):
+                with contextlib.suppress(OSError):
+                    self._stale[p.stem] = p.stat().st_mtime_ns
 
     def path(self, key: str) -> Path:
         return self.root / f"{key}.pt"
 
+    def _is_stale(self, key: str, p: Path) -> bool:
+        if key not in self._stale:
+            return False
+        try:
+            return p.stat().st_mtime_ns == self._stale[key]
+        except OSError:
+            return True
+
     def get(self, key: str) -> dict[str, Any] | None:
         p = self.path(key)
-        if not p.exists() or (self.ignore_existing and key not in self._written):
+        if not p.exists() or self._is_stale(key, p):
             return None
         try:
             return torch.load(p, map_location="cpu", weights_only=False)
@@ -37,4 +66,20 @@ class CheckpointCache:
         buf = io.BytesIO()
         torch.save(obj, buf)
         atomic_write_bytes(self.path(key), buf.getvalue())
-        self._written.add(key)
+        self._stale.pop(key, None)
+
+    @contextlib.contextmanager
+    def lock(self, key: str) -> Iterator[None]:
+        """Exclusive, blocking, cross-process lock of one key (released when the block ends or the holder dies).
+        Hold it around "look up, else train and put"."""
+        if fcntl is None:
+            yield
+            return
+        lock_dir = self.root / ".locks"
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_dir / f"{key}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock

@@ -86,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="add a user OOD set ood:NAME from a folder of images, an .npz or an IDX file (repeatable)")
     run.add_argument("--tensorboard", action="store_true",
                      help="write per-epoch scalars live to <run>/tensorboard (needs the tensorboard extra)")
+    run.add_argument("--executor", choices=["local", "ray"],
+                     help="where the grid's units run: local (default) or ray (needs the ray extra)")
+    run.add_argument("--jobs", type=int, help="local executor: worker processes (default 1 = in this process)")
+    run.add_argument("--ray-address", metavar="ADDR",
+                     help="ray executor: cluster address, e.g. ray://head:10001 (default: a local Ray instance)")
 
     import importlib
 
@@ -142,6 +147,10 @@ def _layers(args: argparse.Namespace) -> list[dict[str, Any]]:
         flags["cache_dir"] = args.cache_dir
     if args.ood:
         flags["ood"] = list(args.ood)
+    executor = {k: v for k, v in (("kind", args.executor), ("jobs", args.jobs), ("address", args.ray_address))
+                if v is not None}
+    if executor:
+        flags["executor"] = executor
     layers.append(flags)
     layers.append(parse_set(args.set))
     return layers

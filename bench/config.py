@@ -2,8 +2,8 @@
 
 The resolved configuration is a frozen dataclass tree, saved in every run's manifest. Keys:
 top level ``backbone, methods, datasets, seeds, folds, device, data_dir, cache_dir``; sections ``train.*``
-(``TrainRecipe``), ``split.*`` (``SplitSpec`` less the fold), ``eval.*``; and ``<method>.<option>`` for each
-method's own config (e.g. ``mcdropout.passes=20``).
+(``TrainRecipe``), ``split.*`` (``SplitSpec`` less the fold), ``eval.*``, ``executor.*`` (where the grid runs);
+and ``<method>.<option>`` for each method's own config (e.g. ``mcdropout.passes=20``).
 """
 
 from __future__ import annotations
@@ -37,6 +37,22 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class ExecutorConfig:
+    """Where the grid's units run (see docs/scale-out.md). Not part of what determines results: a run may be
+    resumed under another executor."""
+
+    kind: str = "local"  # local | ray
+    jobs: int = 1  # local: worker processes (1 = sequential, in this process)
+    address: str = ""  # ray: cluster address (e.g. ray://head:10001 or head:6379); "" = a local Ray instance
+    cpus_per_unit: float = 0.0  # CPUs (= torch threads) per unit; 0 = auto: local cores // jobs, ray 1
+    gpus_per_unit: float = 1.0  # ray: GPU share per unit when the run uses CUDA (0.5: two units per GPU)
+    max_retries: int = 1  # re-runs of a unit whose worker process died (then its cells become error rows)
+
+
+EXECUTORS = ("local", "ray")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     profile: str = "quick"
     methods: tuple[str, ...] = ("msp",)
@@ -51,13 +67,14 @@ class RunConfig:
     train: TrainRecipe = field(default_factory=TrainRecipe)
     split: SplitConfig = field(default_factory=SplitConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     method_options: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()
 
     def options_for(self, method: str) -> dict[str, Any]:
         return dict(dict(self.method_options).get(method, ()))
 
 
-SECTIONS = {"train": TrainRecipe, "split": SplitConfig, "eval": EvalConfig}
+SECTIONS = {"train": TrainRecipe, "split": SplitConfig, "eval": EvalConfig, "executor": ExecutorConfig}
 TOP_KEYS = [f.name for f in dataclasses.fields(RunConfig) if f.name not in SECTIONS and f.name != "method_options"]
 
 
@@ -180,6 +197,13 @@ def resolve(layers: list[dict[str, Any]], method_configs: dict[str, type]) -> Ru
         raise UsageError(f"folds must be >= 1, got {cfg.folds}")
     if not cfg.seeds:
         raise UsageError("seeds is empty; give at least one, e.g. --seeds 0")
+    ex = cfg.executor
+    if ex.kind not in EXECUTORS:
+        raise UsageError(f"executor.kind={ex.kind!r} is not valid; use {' or '.join(EXECUTORS)} (--executor)")
+    if ex.jobs < 1:
+        raise UsageError(f"executor.jobs must be >= 1, got {ex.jobs} (--jobs)")
+    if ex.cpus_per_unit < 0 or ex.gpus_per_unit < 0 or ex.max_retries < 0:
+        raise UsageError("executor.cpus_per_unit, executor.gpus_per_unit and executor.max_retries must be >= 0")
     return cfg
 
 

@@ -31,3 +31,7 @@ class Bars:
 
     def remove(self, task: int) -> None:
         self._progress.remove_task(task)
+
+    def update(self, task: int, *, label: str | None = None, completed: int | None = None) -> None:
+        """Change a bar's label and/or set its count (e.g. cells finished by other processes)."""
+        self._progress.update(task, description=label, completed=completed)

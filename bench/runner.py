@@ -1,16 +1,24 @@
 """The benchmark grid: for each (fold, seed, method) fit or load the method, then score every eval set once.
 
-Each (method, seed, fold, eval set) cell is written atomically when finished, so an interrupted run resumes
+The grid is cut into *units* (``plan_units``): the methods that share one trained baseline network (``msp``,
+``mcdropout`` and the post-hoc scorers) form one unit per (fold, seed), so their logits and attacked eval sets are
+computed once; every other method is a unit of its own. A ``UnitWorker`` runs units (in this process, in
+``--jobs`` worker processes or on Ray workers, see bench/executors.py) and writes each finished (method, seed,
+fold, eval set) cell atomically; only the driver (``Runner``) writes the run-wide files (results.csv,
+checkpoints.json, errors.json, manifest.json), from what the units return. An interrupted run resumes
 (``--resume``) without redoing finished cells. One failing method becomes an error entry, not a dead sweep.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import platform
 import subprocess
 import sys
 import time
+import traceback
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -27,8 +35,10 @@ from bench.datasets.mnist import load_embedded
 from bench.datasets.splits import SplitSpec, split
 from bench.errors import BenchError, UsageError
 from bench.evaluate import cost_rows, inference_ms_per_1k, metric_rows, tidy
+from bench.executors import check_executor
 from bench.methods import METHODS
 from bench.methods.base import ConfidenceMethod, FitContext, Prediction
+from bench.plugins import load_plugins
 from bench.progress import Bars
 from bench.store import RunStore, cell_key
 from bench.utils import device_name, resolve_device, to_jsonable
@@ -68,7 +78,7 @@ def git_sha() -> str:
 
 def comparable(cfg: dict[str, Any]) -> dict[str, Any]:
     """The parts of a resolved config that determine results (not where they run or are cached)."""
-    return {k: v for k, v in cfg.items() if k not in ("device", "data_dir", "cache_dir")}
+    return {k: v for k, v in cfg.items() if k not in ("device", "data_dir", "cache_dir", "executor")}
 
 
 def _diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> str:
@@ -83,8 +93,8 @@ def _diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> str:
     return ""
 
 
-def prepare_store(cfg: RunConfig, run_dir: Path, resume: bool, command: list[str], device: torch.device
-                  ) -> RunStore:
+def prepare_store(cfg: RunConfig, run_dir: Path, resume: bool, command: list[str], device: torch.device,
+                  device_label: str | None = None) -> RunStore:
     store = RunStore(run_dir)
     resolved = to_jsonable(cfg)
     resolved["method_options"] = {m: dict(o) for m, o in cfg.method_options}
@@ -98,45 +108,96 @@ def prepare_store(cfg: RunConfig, run_dir: Path, resume: bool, command: list[str
     store.ensure_writable()
     store.write_manifest({
         "run_id": store.run_id, "config": resolved, "command": command, "versions": versions(),
-        "git_sha": git_sha(), "device": str(device), "device_name": device_name(device),
+        "git_sha": git_sha(), "device": device_label or str(device),
+        "device_name": device_label or device_name(device),
         "created": (old or {}).get("created", time.strftime("%Y-%m-%dT%H:%M:%S%z")),
         "resumed": bool(resume and old is not None),
-        "eval_set_groups": (old or {}).get("eval_set_groups", {}),  # filled as sets are built (Runner.eval_data)
+        "eval_set_groups": (old or {}).get("eval_set_groups", {}),  # filled as units build sets
     })
     return store
 
 
-class Runner:
-    def __init__(self, cfg: RunConfig, run_dir: Path, *, resume: bool = False, retrain: bool = False,
-                 console: Console | None = None, command: list[str] | None = None, progress: bool = True,
-                 tensorboard: bool = False):
-        if cfg.ood:  # user OOD sets: registered as ood:NAME, added to an explicit --datasets list
-            from bench.datasets.user_ood import register
+@dataclass(frozen=True)
+class Unit:
+    """One schedulable piece of the grid: ``methods`` fitted and evaluated for one (fold, seed)."""
 
-            names = register(cfg.ood)
-            if cfg.datasets:
-                cfg = dataclasses.replace(cfg, datasets=tuple(dict.fromkeys((*cfg.datasets, *names))))
+    fold: int
+    seed: int
+    methods: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return f"{'+'.join(self.methods)} seed {self.seed} fold {self.fold}"
+
+    @property
+    def marker(self) -> str:
+        """File name prefix of the unit's in-flight marker in ``<run>/.running`` (progress of remote workers)."""
+        return f"fold{self.fold}__seed{self.seed}__{'+'.join(self.methods)}"
+
+
+@dataclass
+class UnitResult:
+    """What a unit hands back to the driver (its cells are already on disk)."""
+
+    unit: Unit
+    cells_done: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    checkpoints: list[tuple[str, int, int, str, str]] = field(default_factory=list)  # method, seed, fold, key, path
+    groups: dict[str, dict[str, Any]] = field(default_factory=dict)  # eval set -> shift family, group, severity
+
+
+def shares_baseline(cls: type[ConfidenceMethod]) -> bool:
+    """Methods whose network is the plain cached baseline: post-hoc scorers and those that keep the default
+    ``_fit`` (msp, mcdropout, energy, maxlogit, entropy, temperature)."""
+    return cls.posthoc or cls._fit is ConfidenceMethod._fit
+
+
+def plan_units(cfg: RunConfig, methods: list[str]) -> list[Unit]:
+    """The grid's units, in run order: per fold and seed, the baseline-sharing methods together (one unit per
+    backbone they use) and each other method alone, in the order of ``methods``."""
+    units: list[Unit] = []
+    for fold in range(cfg.folds):
+        for seed in cfg.seeds:
+            groups: dict[str, list[str]] = {}
+            for m in methods:
+                cls = METHODS.get(m)
+                if shares_baseline(cls):
+                    backbone = getattr(cls.Config(**cfg.options_for(m)), "backbone", "") or cfg.backbone
+                    groups.setdefault(f"baseline:{backbone}", []).append(m)
+                else:
+                    groups[m] = [m]
+            units.extend(Unit(fold, seed, tuple(ms)) for ms in groups.values())
+    return units
+
+
+def eval_names(datasets: list[str]) -> list[str]:
+    return [*datasets, COST_SET]
+
+
+class UnitWorker:
+    """Runs units of one run: fits (or loads) each method and scores its eval sets, writing cells. Keeps the
+    static eval sets between units; logits and model-dependent sets (attacks) live for one unit."""
+
+    def __init__(self, cfg: RunConfig, run_dir: Path, cache: CheckpointCache, device: torch.device,
+                 datasets: list[str], *, bars: Bars | None = None, tensorboard: bool = False,
+                 on_cell: Any = None):
         self.cfg = cfg
-        self.device = resolve_device(cfg.device)
-        self.methods = METHODS.expand(list(cfg.methods))
-        self.datasets = evalsets.expand(list(cfg.datasets)) if cfg.datasets else evalsets.offline_sets()
-        self.console = console or Console(stderr=True)
-        self.retrain = retrain
-        self.show_progress = progress
+        self.device = device
+        self.datasets = datasets
+        self.store = RunStore(run_dir)
+        self.cache = cache
+        self.bars = bars if bars is not None else Bars(Console(stderr=True), enabled=False)
         self.tensorboard = tensorboard
-        if tensorboard:
-            _check_tensorboard()
-        self.store = prepare_store(cfg, run_dir, resume, command or sys.argv, self.device)
-        # --retrain ignores checkpoints from earlier runs, but not those this run writes (so msp and mcdropout
-        # still share one freshly trained baseline).
-        self.cache = CheckpointCache(cfg.cache_dir, ignore_existing=retrain)
-        self.eval_ctx = EvalContext(data_dir=Path(cfg.data_dir), max_eval=cfg.eval.max_eval, device=self.device,
+        self.on_cell = on_cell  # called after each finished cell (the in-process progress bar)
+        self.eval_ctx = EvalContext(data_dir=Path(cfg.data_dir), max_eval=cfg.eval.max_eval, device=device,
                                     cache_dir=Path(cfg.cache_dir))
         self._eval_data: dict[tuple[str, str], EvalData] = {}
         self._logits: dict[tuple[str, str], torch.Tensor] = {}
+        self._groups: dict[str, dict[str, Any]] = {}
+        self._train_full = None
 
     def eval_data(self, name: str, method: ConfidenceMethod | None = None, method_key: str = "") -> EvalData:
-        """Each eval set is built once per run; model-dependent ones (attacks) once per fitted method."""
+        """Each eval set is built once per process; model-dependent ones (attacks) once per fitted method."""
         model_dependent = evalsets.needs_model(name)
         key = (name, method_key if model_dependent else "")
         if key not in self._eval_data:
@@ -144,54 +205,51 @@ class Runner:
                 raise AssertionError(f"eval set {name} needs a fitted method")
             d = evalsets.build(name, self.eval_ctx, method) if model_dependent else evalsets.build(name, self.eval_ctx)
             self._eval_data[key] = dataclasses.replace(d, images=d.images.to(self.device))
-            self._record_group(d)
+            # shift family, OOD group and severity of each eval set, for the manifest (reports)
+            self._groups[d.name] = {"kind": d.kind, "shift": d.shift, "group": d.group, "severity": d.severity}
         return self._eval_data[key]
 
-    def _record_group(self, d: EvalData) -> None:
-        """Shift family, OOD group and severity of each eval set, in the manifest, for reports."""
-        manifest = self.store.read_manifest() or {}
-        groups = manifest.setdefault("eval_set_groups", {})
-        entry = {"kind": d.kind, "shift": d.shift, "group": d.group, "severity": d.severity}
-        if groups.get(d.name) != entry:
-            groups[d.name] = entry
-            self.store.write_manifest(manifest)
-
-    def run(self) -> RunOutcome:
-        out = RunOutcome(self.store)
-        train_full = load_embedded("mnist", "train")
-        for name in ["mnist", *self.datasets]:  # build static sets up front: a missing one fails before training
+    def build_static(self) -> dict[str, dict[str, Any]]:
+        """Build the sets that need no model up front (a missing one fails before any training)."""
+        for name in ["mnist", *self.datasets]:
             if not evalsets.needs_model(name):
                 self.eval_data(name)
-        cells = [(f, s, m) for f in range(self.cfg.folds) for s in self.cfg.seeds for m in self.methods]
-        with Bars(self.console, enabled=self.show_progress) as bars:
-            overall = bars.add("cells", total=len(cells))
-            try:
-                for fold, seed, method in cells:
-                    spec = SplitSpec(self.cfg.split.val_fraction, self.cfg.split.split_seed, self.cfg.folds, fold,
-                                     self.cfg.split.max_train)
-                    self._run_cell(out, bars, train_full, spec, method, seed)
-                    bars.advance(overall)
-            finally:
-                self.store.write_results_csv()
-                self.store.write_errors(out.errors)
+        return dict(self._groups)
+
+    def run_unit(self, unit: Unit) -> UnitResult:
+        out = UnitResult(unit)
+        if self._train_full is None:
+            self._train_full = load_embedded("mnist", "train")
+        spec = SplitSpec(self.cfg.split.val_fraction, self.cfg.split.split_seed, self.cfg.folds, unit.fold,
+                         self.cfg.split.max_train)
+        marker = self.store.dir / ".running" / f"{unit.marker}.{os.getpid()}"
+        marker.parent.mkdir(exist_ok=True)
+        marker.touch()
+        try:
+            for method in unit.methods:
+                self._run_method(out, spec, method, unit.seed)
+        finally:  # what belongs to this unit's models is not needed by the next unit
+            self._logits.clear()
+            self._eval_data = {k: v for k, v in self._eval_data.items() if not k[1]}
+            out.groups = dict(self._groups)
+            marker.unlink(missing_ok=True)
         return out
 
-    def _run_cell(self, out: RunOutcome, bars: Bars, train_full, spec: SplitSpec, method: str, seed: int) -> None:
-        keys = {ds: cell_key(method, seed, spec.fold, ds) for ds in [*self.datasets, COST_SET]}
-        todo = [ds for ds, k in keys.items() if not self.store.done(k)]
-        out.cells_skipped += len(keys) - len(todo)
+    def _run_method(self, out: UnitResult, spec: SplitSpec, method: str, seed: int) -> None:
+        keys = {ds: cell_key(method, seed, spec.fold, ds) for ds in eval_names(self.datasets)}
+        todo = [ds for ds, k in keys.items() if not self.store.done(k)]  # a retried unit keeps finished cells
         if not todo:
             return
         try:
-            m, method_key = self._fit(bars, train_full, spec, method, seed)
+            m, method_key = self._fit(spec, method, seed)
             # Post-hoc scorers share the baseline's network: attacks on it and its logits are computed once.
             model_key = m.baseline_key if (m.posthoc and m.baseline_key) else method_key
-            self.store.record_checkpoint(method, seed, spec.fold, method_key, self.cache.path(method_key))
+            out.checkpoints.append((method, seed, spec.fold, method_key, str(self.cache.path(method_key).resolve())))
             # m.backbone: the network the method really used (a method's config may override the run's)
             base = {"run_id": self.store.run_id, "method": method, "backbone": m.backbone, "seed": seed,
                     "fold": spec.fold}
             id_pred: Prediction | None = None
-            task = bars.add(f"eval {method} seed {seed}", total=len(todo))
+            task = self.bars.add(f"eval {method} seed {seed}", total=len(todo))
             try:
                 for ds in todo:
                     if ds == COST_SET:
@@ -199,15 +257,17 @@ class Runner:
                     else:
                         id_pred = self._score(m, model_key, ds, keys[ds], base, id_pred)
                     out.cells_done += 1
-                    bars.advance(task)
+                    self.bars.advance(task)
+                    if self.on_cell is not None:
+                        self.on_cell()
             finally:
-                bars.remove(task)
+                self.bars.remove(task)
         except BenchError as e:
             out.errors.append({"method": method, "seed": seed, "fold": spec.fold, "error": str(e)})
-            self.console.print(f"[red]error[/red] {method} seed {seed} fold {spec.fold}: {e}", soft_wrap=True,
-                               highlight=False)
-        finally:
-            self.store.write_results_csv()
+        except Exception as e:  # a crash in one method must not take down the other cells of the grid
+            out.errors.append({"method": method, "seed": seed, "fold": spec.fold,
+                               "error": f"{type(e).__name__}: {e}".splitlines()[0],
+                               "traceback": traceback.format_exc()})
 
     def _score(self, m: ConfidenceMethod, model_key: str, ds: str, key: str, base: dict[str, Any],
                id_pred: Prediction | None) -> Prediction | None:
@@ -240,15 +300,14 @@ class Runner:
             self._logits[key] = m.logits(data.images, batch_size=self.cfg.eval.batch_size)
         return m.predict_from_logits(self._logits[key])
 
-    def _fit(self, bars: Bars, train_full, spec: SplitSpec, method: str, seed: int
-             ) -> tuple[ConfidenceMethod, str]:
+    def _fit(self, spec: SplitSpec, method: str, seed: int) -> tuple[ConfidenceMethod, str]:
         """The fitted method and its cache key (checkpoint cache hit, or fit and store)."""
         config = METHODS.get(method).Config(**self.cfg.options_for(method))
         writer = self._writer(method, seed, spec.fold) if self.tensorboard else None
         ctx = FitContext(device=self.device, recipe=self.cfg.train, split_id=spec.split_id, cache=self.cache,
-                         progress=bars, on_epoch=_scalar_logger(writer) if writer else None)
+                         progress=self.bars, on_epoch=_scalar_logger(writer) if writer else None)
         try:
-            m = ctx.fit_method(method, self.cfg.backbone, 10, seed, *split(train_full, spec), config=config)
+            m = ctx.fit_method(method, self.cfg.backbone, 10, seed, *split(self._train_full, spec), config=config)
         finally:
             if writer is not None:
                 writer.close()
@@ -258,6 +317,93 @@ class Runner:
         from torch.utils.tensorboard import SummaryWriter
 
         return SummaryWriter(log_dir=str(self.store.dir / "tensorboard" / f"{method}_seed{seed}_fold{fold}"))
+
+
+class Runner:
+    """The driver: prepares the run directory, plans the units, hands them to the executor and aggregates what
+    they return into the run-wide files."""
+
+    def __init__(self, cfg: RunConfig, run_dir: Path, *, resume: bool = False, retrain: bool = False,
+                 console: Console | None = None, command: list[str] | None = None, progress: bool = True,
+                 tensorboard: bool = False):
+        self.plugins = load_plugins()
+        if cfg.ood:  # user OOD sets: registered as ood:NAME, added to an explicit --datasets list
+            from bench.datasets.user_ood import register
+
+            names = register(cfg.ood)
+            if cfg.datasets:
+                cfg = dataclasses.replace(cfg, datasets=tuple(dict.fromkeys((*cfg.datasets, *names))))
+        check_executor(cfg)
+        self.cfg = cfg
+        # Ray workers pick their own device; the driver (maybe a CPU-only head node) only validates other specs
+        ray = cfg.executor.kind == "ray"
+        self.device = torch.device("cpu") if ray else resolve_device(cfg.device)
+        self.methods = METHODS.expand(list(cfg.methods))
+        self.datasets = evalsets.expand(list(cfg.datasets)) if cfg.datasets else evalsets.offline_sets()
+        self.console = console or Console(stderr=True)
+        self.retrain = retrain
+        self.show_progress = progress
+        self.tensorboard = tensorboard
+        if tensorboard:
+            _check_tensorboard()
+        self.store = prepare_store(cfg, run_dir, resume, command or sys.argv, self.device,
+                                   device_label=f"{cfg.device} (per Ray worker)" if ray else None)
+        # --retrain ignores checkpoints from earlier runs, but not those this run writes (so msp and mcdropout
+        # still share one freshly trained baseline), in this process or in any worker.
+        self.cache = CheckpointCache(cfg.cache_dir, ignore_existing=retrain)
+        self.grid_keys: set[str] = set()
+
+    def run(self) -> RunOutcome:
+        from bench.executors import make_executor
+
+        out = RunOutcome(self.store)
+        executor = make_executor(self)
+        with Bars(self.console, enabled=self.show_progress) as bars:
+            local = UnitWorker(self.cfg, self.store.dir, self.cache, self.device, self.datasets,
+                               bars=bars, tensorboard=self.tensorboard)
+            self._merge_groups(local.build_static())
+            units = []
+            for unit in plan_units(self.cfg, self.methods):
+                keys = self.unit_keys(unit)
+                self.grid_keys.update(keys)
+                left = sum(not self.store.done(k) for k in keys)
+                out.cells_skipped += len(keys) - left
+                if left:
+                    units.append(unit)
+            total = len(self.grid_keys)
+            try:
+                executor.run(units, local, bars, total, out.cells_skipped, lambda r: self._collect(out, r))
+            finally:
+                self.store.write_results_csv()
+                self.store.write_errors(out.errors)
+                with contextlib.suppress(OSError):  # empty unless units are still in flight elsewhere
+                    (self.store.dir / ".running").rmdir()
+        return out
+
+    def unit_keys(self, unit: Unit) -> list[str]:
+        return [cell_key(m, unit.seed, unit.fold, ds) for m in unit.methods for ds in eval_names(self.datasets)]
+
+    def _collect(self, out: RunOutcome, result: UnitResult) -> None:
+        """The driver's side of a finished unit: the only writer of the run-wide files."""
+        out.cells_done += result.cells_done
+        for stale in (self.store.dir / ".running").glob(f"{result.unit.marker}.*"):  # left by a dead worker
+            stale.unlink(missing_ok=True)
+        for e in result.errors:
+            out.errors.append(e)
+            self.console.print(f"[red]error[/red] {e['method']} seed {e['seed']} fold {e['fold']}: {e['error']}",
+                               soft_wrap=True, highlight=False)
+        self.store.record_checkpoints(result.checkpoints)
+        self._merge_groups(result.groups)
+        self.store.write_results_csv()
+        self.store.write_errors(out.errors)
+
+    def _merge_groups(self, groups: dict[str, dict[str, Any]]) -> None:
+        """Shift family, OOD group and severity of each eval set, in the manifest, for reports."""
+        manifest = self.store.read_manifest() or {}
+        known = manifest.setdefault("eval_set_groups", {})
+        if any(known.get(k) != v for k, v in groups.items()):
+            known.update(groups)
+            self.store.write_manifest(manifest)
 
 
 def _check_tensorboard() -> None:

@@ -3,7 +3,13 @@
 Layout of ``<run>/``: ``manifest.json`` (resolved config, command, versions, git sha, device); ``cells/*.json``
 (the tidy rows of one finished (method, seed, fold, eval set) cell: its presence marks the cell done);
 ``predictions/*.npz`` (per-sample probabilities, confidences, labels); ``results.csv`` (all rows, rebuilt
-atomically after every cell); ``errors.json`` (cells that failed, with their one-line reason).
+atomically after every unit); ``errors.json`` (cells that failed, with their one-line reason);
+``checkpoints.json`` (the cached checkpoint of each fitted method).
+
+Concurrency: cells (and their predictions) are one file each, written atomically, so any number of worker
+processes, on any machine that sees the run directory, may write them at once. The run-wide files (manifest,
+results.csv, checkpoints.json, errors.json) are read-modify-write: only the driver process writes them, from what
+the workers return.
 """
 
 from __future__ import annotations
@@ -90,12 +96,19 @@ class RunStore:
             raise UsageError(f"{p} is corrupt (not JSON); start a new run with another --out") from None
 
     def record_checkpoint(self, method: str, seed: int, fold: int, key: str, path: Path) -> None:
+        self.record_checkpoints([(method, seed, fold, key, str(path))])
+
+    def record_checkpoints(self, entries: list[tuple[str, int, int, str, str]]) -> None:
         """``checkpoints.json``: which cached checkpoint holds each fitted (method, seed, fold) of this run, so
-        later commands (predict, serve) can load the trained methods."""
+        later commands (predict, serve) can load the trained methods. Entries are (method, seed, fold, key, path).
+        A read-modify-write: only the driver calls it (workers return their entries)."""
+        if not entries:
+            return
         index_path = self.dir / "checkpoints.json"
         index = json.loads(index_path.read_text()) if index_path.exists() else {}
-        index[f"{method}__seed{seed}__fold{fold}"] = {"method": method, "seed": seed, "fold": fold, "key": key,
-                                                      "path": str(Path(path).resolve())}
+        for method, seed, fold, key, path in entries:
+            index[f"{method}__seed{seed}__fold{fold}"] = {"method": method, "seed": seed, "fold": fold, "key": key,
+                                                          "path": str(Path(path).resolve())}
         atomic_write_text(index_path, json.dumps(index, indent=2, sort_keys=True))
 
     def checkpoints(self) -> dict[str, Any]:

@@ -8,6 +8,7 @@ HIGHER = MORE TRUSTWORTHY.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, NamedTuple
@@ -58,17 +59,22 @@ class FitContext:
         """The plain cross-entropy classifier of (backbone, recipe, seed, split), trained once and cached, so
         inference-only methods (msp, mcdropout, post-hoc scorers) share it instead of retraining."""
         key = self.baseline_key(backbone, num_classes, seed)
-        hit = None if (self.cache is None or self.retrain) else self.cache.get(key)
-        model = create_backbone(backbone, num_classes)
-        if hit is not None:
-            model.load_state_dict(hit["model"])
-            return model.to(self.device), TrainLog(**hit["log"]), key
-        model, stepper = new_classifier(backbone, num_classes, seed, self.recipe, self.device, len(train))
-        log = fit_loop(model, train, val, self.recipe, self.device, seed, supervised_step(model, stepper),
-                       label=f"{backbone} seed {seed}", progress=self.progress, on_epoch=self.on_epoch)
-        if self.cache is not None:
-            self.cache.put(key, {"model": model.state_dict(), "log": dataclasses.asdict(log)})
+        with self._locked(key):  # parallel workers: one trains, the others wait and load
+            hit = None if (self.cache is None or self.retrain) else self.cache.get(key)
+            model = create_backbone(backbone, num_classes)
+            if hit is not None:
+                model.load_state_dict(hit["model"])
+                return model.to(self.device), TrainLog(**hit["log"]), key
+            model, stepper = new_classifier(backbone, num_classes, seed, self.recipe, self.device, len(train))
+            log = fit_loop(model, train, val, self.recipe, self.device, seed, supervised_step(model, stepper),
+                           label=f"{backbone} seed {seed}", progress=self.progress, on_epoch=self.on_epoch)
+            if self.cache is not None:
+                self.cache.put(key, {"model": model.state_dict(), "log": dataclasses.asdict(log)})
         return model, log, key
+
+    def _locked(self, key: str):
+        """The cache's cross-process lock of ``key`` (nothing to lock without a cache)."""
+        return self.cache.lock(key) if self.cache is not None else contextlib.nullcontext()
 
     def fit_method(self, name: str, backbone: str, num_classes: int, seed: int, train: ImageSet, val: ImageSet,
                    config: Any = None) -> "ConfidenceMethod":
@@ -80,12 +86,13 @@ class FitContext:
         cls = METHODS.get(name)
         m = cls(config, backbone=backbone, num_classes=num_classes, seed=seed)
         key = m.cache_key(self)
-        hit = None if (self.cache is None or self.retrain) else self.cache.get(key)
-        if hit is not None:
-            return m.load_checkpoint(hit, self.device)
-        m.fit(train, val, self)
-        if self.cache is not None:
-            self.cache.put(key, m.checkpoint())
+        with self._locked(key):
+            hit = None if (self.cache is None or self.retrain) else self.cache.get(key)
+            if hit is not None:
+                return m.load_checkpoint(hit, self.device)
+            m.fit(train, val, self)
+            if self.cache is not None:
+                self.cache.put(key, m.checkpoint())
         return m
 
 

@@ -94,7 +94,7 @@ def test_interrupt_keeps_finished_cells(tmp_path, capsys, monkeypatch):
     from bench import runner
 
     calls = {"n": 0}
-    original = runner.Runner._run_cell
+    original = runner.UnitWorker._run_method
 
     def interrupt_second(self, *args, **kwargs):
         calls["n"] += 1
@@ -102,7 +102,7 @@ def test_interrupt_keeps_finished_cells(tmp_path, capsys, monkeypatch):
             raise KeyboardInterrupt
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(runner.Runner, "_run_cell", interrupt_second)
+    monkeypatch.setattr(runner.UnitWorker, "_run_method", interrupt_second)
     run = tmp_path / "run"
     code = main([*SMOKE, "--out", str(run), "--cache-dir", str(tmp_path / "cache")])
     err = capsys.readouterr().err

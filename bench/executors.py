@@ -1,0 +1,355 @@
+"""Executors: where the units of a grid run (docs/scale-out.md).
+
+- ``local``, ``--jobs 1`` (default): one after the other, in this process (training bars shown as they run).
+- ``local``, ``--jobs N``: N worker processes (spawn), each a single-process pool of its own, so that a worker
+  that dies is known exactly: its unit is retried once in a fresh process, then reported as error rows. With
+  several GPUs, worker i uses ``cuda:(i mod #GPUs)``; on CPU each worker gets ``cores // N`` torch threads.
+- ``ray``: one Ray task per unit with ``executor.cpus_per_unit`` / ``executor.gpus_per_unit`` resources and
+  ``executor.max_retries`` retries of a dead worker, on a local Ray instance or the cluster at ``--ray-address``.
+
+All of them run the same ``UnitWorker.run_unit`` on the same units; cells are written by the workers, the
+run-wide files by the driver (``Runner._collect``), so the results store is the same whichever ran the grid.
+"""
+
+from __future__ import annotations
+
+import collections
+import multiprocessing
+import os
+import uuid
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import torch
+
+from bench.errors import UsageError
+from bench.progress import Bars
+
+if TYPE_CHECKING:
+    from bench.runner import Runner, Unit, UnitResult, UnitWorker
+
+RAY_INSTALL = "--executor ray needs Ray, an optional extra: pip install -e '.[ray]' (or pip install 'ray>=2.9')"
+POLL_S = 0.5
+
+
+# --- the worker side (runs in worker processes; also imported by Ray workers) -------------------------------------
+@dataclass(frozen=True)
+class Payload:
+    """Everything a worker process needs to build its ``UnitWorker`` (picklable)."""
+
+    cfg: Any  # RunConfig
+    run_dir: str
+    cache: Any  # CheckpointCache
+    datasets: tuple[str, ...]
+    plugins: tuple[str, ...]
+    tensorboard: bool
+
+
+_WORKERS: dict[tuple[str, str], "UnitWorker"] = {}
+
+
+def _unit_worker(payload: Payload, device: str, threads: int) -> "UnitWorker":
+    """This process's worker for a run (kept between units of the same run: static eval sets are built once)."""
+    key = (payload.run_dir, device)
+    if key not in _WORKERS:
+        from bench.plugins import load_plugins
+        from bench.runner import UnitWorker
+        from bench.utils import resolve_device
+
+        load_plugins(list(payload.plugins))
+        if payload.cfg.ood:
+            from bench.datasets.user_ood import register
+
+            register(payload.cfg.ood)
+        torch.set_num_threads(max(1, threads))
+        dev = resolve_device(device)
+        if dev.type == "cuda" and dev.index is not None:  # --jobs on several GPUs: this worker's GPU
+            torch.cuda.set_device(dev)
+        _WORKERS.clear()  # one run at a time per process
+        _WORKERS[key] = UnitWorker(payload.cfg, Path(payload.run_dir), payload.cache, dev, list(payload.datasets),
+                                   tensorboard=payload.tensorboard)
+    return _WORKERS[key]
+
+
+_POOL_ARGS: tuple[Payload, str, int] | None = None
+
+
+def _pool_init(payload: Payload, device: str, threads: int) -> None:
+    global _POOL_ARGS
+    _POOL_ARGS = (payload, device, threads)
+
+
+def _pool_run_unit(unit: "Unit") -> "UnitResult":
+    assert _POOL_ARGS is not None
+    return _unit_worker(*_POOL_ARGS).run_unit(unit)
+
+
+def _ray_run_unit(payload: Payload, device: str, threads: int, unit: "Unit") -> "UnitResult":
+    return _unit_worker(payload, device, threads).run_unit(unit)
+
+
+def _ray_check_paths(paths: list[str], token: str) -> str:
+    """On one node: '' if every run path holds the driver's token file, else which path is not visible."""
+    import socket
+
+    for p in paths:
+        if not (Path(p) / f".visible-{token}").exists():
+            return f"{p} is not visible from node {socket.gethostname()}"
+    return ""
+
+
+# --- the driver side ---------------------------------------------------------------------------------------------
+class GridProgress:
+    """One bar for the whole grid: cells done (including resumed ones) of all cells, units running, failures,
+    elapsed time. In-process units report each cell; other executors are polled from the cells directory."""
+
+    def __init__(self, bars: Bars, runner: "Runner", total: int, skipped: int):
+        self.bars, self.runner = bars, runner
+        self.keys = runner.grid_keys
+        self.done, self.running, self.failed, self.retries = skipped, 0, 0, 0
+        self.task = bars.add(self._label(), total=total)
+        bars.update(self.task, completed=skipped)
+
+    def _label(self) -> str:
+        extra = f", {self.retries} retried" if self.retries else ""
+        return f"grid: {self.running} running, {self.failed} failed{extra}"
+
+    def cell(self) -> None:
+        self.done += 1
+        self.bars.update(self.task, completed=self.done)
+
+    def poll(self) -> None:
+        cells = self.runner.store.cells
+        try:
+            names = {n[:-5] for n in os.listdir(cells) if n.endswith(".json")}
+        except OSError:
+            return
+        self.done = len(names & self.keys)
+        self.bars.update(self.task, completed=self.done, label=self._label())
+
+    def set(self, running: int | None = None, failed: int = 0, retried: int = 0) -> None:
+        if running is not None:
+            self.running = running
+        self.failed += failed
+        self.retries += retried
+        self.bars.update(self.task, label=self._label())
+
+
+def failed_result(unit: "Unit", message: str) -> "UnitResult":
+    """Error rows for every method of a unit that did not come back (its worker died, or the unit crashed outside
+    a method)."""
+    from bench.runner import UnitResult
+
+    return UnitResult(unit, errors=[{"method": m, "seed": unit.seed, "fold": unit.fold, "error": message}
+                                    for m in unit.methods])
+
+
+Collect = Callable[["UnitResult"], None]
+
+
+class Sequential:
+    """Units one after the other in the driver's process (the default)."""
+
+    def __init__(self, runner: "Runner"):
+        self.runner = runner
+
+    def run(self, units: list["Unit"], local: "UnitWorker", bars: Bars, total: int, skipped: int,
+            collect: Collect) -> None:
+        progress = GridProgress(bars, self.runner, total, skipped)
+        local.on_cell = progress.cell
+        for unit in units:
+            progress.set(running=1)
+            result = local.run_unit(unit)
+            progress.set(running=0, failed=len(result.errors))
+            collect(result)
+
+
+class LocalPool:
+    """``--jobs N``: N single-process pools (spawn). A dead worker breaks only its own pool, so the unit it ran is
+    known: it is retried (``executor.max_retries`` times) in a fresh process, then reported as error rows."""
+
+    def __init__(self, runner: "Runner", jobs: int):
+        self.runner, self.jobs = runner, jobs
+        self.payload = _payload(runner)
+        dev = runner.device
+        n_gpus = torch.cuda.device_count() if dev.type == "cuda" else 0
+        if dev.type == "cuda" and dev.index is None and runner.cfg.device in ("auto", "cuda") and n_gpus > 1:
+            self.devices = [f"cuda:{i % n_gpus}" for i in range(jobs)]
+        else:
+            self.devices = [str(dev)] * jobs
+        cpus = runner.cfg.executor.cpus_per_unit
+        self.threads = max(1, int(cpus) if cpus else (os.cpu_count() or 1) // jobs)
+
+    def _pool(self, slot: int) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_pool_init,
+                                   initargs=(self.payload, self.devices[slot], self.threads))
+
+    def run(self, units: list["Unit"], local: "UnitWorker", bars: Bars, total: int, skipped: int,
+            collect: Collect) -> None:
+        progress = GridProgress(bars, self.runner, total, skipped)
+        queue = collections.deque(units)
+        attempts: collections.Counter = collections.Counter()
+        pools: list[ProcessPoolExecutor | None] = [None] * self.jobs
+        running: dict[Future, tuple[int, "Unit"]] = {}
+        try:
+            while queue or running:
+                busy = {slot for slot, _ in running.values()}
+                for slot in range(self.jobs):
+                    if slot not in busy and queue:
+                        unit = queue.popleft()
+                        if pools[slot] is None:
+                            pools[slot] = self._pool(slot)
+                        running[pools[slot].submit(_pool_run_unit, unit)] = (slot, unit)
+                progress.set(running=len(running))
+                done, _ = wait(list(running), timeout=POLL_S, return_when=FIRST_COMPLETED)
+                progress.poll()
+                for fut in done:
+                    slot, unit = running.pop(fut)
+                    try:
+                        result = fut.result()
+                    except BrokenProcessPool:
+                        pools[slot].shutdown(wait=False)
+                        pools[slot] = None
+                        attempts[unit] += 1
+                        if attempts[unit] <= self.runner.cfg.executor.max_retries:
+                            self.runner.console.print(f"worker died running {unit.name}; retrying it",
+                                                      highlight=False, soft_wrap=True)
+                            progress.set(retried=1)
+                            queue.appendleft(unit)
+                            continue
+                        result = failed_result(unit, f"its worker process died ({attempts[unit]} attempts)")
+                    except Exception as e:  # the unit crashed outside a method (its methods report their own)
+                        result = failed_result(unit, f"{type(e).__name__}: {e}".splitlines()[0])
+                    progress.set(failed=len(result.errors))
+                    collect(result)
+        finally:
+            for pool in pools:
+                if pool is not None:
+                    if running:  # interrupted: do not wait for units in flight
+                        for proc in list(getattr(pool, "_processes", {}).values()):
+                            proc.terminate()
+                    pool.shutdown(wait=not running, cancel_futures=True)
+
+
+class RayExecutor:
+    """One Ray task per unit (see docs/scale-out.md for a cluster: shared run and cache paths, same install)."""
+
+    def __init__(self, runner: "Runner"):
+        self.runner = runner
+        self.ray = import_ray()
+
+    def _resources(self) -> tuple[float, float, str]:
+        ray, ex, spec = self.ray, self.runner.cfg.executor, self.runner.cfg.device
+        cluster_gpus = ray.cluster_resources().get("GPU", 0)
+        if spec.startswith("cuda") and not cluster_gpus:
+            raise UsageError(f"--device {spec}: the Ray cluster has no GPU; use --device auto or cpu")
+        if spec.startswith("cuda:"):
+            raise UsageError(f"--device {spec}: Ray assigns GPUs to units; use --device cuda (or auto)")
+        gpus = ex.gpus_per_unit if (spec != "cpu" and cluster_gpus) else 0.0
+        return ex.cpus_per_unit or 1.0, gpus, ("cuda" if gpus else "cpu")
+
+    def _check_visible(self, paths: list[str]) -> None:
+        """Every alive node must see the run directory and the cache (a shared filesystem): a token file
+        written here is looked for by a zero-CPU task pinned to each node."""
+        ray = self.ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        token = uuid.uuid4().hex
+        for p in paths:
+            Path(p).mkdir(parents=True, exist_ok=True)
+            (Path(p) / f".visible-{token}").write_text("ok")
+        try:
+            check = ray.remote(num_cpus=0)(_ray_check_paths)
+            refs = [check.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+                    .remote(paths, token) for n in ray.nodes() if n.get("Alive")]
+            problems = [msg for msg in ray.get(refs, timeout=300) if msg]
+        finally:
+            for p in paths:
+                (Path(p) / f".visible-{token}").unlink(missing_ok=True)
+        if problems:
+            raise UsageError(f"{problems[0]}: --out and --cache-dir must be on a filesystem every Ray node mounts "
+                             "at the same path (see docs/scale-out.md)")
+
+    def run(self, units: list["Unit"], local: "UnitWorker", bars: Bars, total: int, skipped: int,
+            collect: Collect) -> None:
+        ray, runner = self.ray, self.runner
+        ex = runner.cfg.executor
+        started = False
+        if not ray.is_initialized():
+            ray.init(address=ex.address or None, include_dashboard=False, logging_level="WARNING",
+                     log_to_driver=True)
+            started = True
+        refs: dict[Any, "Unit"] = {}
+        try:
+            cpus, gpus, device = self._resources()
+            self._check_visible([str(runner.store.dir.resolve()), str(Path(runner.cfg.cache_dir).resolve())])
+            progress = GridProgress(bars, runner, total, skipped)
+            payload = ray.put(_payload(runner))
+            task = ray.remote(_ray_run_unit).options(num_cpus=cpus, num_gpus=gpus, max_retries=ex.max_retries,
+                                                     retry_exceptions=False)
+            threads = max(1, int(cpus))
+            refs = {task.remote(payload, device, threads, u): u for u in units}
+            while refs:
+                progress.set(running=_count_running(runner))
+                ready, _ = ray.wait(list(refs), num_returns=1, timeout=POLL_S)
+                progress.poll()
+                for ref in ready:
+                    unit = refs.pop(ref)
+                    try:
+                        result = ray.get(ref)
+                    except ray.exceptions.WorkerCrashedError:
+                        result = failed_result(unit, f"its worker process died ({ex.max_retries + 1} attempts)")
+                    except ray.exceptions.RayError as e:
+                        result = failed_result(unit, f"{type(e).__name__}: {str(e).splitlines()[0]}")
+                    progress.set(failed=len(result.errors))
+                    collect(result)
+        finally:
+            for ref in refs:  # interrupted: stop what is still queued or running
+                ray.cancel(ref, force=True)
+            if started:
+                ray.shutdown()
+
+
+def _count_running(runner: "Runner") -> int:
+    """Units in flight anywhere: the marker files workers keep in ``<run>/.running`` while a unit runs."""
+    try:
+        return len(os.listdir(runner.store.dir / ".running"))
+    except OSError:
+        return 0
+
+
+def _payload(runner: "Runner") -> Payload:
+    return Payload(runner.cfg, str(runner.store.dir.resolve()), runner.cache, tuple(runner.datasets),
+                   tuple(runner.plugins), runner.tensorboard)
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise UsageError(RAY_INSTALL) from None
+    return ray
+
+
+def check_executor(cfg: Any) -> None:
+    """Flag combinations that cannot work, before anything is written; Ray must be importable for ``ray``."""
+    ex = cfg.executor
+    if ex.kind == "ray":
+        import_ray()
+        if ex.jobs != 1:
+            raise UsageError("--jobs is for --executor local; on Ray, units run as the cluster's resources allow "
+                             "(executor.cpus_per_unit, executor.gpus_per_unit)")
+    elif ex.address:
+        raise UsageError("--ray-address needs --executor ray")
+
+
+def make_executor(runner: "Runner") -> Sequential | LocalPool | RayExecutor:
+    ex = runner.cfg.executor
+    if ex.kind == "ray":
+        return RayExecutor(runner)
+    return Sequential(runner) if ex.jobs == 1 else LocalPool(runner, ex.jobs)
+
+
