@@ -448,9 +448,11 @@ def short_set(name: str) -> str:
 
 
 def build_tables(runs: RunSet, metrics: list[str] | None = None, methods: list[str] | None = None,
-                 ci: bool = False, alpha: float = 0.05) -> list[ReportTable]:
+                 ci: bool = False, alpha: float = 0.05, groups: list[str] | None = None) -> list[ReportTable]:
     """One table per evaluation group present in the rows. ``metrics`` (names or wildcards) replaces each
-    group's default columns; ``methods`` filters and orders the rows. Unknown names raise UsageError."""
+    group's default columns; ``methods`` filters and orders the rows; ``groups`` (names or wildcards: id,
+    occlusion, adversarial, ood-near, ood-far, ood, cost, or another shift family) keeps only those tables.
+    Unknown names raise UsageError."""
     rows = runs.rows
     all_methods = list(dict.fromkeys(rows["method"]))
     method_list = select(methods, all_methods, "method") if methods else all_methods
@@ -460,6 +462,10 @@ def build_tables(runs: RunSet, metrics: list[str] | None = None, methods: list[s
     order = list(GROUPS) + sorted(set(rows["gkey"]) - set(GROUPS))
     order.remove("cost")
     order.append("cost")
+    if groups:
+        present = [k for k in order if (rows["gkey"] == k).any()]
+        keep = set(select(groups, present, "group"))
+        order = [k for k in order if k in keep]
     tables = []
     for gkey in order:
         g = rows[rows["gkey"] == gkey]

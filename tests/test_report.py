@@ -205,6 +205,16 @@ def test_metric_and_method_selection(tmp_path):
         build_tables(runs, methods=["delta"])
 
 
+def test_group_selection(tmp_path):
+    runs = load_runs([write_run(tmp_path)])
+    all_keys = [t.key for t in build_tables(runs)]
+    assert "cost" in all_keys and "id" in all_keys
+    kept = [t.key for t in build_tables(runs, groups=["id", "ood-*"])]
+    assert kept == [k for k in all_keys if k == "id" or k.startswith("ood-")]  # report order kept, cost gone
+    with pytest.raises(UsageError, match="unknown group 'costs'.*cost"):
+        build_tables(runs, groups=["costs"])
+
+
 # ------------------------------------------------------------------------------------------------ writers
 def test_writers(tmp_path):
     tables = build_tables(load_runs([write_run(tmp_path)]))

@@ -28,6 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, action="append", default=[], metavar="FILE",
                    help="write here instead of the terminal; repeat for several files (.md .tex .csv .html)")
     p.add_argument("--metrics", help="comma-separated metric names or wildcards (default: each group's own)")
+    p.add_argument("--groups", help="comma-separated table groups or wildcards: id, occlusion, adversarial, "
+                   "ood-near, ood-far, cost, ... (default: all present)")
     p.add_argument("--methods", help="comma-separated method names or wildcards, in row order (default: all)")
     p.add_argument("--ci", action="store_true", help="add 95%% percentile-bootstrap confidence intervals")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level of the paired tests (0.05)")
@@ -47,7 +49,7 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
     targets = [(path, args.format or format_for(path.suffix)) for path in args.out]
     runs = load_runs(args.runs, allow_partial=args.allow_partial)
     tables = build_tables(runs, metrics=_names(args.metrics), methods=_names(args.methods), ci=args.ci,
-                          alpha=args.alpha)
+                          alpha=args.alpha, groups=_names(args.groups))
     ids = ", ".join(runs.manifests)
     machines = "; ".join(runs.device_names)
     preamble = f"Runs: {ids}. Device: {machines}."
