@@ -37,16 +37,18 @@ def parse_round(text: str) -> int | str:
 
 
 def run_serve(args: argparse.Namespace, out: Console, err: Console) -> int:
-    if importlib.util.find_spec("gradio") is None:
-        raise UsageError("bench serve needs gradio: pip install -e '.[dadc]'")
+    # flags first, so that a bad value is reported the same way with or without gradio installed
     if not 1 <= args.port <= 65535:
         raise UsageError(f"--port {args.port} is not a port number (1-65535)")
     if not args.run.is_dir():
         raise UsageError(f"--run {args.run} is not a directory")
+    round_ = parse_round(args.round)
+    if importlib.util.find_spec("gradio") is None:
+        raise UsageError("bench serve needs gradio: pip install -e '.[dadc]'")
     from bench.dadc.app import Oracle, launch
     from bench.dadc.rounds import served_methods
 
-    served = served_methods(args.run, parse_round(args.round), seed=args.seed, device=resolve_device(args.device))
+    served = served_methods(args.run, round_, seed=args.seed, device=resolve_device(args.device))
     err.print(f"serving {', '.join(f'{s.method} (round {s.round})' for s in served)} of {args.run} on "
               f"http://127.0.0.1:{args.port}  (examples go to {args.run / 'dadc.sqlite'}; Ctrl+C stops)",
               highlight=False, soft_wrap=True)
