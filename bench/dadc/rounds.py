@@ -115,12 +115,12 @@ def finetune_refusal(method: ConfidenceMethod) -> str | None:
 
 def run_split(run_dir: Path, fold: int) -> tuple[ImageSet, ImageSet, dict[str, Any]]:
     """The run's MNIST training and validation parts (the split it trained on) and its resolved config."""
+    from bench.config import SplitConfig
     from bench.datasets.splits import SplitSpec, split
 
     config = _read_json(Path(run_dir) / "manifest.json", "run")["config"]
-    s = config.get("split", {})
-    spec = SplitSpec(s.get("val_fraction", 0.1), s.get("split_seed", 0), config.get("folds", 1), fold,
-                     s.get("max_train", 0))
+    s = SplitConfig(**config.get("split", {}))  # the run's split, defaults from the one place that defines them
+    spec = SplitSpec(s.val_fraction, s.split_seed, config.get("folds", 1), fold, s.max_train)
     train, val = split(load_embedded("mnist", "train"), spec)
     return train, val, config
 
