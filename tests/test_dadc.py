@@ -332,6 +332,8 @@ def test_methods_that_cannot_be_fine_tuned_generically_are_refused():
     (["serve", "--run", "{run}", "--port", "0"], "--port 0 is not a port"),
 ])
 def test_dadc_commands_give_one_line_errors(args, msg, run, tmp_path, capsys):
+    if not DadcStore(run).exists():  # run alone (-k): the method check needs a collected example to reach
+        DadcStore(run).add_example(pp.to_png(pp.to_mnist(stroke().astype(np.float32) / 255)), 1, [])
     args = [a.format(run=run, empty=tmp_path) for a in args]
     assert main(args) == 2
     err = capsys.readouterr().err
