@@ -51,6 +51,19 @@ def _save(fig, out_dir: Path, name: str) -> list[Path]:
     return paths
 
 
+def line_style(i: int) -> dict[str, Any]:
+    """Matplotlib keywords for the i-th method: tab10 colours, then a new line style and marker for each further
+    ten, so that up to 40 methods stay distinguishable on one axis (the registry holds 15)."""
+    return {"color": f"C{i % 10}", "linestyle": ("-", "--", ":", "-.")[i // 10 % 4],
+            "marker": ("o", "s", "^", "D")[i // 10 % 4]}
+
+
+def _legend_right(fig, ax) -> None:
+    # outside the axes: with a dozen methods an inside legend hides the curves it names
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
+
+
 def _grid(n: int) -> tuple[int, int]:
     cols = min(n, 4)
     return math.ceil(n / cols), cols
@@ -97,14 +110,14 @@ def plot_risk_coverage(runs: RunSet, methods: list[str], out_dir: Path) -> list[
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4.5))
     drawn = 0
-    for m in methods:
+    for i, m in enumerate(methods):
         preds = predictions(runs, m, ID_SET)
         if not preds:
             continue
         curves = [risk_coverage(p["confidence"], p["probs"].argmax(1) == p["labels"]) for p in preds]
         n = min(len(c[0]) for c in curves)
         risk = np.mean([c[1][:n] for c in curves], axis=0) if all(len(c[0]) == n for c in curves) else curves[0][1]
-        ax.plot(curves[0][0][:n] * 100, risk, label=f"{m} (n={len(curves)})")
+        ax.plot(curves[0][0][:n] * 100, risk, label=f"{m} (n={len(curves)})", **{**line_style(i), "marker": None})
         drawn += 1
     if not drawn:
         plt.close(fig)
@@ -113,7 +126,7 @@ def plot_risk_coverage(runs: RunSet, methods: list[str], out_dir: Path) -> list[
            ylabel="selective risk: error rate among accepted (%)", xlim=(0, 100))
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _legend_right(fig, ax)
     return _save(fig, out_dir, "risk_coverage")
 
 
@@ -203,14 +216,16 @@ def plot_severity(runs: RunSet, methods: list[str], out_dir: Path) -> list[Path]
         for ax, metric in zip(axes.flat, metrics):
             both = pd.concat([clean[clean["metric"] == metric], fam[fam["metric"] == metric]])
             stats = _mean_std(both)
-            for m in [m for m in methods if m in set(stats["method"])]:
+            for i, m in enumerate(methods):
                 s = stats[stats["method"] == m]
-                ax.errorbar(s["x"], s["mean"], yerr=s["std"].fillna(0), marker="o", capsize=3, label=m)
+                if len(s):
+                    ax.errorbar(s["x"], s["mean"], yerr=s["std"].fillna(0), capsize=3, label=m, markersize=4,
+                                **line_style(i))
             what = "accuracy" if metric == "accuracy" else "misclassification AUROC"
             ax.set(title=f"{family}: {what} vs severity", xlabel=_severity_label(family), ylabel=f"{what} (%)")
             ax.grid(alpha=0.3)
-        axes.flat[0].legend(fontsize=8)
         fig.tight_layout()
+        _legend_right(fig, axes.flat[0])
         paths += _save(fig, out_dir, f"severity_{_safe(family)}")
     return paths
 
@@ -249,17 +264,28 @@ def plot_cost(runs: RunSet, methods: list[str], out_dir: Path) -> list[Path]:
     return _save(fig, out_dir, "cost")
 
 
-def write_plots(runs: RunSet, out_dir: Path, methods: list[str] | None = None) -> list[Path]:
-    """Every plot the runs allow; returns the written files."""
+# The report groups each plot belongs to, so `--groups` selects plots as it selects tables.
+PLOT_GROUPS = {"risk_coverage": {"id"}, "reliability": {"id"}, "confidence": {"ood-near", "ood-far", "ood"},
+               "severity": {"occlusion", "adversarial"}, "cost": {"cost"}}
+
+
+def write_plots(runs: RunSet, out_dir: Path, methods: list[str] | None = None,
+                groups: list[str] | None = None) -> list[Path]:
+    """Every plot the runs allow (only those of ``groups``, names or wildcards, when given); returns the files."""
+    import fnmatch
+
     check_available()
     from bench.report import select
 
     present = list(dict.fromkeys(runs.rows["method"]))
     chosen = select(methods, present, "method") if methods else present
+    keep = {k for k, gs in PLOT_GROUPS.items() if not groups or any(fnmatch.filter(gs, g) for g in groups)}
     paths: list[Path] = []
-    for fn in (plot_risk_coverage, plot_reliability, plot_confidence_histograms, plot_severity, plot_cost):
-        paths += fn(runs, chosen, Path(out_dir))
+    for name, fn in (("risk_coverage", plot_risk_coverage), ("reliability", plot_reliability),
+                     ("confidence", plot_confidence_histograms), ("severity", plot_severity), ("cost", plot_cost)):
+        if name in keep:
+            paths += fn(runs, chosen, Path(out_dir))
     return paths
 
 
-__all__: list[Any] = ["check_available", "reliability", "risk_coverage", "write_plots"]
+__all__: list[Any] = ["check_available", "line_style", "reliability", "risk_coverage", "write_plots"]

@@ -25,3 +25,48 @@ def test_every_registered_method_is_in_the_readme_table():
     readme = (ROOT / "README.md").read_text()
     documented = set(re.findall(r"^\| `([a-z0-9_-]+)` \|", readme, flags=re.M))
     assert set(METHODS.names()) <= documented, f"undocumented methods: {set(METHODS.names()) - documented}"
+
+
+def _leaderboard_tables(readme: str) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, header, rows) of every Markdown table under the README's "## Leaderboard" section."""
+    section = readme.split("## Leaderboard", 1)[1].split("\n## ", 1)[0]
+    out = []
+    for block in section.split("\n#### ")[1:]:
+        title, lines = block.split("\n", 1)[0], [ln for ln in block.splitlines() if ln.startswith("| ")]
+        cells = [[c.strip() for c in ln.strip("|").split("|")] for ln in lines]
+        out.append((title, cells[0], cells[1:]))
+    return out
+
+
+def test_readme_leaderboard_numbers_come_from_the_committed_results():
+    """Every number in the README's leaderboard and cost tables is the committed CSV's value, rounded as the report
+    renders it: the tables are pasted tool output, not typed in."""
+    import pandas as pd
+
+    from bench.report import GROUPS, METRICS
+
+    readme = (ROOT / "README.md").read_text()
+    tables = _leaderboard_tables(readme)
+    where = {"In-distribution": ("id", "mnist", "leaderboard.csv"), "Near OOD": ("ood-near", "ood:fashion",
+                                                                                  "leaderboard.csv"),
+             "Cost": ("cost", "cost", "cost.csv")}
+    assert sorted(t[0].split(" ")[0] for t in tables) == ["Cost", "In-distribution:", "Near"]
+    checked = 0
+    for title, header, rows in tables:
+        group, eval_set, csv_name = next(v for k, v in where.items() if title.startswith(k))
+        csv = pd.read_csv(ROOT / "results" / csv_name)
+        csv = csv[(csv["group"] == group) & (csv["eval_set"] == eval_set)]
+        label_to_metric = {METRICS[m].label: m for m in GROUPS[group][1]}
+        for row in rows:
+            method = row[0]
+            for label, cell in zip(header[1:], row[1:]):
+                metric = label_to_metric[label.rstrip(" ↑↓")]
+                hit = csv[(csv["method"] == method) & (csv["metric"] == metric)]
+                assert len(hit) == 1, (method, metric)
+                digits = METRICS[metric].digits
+                shown = cell.replace("*", "").replace("†", "").replace(",", "").split("±")
+                assert float(shown[0]) == round(float(hit["mean"].iloc[0]), digits), (method, metric, cell)
+                if len(shown) == 2:
+                    assert float(shown[1]) == round(float(hit["std"].iloc[0]), digits), (method, metric, cell)
+                checked += 1
+    assert checked >= 15 * (6 + 2 + 5)

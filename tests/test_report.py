@@ -266,3 +266,21 @@ def test_cli_bad_input_one_line_nonzero_nothing_written(tmp_path, capsys, extra,
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert board.read_text() == "old"
+
+
+def test_plot_line_styles_tell_every_registered_method_apart():
+    from bench.plots import line_style
+    from bench.methods import METHODS
+
+    n = len(METHODS.names())
+    styles = [tuple(sorted(line_style(i).items())) for i in range(max(n, 40))]
+    assert len(set(styles)) == len(styles)  # 40 distinct (colour, line, marker) triples, more than the registry
+    assert line_style(0)["color"] != line_style(1)["color"] and line_style(0)["color"] == line_style(10)["color"]
+
+
+def test_plots_follow_the_selected_groups(tmp_path, capsys):
+    run = write_run(tmp_path, predictions=True)
+    assert main(["report", str(run), "--groups", "id,ood-*", "--plots", str(tmp_path / "plots")]) == 0
+    written = {p.stem for p in (tmp_path / "plots").iterdir()}
+    assert {"risk_coverage", "reliability", "confidence_ood_fashion"} <= written
+    assert not any(n.startswith(("cost", "severity")) for n in written)  # their groups were left out

@@ -68,6 +68,6 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
     if plot_dir is not None:
         from bench.plots import write_plots
 
-        for path in write_plots(runs, plot_dir, methods=_names(args.methods)):
+        for path in write_plots(runs, plot_dir, methods=_names(args.methods), groups=_names(args.groups)):
             err.print(f"wrote {path}", highlight=False, soft_wrap=True)
     return 0
