@@ -272,14 +272,16 @@ PLOT_GROUPS = {"risk_coverage": {"id"}, "reliability": {"id"}, "confidence": {"o
 def write_plots(runs: RunSet, out_dir: Path, methods: list[str] | None = None,
                 groups: list[str] | None = None) -> list[Path]:
     """Every plot the runs allow (only those of ``groups``, names or wildcards, when given); returns the files."""
-    import fnmatch
-
     check_available()
     from bench.report import select
 
     present = list(dict.fromkeys(runs.rows["method"]))
     chosen = select(methods, present, "method") if methods else present
-    keep = {k for k, gs in PLOT_GROUPS.items() if not groups or any(fnmatch.filter(gs, g) for g in groups)}
+    keep = set(PLOT_GROUPS)
+    if groups:  # matched as the tables match them
+        in_runs = sorted({group_of(s, g) for s, g in zip(runs.rows["shift"], runs.rows["group"])})
+        wanted = set(select(groups, in_runs, "group"))
+        keep = {k for k, gs in PLOT_GROUPS.items() if gs & wanted}
     paths: list[Path] = []
     for name, fn in (("risk_coverage", plot_risk_coverage), ("reliability", plot_reliability),
                      ("confidence", plot_confidence_histograms), ("severity", plot_severity), ("cost", plot_cost)):

@@ -269,8 +269,8 @@ def test_cli_bad_input_one_line_nonzero_nothing_written(tmp_path, capsys, extra,
 
 
 def test_plot_line_styles_tell_every_registered_method_apart():
-    from bench.plots import line_style
     from bench.methods import METHODS
+    from bench.plots import line_style
 
     n = len(METHODS.names())
     styles = [tuple(sorted(line_style(i).items())) for i in range(max(n, 40))]
