@@ -1,7 +1,9 @@
 """Backbones: image classifiers taking [0, 1] pixels, normalising inside, exposing penultimate features.
 
 Every backbone implements ``forward_features(x) -> (N, F)`` (penultimate features, what ConfidNet and TrustScore
-read), ``forward_head(f) -> logits`` and ``num_features``. ``forward`` is their composition.
+read), ``head_dropout(f)`` (the dropout before the last layer, identity if none) and ``forward_classifier(d)`` (the
+last layer alone), and sets ``num_features``. ``forward_head = forward_classifier o head_dropout`` and ``forward``
+is the whole composition. The split lets ConfidNet feed its head the very dropped-out vector the last layer sees.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
 
 class Backbone(nn.Module):
-    """Base: subclasses set ``num_features`` and implement ``forward_features`` and ``forward_head``."""
+    """Base: subclasses set ``num_features`` and implement ``forward_features`` and ``forward_classifier``, and
+    ``head_dropout`` where they have a dropout before the last layer."""
 
     num_features: int
 
@@ -36,7 +39,13 @@ class Backbone(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def forward_head(self, f: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+    def forward_head(self, f: torch.Tensor) -> torch.Tensor:
+        return self.forward_classifier(self.head_dropout(f))
+
+    def head_dropout(self, f: torch.Tensor) -> torch.Tensor:
+        return f
+
+    def forward_classifier(self, d: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
 
@@ -62,8 +71,11 @@ class LeNet(Backbone):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.fc1(self.forward_conv(x)))
 
-    def forward_head(self, f: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.drop(f))
+    def head_dropout(self, f: torch.Tensor) -> torch.Tensor:
+        return self.drop(f)
+
+    def forward_classifier(self, d: torch.Tensor) -> torch.Tensor:
+        return self.fc2(d)
 
 
 @BACKBONES.register("mlp", "ConfidNet's MNIST MLP 784-1000-10 with dropout 0.3")
@@ -79,8 +91,11 @@ class MLP(Backbone):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.fc1(self.normalize(x).flatten(1)))
 
-    def forward_head(self, f: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.drop(f))
+    def head_dropout(self, f: torch.Tensor) -> torch.Tensor:
+        return self.drop(f)
+
+    def forward_classifier(self, d: torch.Tensor) -> torch.Tensor:
+        return self.fc2(d)
 
 
 @BACKBONES.register("smallconvnet", "ConfidNet's SmallConvNet conv32-conv64-pool-drop0.25-fc128-drop0.5-fc10")
@@ -104,8 +119,11 @@ class SmallConvNet(Backbone):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.fc1(self.drop1(self.forward_conv(x))))
 
-    def forward_head(self, f: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.drop2(f))
+    def head_dropout(self, f: torch.Tensor) -> torch.Tensor:
+        return self.drop2(f)
+
+    def forward_classifier(self, d: torch.Tensor) -> torch.Tensor:
+        return self.fc2(d)
 
 
 class TimmBackbone(Backbone):
@@ -123,10 +141,11 @@ class TimmBackbone(Backbone):
         self.num_features = self.model.num_features
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        # timm applies its head dropout inside pre_logits, so head_dropout stays the identity here
         return self.model.forward_head(self.model.forward_features(self.normalize(x)), pre_logits=True)
 
-    def forward_head(self, f: torch.Tensor) -> torch.Tensor:
-        return self.model.get_classifier()(f)
+    def forward_classifier(self, d: torch.Tensor) -> torch.Tensor:
+        return self.model.get_classifier()(d)
 
 
 def create_backbone(name: str, num_classes: int = 10, in_chans: int = 1) -> Backbone:

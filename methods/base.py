@@ -105,6 +105,8 @@ class ConfidenceMethod:
     posthoc: ClassVar[bool] = False
     #: True if predict draws random numbers (it is then seeded from ``seed`` so it is reproducible).
     stochastic: ClassVar[bool] = False
+    #: Bump when this method's training changes what it learns; 0 keeps the key as it was before the field existed.
+    training_version: ClassVar[int] = 0
 
     def __init__(self, config: Any = None, *, backbone: str = "lenet", num_classes: int = 10, seed: int = 0):
         self.config = config if config is not None else self.Config()
@@ -193,9 +195,11 @@ class ConfidenceMethod:
 
     # --- checkpoints -----------------------------------------------------------------------------------------
     def cache_key(self, ctx: FitContext) -> str:
-        return f"{self.name}-" + stable_hash(
-            {"method": self.name, "config": self.config, "backbone": self.backbone, "classes": self.num_classes,
-             "seed": self.seed, "recipe": ctx.recipe, "split": ctx.split_id, "version": CACHE_VERSION})
+        parts = {"method": self.name, "config": self.config, "backbone": self.backbone, "classes": self.num_classes,
+                 "seed": self.seed, "recipe": ctx.recipe, "split": ctx.split_id, "version": CACHE_VERSION}
+        if self.training_version:  # only when set, so the keys of every other method (and their caches) stay valid
+            parts["method_version"] = self.training_version
+        return f"{self.name}-" + stable_hash(parts)
 
     def state_dict(self) -> dict[str, Any]:
         return {"model": self._fitted_model().state_dict(), "extra": self.extra_state(),

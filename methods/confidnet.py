@@ -4,10 +4,10 @@ Phase 1: the cached baseline classifier is frozen; a head of 5 dense layers (F->
 between, sigmoid output) reads its penultimate features (``backbone.forward_features``) and is trained with the
 mean squared error to the true-class probability TCP = softmax(logits)[y] (optionally errors weighted by
 ``error_weight``, the reference's ``weighting``, 1 by default). As in the reference's SelfConfidLearner the model
-is in train mode during phase 1 apart from batch norm, so the backbone's dropout stays ON: the features and the
-TCP target are computed with dropout, as there (``backbone_dropout``; set false to train on clean features).
-One difference: the reference head reads the features *after* the classifier's last dropout; ours reads
-``forward_features`` (before it), while the TCP target still goes through that dropout.
+is in train mode during phase 1 apart from batch norm, so the backbone's dropout stays ON (``backbone_dropout``;
+set false to train on clean features). As there, the head reads the features *after* the classifier's last dropout
+(``backbone.head_dropout``), the very vector the last layer turns into the TCP target, so the target is a function
+of what the head sees; at evaluation the dropout is off and the head reads the clean features.
 Head optimiser Adam lr 1e-4, batch = the run's batch size (128 in the paper profile); the epoch kept is the one
 with the best validation AUPR-Error (errors positive, score -confidence), ties keep the earlier.
 
@@ -108,6 +108,7 @@ class ConfidNetModel(nn.Module):
 @register("confidnet", "ConfidNet: MLP head on frozen features regressing the true-class probability (2019)")
 class ConfidNet(ConfidenceMethod):
     Config = ConfidNetConfig
+    training_version = 1  # 1: the head reads the post-dropout features (before: the clean ones)
 
     def build_model(self) -> nn.Module:
         backbone = create_backbone(self.backbone, self.num_classes)
@@ -153,11 +154,12 @@ class ConfidNet(ConfidenceMethod):
 
         def step(x: torch.Tensor, y: torch.Tensor, epoch: int) -> torch.Tensor:
             with torch.no_grad():
-                f = net.backbone.forward_features(x)
-                probs = net.backbone.forward_head(f).softmax(1)
+                # one dropout draw shared by the head's input and the TCP target (phase 1, as the reference)
+                d = net.backbone.head_dropout(net.backbone.forward_features(x))
+                probs = net.backbone.forward_classifier(d).softmax(1)
                 tcp = probs.gather(1, y[:, None]).squeeze(1)
                 weight = torch.where(probs.argmax(1) == y, 1.0, w_err)
-            conf = net.confidence(x, f)  # phase 2: the encoder copy's features, with gradients
+            conf = net.confidence(x, d)  # phase 2: the encoder copy's features, with gradients
             return stepper((weight * (conf - tcp) ** 2).mean())
 
         best = {"score": self._val_aupr_error(net, val, ctx.device), "state": copy.deepcopy(net.state_dict())}

@@ -117,8 +117,11 @@ class TrustGANNet(Backbone):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features_normalized(self.normalize(x))
 
-    def forward_head(self, f: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.drop(f))
+    def head_dropout(self, f: torch.Tensor) -> torch.Tensor:
+        return self.drop(f)
+
+    def forward_classifier(self, d: torch.Tensor) -> torch.Tensor:
+        return self.fc2(d)
 
     def forward_normalized(self, z: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.features_normalized(z))

@@ -81,3 +81,48 @@ def test_phase_two_finetunes_a_copy_of_the_encoder(tiny, cached_ctx):
     msp = METHODS.get("msp")(backbone="lenet").fit(train, val, cached_ctx)
     torch.testing.assert_close(m.predict(test.images).probs, msp.predict(test.images).probs)
     assert len(m.train_log.extra["phase2_val_aupr_error"]) == 2
+
+
+def test_head_reads_the_dropped_out_vector_the_last_layer_turns_into_tcp(tiny, cached_ctx):
+    """As in the reference (head after the classifier's last dropout, model in train mode): during phase 1 the
+    head's input is the same dropout draw from which the TCP target is computed, not the clean features."""
+    train, val, _ = tiny
+    calls: list[tuple[str, torch.Tensor]] = []
+
+    def record_input(module: nn.Module, args: tuple) -> None:
+        if isinstance(module, nn.Linear) and module.training:
+            if module.out_features == 10:
+                calls.append(("last layer", args[0].detach().clone()))
+            elif (module.in_features, module.out_features) == (1000, 400):
+                calls.append(("head", args[0].detach().clone()))
+
+    def record_features(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
+        if isinstance(module, nn.Linear) and module.training and (module.in_features, module.out_features) == (
+                784, 1000):
+            calls.append(("clean", torch.relu(out.detach()).clone()))
+
+    METHODS.get("msp")(backbone="mlp").fit(train, val, cached_ctx)  # baseline cached before recording
+    handles = [nn.modules.module.register_module_forward_pre_hook(record_input),
+               nn.modules.module.register_module_forward_hook(record_features)]
+    try:
+        METHODS.get("confidnet")(ConfidNetConfig(head_epochs=1), backbone="mlp").fit(train, val, cached_ctx)
+    finally:
+        for h in handles:
+            h.remove()
+    steps = [calls[i - 2: i + 1] for i, c in enumerate(calls) if c[0] == "head"]
+    assert len(steps) == len(train) // cached_ctx.recipe.batch_size  # one per training batch
+    for (k0, clean), (k1, last), (_, head) in steps:
+        assert (k0, k1) == ("clean", "last layer")
+        torch.testing.assert_close(head, last)
+        # MLP dropout 0.3 (inverted): each value is 0 or clean / 0.7, and some non-zero features were dropped
+        kept = head != 0
+        torch.testing.assert_close(head[kept], clean[kept] / 0.7)
+        assert bool(((clean > 0) & ~kept).any())
+
+
+def test_cache_key_changes_with_the_training_version(tiny_ctx, monkeypatch):
+    """A checkpoint trained by the earlier head (clean features) is not reused."""
+    m = METHODS.get("confidnet")()
+    key = m.cache_key(tiny_ctx)
+    monkeypatch.setattr(type(m), "training_version", 0)
+    assert m.cache_key(tiny_ctx) != key
