@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 import sqlite3
 import struct
 import threading
@@ -325,16 +326,20 @@ def test_methods_that_cannot_be_fine_tuned_generically_are_refused():
 
 @pytest.mark.parametrize("args, msg", [
     (["dadc", "retrain", "--run", "{run}", "--method", "energy"], "has no fitted energy"),
-    (["dadc", "retrain", "--run", "{empty}", "--method", "msp"], "no examples were collected"),
+    (["dadc", "retrain", "--run", "{no_examples}", "--method", "msp"], "no examples were collected"),
+    (["dadc", "retrain", "--run", "{no_examples}", "--method", "energy"], "has no fitted energy"),
     (["dadc", "retrain", "--run", "{run}", "--method", "msp", "--epochs", "0"], "--epochs must be >= 1"),
     (["dadc", "rounds", "--run", "{empty}"], "checkpoints.json is missing"),
     (["serve", "--run", "{run}", "--round", "x"], "--round 'x' is not latest"),
     (["serve", "--run", "{run}", "--port", "0"], "--port 0 is not a port"),
 ])
 def test_dadc_commands_give_one_line_errors(args, msg, run, tmp_path, capsys):
-    if not DadcStore(run).exists():  # run alone (-k): the method check needs a collected example to reach
-        DadcStore(run).add_example(pp.to_png(pp.to_mnist(stroke().astype(np.float32) / 255)), 1, [])
-    args = [a.format(run=run, empty=tmp_path) for a in args]
+    no_examples = tmp_path / "no-examples"  # the run's fitted methods, no example database
+    no_examples.mkdir()
+    (tmp_path / "empty").mkdir()
+    for name in ("checkpoints.json", "manifest.json"):
+        shutil.copy(run / name, no_examples / name)
+    args = [a.format(run=run, empty=tmp_path / "empty", no_examples=no_examples) for a in args]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert msg in err and err.count("\n") == 1

@@ -135,15 +135,16 @@ def retrain(run_dir: str | Path, method: str, seed: int | None = None, epochs: i
         raise UsageError(f"--epochs must be >= 1, got {epochs}")
     if not 0 < human_fraction < 1:
         raise UsageError(f"--human-fraction must be in (0, 1), got {human_fraction}")
-    store = DadcStore(run_dir)
-    examples = store.examples()
-    if not examples:
-        raise UsageError(f"{store.path} holds no examples yet; flag some with: python -m bench serve --run {run_dir}")
+    # the flag the user typed is checked first: a wrong --method is reported even before any example exists
     parent = load_round(run_dir, method, "latest", seed=seed, device=device)
     why = finetune_refusal(parent.model)
     if why:
         raise UsageError(f"cannot fine-tune {method}: {why}; dadc retrain supports methods that use the plain "
                          "baseline network (msp, mcdropout, energy, maxlogit, entropy)")
+    store = DadcStore(run_dir)
+    examples = store.examples()
+    if not examples:
+        raise UsageError(f"{store.path} holds no examples yet; flag some with: python -m bench serve --run {run_dir}")
     train, val, config = run_split(run_dir, parent.fold)
     human = example_tensors(examples)
     copies = math.ceil(human_fraction / (1 - human_fraction) * len(train) / len(human))
