@@ -1,6 +1,8 @@
-"""Where a lenet ``trustgan`` batch goes, against an ``msp`` batch (batch 128, CPU, one run side by side):
-the whole trustgan step, and the attacker's own passes (forward+backward as in the attacker step, forward without
-grad as in the target-on-attacker-samples step). docs/trustgan.md reads the ratios of these rows."""
+"""Where a ``trustgan`` batch goes, against an ``msp`` batch on the same backbone (CPU, one run side by side): the
+whole trustgan step and the attacker's own passes (forward+backward as in the attacker step, forward without grad
+as in the target-on-attacker-samples step). Two settings: lenet with the auto attacker (size 3), batch 128, and
+the default trustgan target ``trustgan-net`` 7 with the original attacker (size 5), batch 32 (its batch of 512
+takes ~16 s per msp step on one core). docs/trustgan.md reads the ratios of these rows."""
 
 from __future__ import annotations
 
@@ -11,22 +13,27 @@ from bench.methods.backbones import create_backbone
 from bench.methods.trustgan import TrustGANConfig, _Trainer
 from bench.methods.trustgan_nets import Attacker
 
-BATCH = 128
+SETTINGS = {"lenet": (3, 128, 15), "trustgan-net": (5, 32, 5)}  # backbone: (attacker size, batch, rounds)
 
 
-@pytest.fixture(scope="module")
-def batch():
+def _batch(backbone: str) -> tuple[torch.Tensor, torch.Tensor]:
+    n = SETTINGS[backbone][1]
     g = torch.Generator().manual_seed(0)
-    return torch.rand(BATCH, 1, 28, 28, generator=g), torch.randint(0, 10, (BATCH,), generator=g)
+    return torch.rand(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g)
 
 
-def _noise() -> torch.Tensor:
-    return torch.rand(BATCH, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+def _noise(backbone: str) -> torch.Tensor:
+    return torch.rand(SETTINGS[backbone][1], 1, 28, 28).contiguous(memory_format=torch.channels_last)
 
 
-def test_msp_batch(benchmark, batch):
-    x, y = batch
-    net = create_backbone("lenet").train()
+def _run(benchmark, backbone: str, fn) -> None:
+    benchmark.pedantic(fn, rounds=SETTINGS[backbone][2], iterations=1, warmup_rounds=2)
+
+
+@pytest.mark.parametrize("backbone", SETTINGS)
+def test_msp_batch(benchmark, backbone):
+    x, y = _batch(backbone)
+    net = create_backbone(backbone).train()
     opt = torch.optim.Adam(net.parameters(), 2e-3)
 
     def step():
@@ -34,27 +41,30 @@ def test_msp_batch(benchmark, batch):
         F.cross_entropy(net(x), y).backward()
         opt.step()
 
-    benchmark.pedantic(step, rounds=15, iterations=1, warmup_rounds=3)
+    _run(benchmark, backbone, step)
 
 
-def test_trustgan_batch(benchmark, batch):
-    x, y = batch
+@pytest.mark.parametrize("backbone", SETTINGS)
+def test_trustgan_batch(benchmark, backbone):
+    x, y = _batch(backbone)
     torch.manual_seed(0)
-    gan = Attacker(1, 3).to(memory_format=torch.channels_last)  # the auto size against lenet
-    run = _Trainer(create_backbone("lenet"), gan, TrustGANConfig(), torch.device("cpu"), 10, 0)
-    benchmark.pedantic(lambda: run.step(x, y, 2), rounds=15, iterations=1, warmup_rounds=3)  # epoch 2: attacker on
+    gan = Attacker(1, SETTINGS[backbone][0]).to(memory_format=torch.channels_last)
+    run = _Trainer(create_backbone(backbone), gan, TrustGANConfig(), torch.device("cpu"), 10, 0)
+    _run(benchmark, backbone, lambda: run.step(x, y, 2))  # epoch 2: the attacker steps are on
 
 
-def test_attacker_forward_backward(benchmark):
-    gan = Attacker(1, 3).to(memory_format=torch.channels_last).train()
-    benchmark.pedantic(lambda: gan(_noise()).square().mean().backward(), rounds=15, iterations=1, warmup_rounds=3)
+@pytest.mark.parametrize("backbone", SETTINGS)
+def test_attacker_forward_backward(benchmark, backbone):
+    gan = Attacker(1, SETTINGS[backbone][0]).to(memory_format=torch.channels_last).train()
+    _run(benchmark, backbone, lambda: gan(_noise(backbone)).square().mean().backward())
 
 
-def test_attacker_forward_no_grad(benchmark):
-    gan = Attacker(1, 3).to(memory_format=torch.channels_last).eval()
+@pytest.mark.parametrize("backbone", SETTINGS)
+def test_attacker_forward_no_grad(benchmark, backbone):
+    gan = Attacker(1, SETTINGS[backbone][0]).to(memory_format=torch.channels_last).eval()
 
     def fwd():
         with torch.no_grad():
-            gan(_noise())
+            gan(_noise(backbone))
 
-    benchmark.pedantic(fwd, rounds=15, iterations=1, warmup_rounds=3)
+    _run(benchmark, backbone, fwd)
