@@ -46,7 +46,8 @@ class Backbone(nn.Module):
         return f
 
     def forward_classifier(self, d: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement forward_classifier (its last layer) and, "
+                                  "if it has a dropout before that layer, head_dropout; see methods/backbones.py")
 
 
 @BACKBONES.register("lenet", "PyTorch MNIST example net (conv10-conv20+dropout2d-fc50-dropout-fc), 21,840 params")
