@@ -53,9 +53,29 @@ class DilatedConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = torch._weight_norm(self.weight_v, self.weight_g, 0) if self.weight_norm else self.weight
+        if self.pad and w.shape[-1] == 3 and self.dilation >= max(x.shape[-2:]) - 1:
+            return _saturated_conv3(x, w, self.bias)
         if self.pad:
             x = F.pad(x, (self.pad,) * 4, mode="replicate")
         return F.conv2d(x, w, self.bias, dilation=self.dilation)
+
+
+def _saturated_conv3(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """The same function as a 3x3 conv with dilation d >= size - 1 on the replicate-padded input, at ~1/9 of its
+    cost. With such a d every off-centre tap lands in the padding, i.e. reads the replicated first or last
+    row/column, so the conv is a 1x1 conv (centre tap) plus per-column terms (top/bottom taps), per-row terms
+    (left/right taps) and a per-image constant (corner taps). It matters: the last unit of the original target
+    (dilation 32 on 28x28) is ~3/4 of the net's multiply-adds, and its 92x92 padded copy is the largest tensor.
+    Views and stacks only (no index tensors), so nothing is copied to a GPU per call."""
+    out = F.conv2d(x, w[:, :, 1:2, 1:2], bias)
+    rows = torch.stack((x[:, :, 0], x[:, :, -1]), 2)  # (N, C, 2, W): first and last row
+    cols = torch.stack((x[..., 0], x[..., -1]), 3)  # (N, C, H, 2)
+    corners = torch.stack((rows[..., 0], rows[..., -1]), 3)  # (N, C, 2, 2)
+    top_bottom = torch.einsum("ncrw,ocr->now", rows, w[:, :, ::2, 1])
+    left_right = torch.einsum("nchs,ocs->noh", cols, w[:, :, 1, ::2])
+    corner = torch.einsum("ncrs,ocrs->no", corners, w[:, :, ::2, ::2])
+    # two full-size adds instead of three; conv2d's backward does not need its output, so adding in place is safe
+    return out.add_(left_right[:, :, :, None] + (top_bottom[:, :, None, :] + corner[:, :, None, None]))
 
 
 class ResUnit(nn.Module):

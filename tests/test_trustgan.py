@@ -66,6 +66,26 @@ def test_weight_norm_conv_starts_as_plain_conv_with_replicate_padding():
     torch.testing.assert_close(conv(x), 2 * ref)
 
 
+
+@pytest.mark.parametrize("size,dilation", [((9, 9), 8), ((9, 7), 16), ((1, 5), 4), ((9, 9), 4), ((9, 9), 7)])
+@pytest.mark.parametrize("weight_norm", [True, False])
+def test_dilated_conv_equals_padded_conv_with_gradients(size, dilation, weight_norm):
+    # d >= size - 1 takes the saturated shortcut (every off-centre tap reads the replicated border); the rest the
+    # padded conv. Both must be the padded conv's function, values and gradients, to float64 rounding.
+    torch.manual_seed(0)
+    conv = DilatedConv(3, 4, dilation=dilation, weight_norm=weight_norm).double()
+    with torch.no_grad():
+        conv.bias.normal_()
+    x = torch.randn(2, 3, *size, dtype=torch.float64, requires_grad=True)
+    w = torch._weight_norm(conv.weight_v, conv.weight_g, 0) if weight_norm else conv.weight
+    ref = F.conv2d(F.pad(x, (dilation,) * 4, mode="replicate"), w, conv.bias, dilation=dilation)
+    out = conv(x)
+    torch.testing.assert_close(out, ref)
+    g = torch.randn_like(ref)
+    params = [x, *conv.parameters()]
+    for a, b in zip(torch.autograd.grad(out, params, g), torch.autograd.grad(ref, params, g)):
+        torch.testing.assert_close(a, b)
+
 # --- losses ---------------------------------------------------------------------------------------------------
 def test_cross_entropy_normalised_by_ln_c():
     onehot = F.one_hot(torch.tensor([2, 7]), 10).float()

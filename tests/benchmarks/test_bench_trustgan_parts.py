@@ -2,7 +2,9 @@
 whole trustgan step and the attacker's own passes (forward+backward as in the attacker step, forward without grad
 as in the target-on-attacker-samples step). Two settings: lenet with the auto attacker (size 3), batch 128, and
 the default trustgan target ``trustgan-net`` 7 with the original attacker (size 5), batch 32 (its batch of 512
-takes ~16 s per msp step on one core). docs/trustgan.md reads the ratios of these rows."""
+takes several seconds per msp step on one core). Last, the target's dilation-32 convolution (its last unit, 64
+channels) as we compute it (saturated shortcut) and as a replicate-padded conv, the reference's way.
+docs/trustgan.md reads the ratios of these rows."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from bench.methods.backbones import create_backbone
 from bench.methods.trustgan import TrustGANConfig, _Trainer
-from bench.methods.trustgan_nets import Attacker
+from bench.methods.trustgan_nets import Attacker, DilatedConv
 
 SETTINGS = {"lenet": (3, 128, 15), "trustgan-net": (5, 32, 5)}  # backbone: (attacker size, batch, rounds)
 
@@ -68,3 +70,16 @@ def test_attacker_forward_no_grad(benchmark, backbone):
             gan(_noise(backbone))
 
     _run(benchmark, backbone, fwd)
+
+
+@pytest.mark.parametrize("how", ["saturated", "padded"])
+def test_dilation32_conv_forward_backward(benchmark, how):
+    conv = DilatedConv(64, 64, dilation=32, weight_norm=True)
+    x = torch.rand(32, 64, 28, 28, requires_grad=True)
+
+    def padded(x):
+        w = torch._weight_norm(conv.weight_v, conv.weight_g, 0)
+        return F.conv2d(F.pad(x, (32,) * 4, mode="replicate"), w, conv.bias, dilation=32)
+
+    fn = conv if how == "saturated" else padded
+    benchmark.pedantic(lambda: fn(x).square().mean().backward(), rounds=10, iterations=1, warmup_rounds=2)
