@@ -23,7 +23,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from bench.report import MEAN_SET, Cell, Column, ReportTable
+from bench.report import MEAN_SET, Cell, Column, ReportTable, short_set
 
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
         "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$", "↑": r"$\uparrow$",
@@ -205,10 +205,11 @@ def _colspec(idx: list[int], plans: list[_Col], ci: bool) -> tuple[str, list[int
 def short_title(t: ReportTable) -> str:
     base = {"id": "In-distribution", "occlusion": "Occlusion", "adversarial": "Adversarial",
             "ood-near": "Near OOD detection", "ood-far": "Far OOD detection", "ood": "OOD detection",
-            "cost": "Cost"}.get(t.key, f"{t.key.capitalize()} shift")
+            "cost": "Cost"}.get(t.key) or t.title.split(":")[0]  # other groups: their title's head
     sets = {c.eval_set for c in t.columns}
     if not t.part and len(sets) == 1 and MEAN_SET not in sets:
-        return f"{base} ({next(iter(sets))} test)" if t.key == "id" else f"{base} ({next(iter(sets))})"
+        only = short_set(next(iter(sets)))
+        return f"{base} ({only} test)" if t.key == "id" else f"{base} ({only})"
     return f"{base}: {t.part}" if t.part else base
 
 

@@ -11,6 +11,7 @@ which Markdown and HTML keep by default (they have no page width). The layouts p
 - ``auto``: ``metrics`` for in-distribution and cost, ``severity`` for occlusion and adversarial, ``sets`` for the
   rest (OOD groups, other shift families). The LaTeX writer's default.
 
+A group of one eval set is one methods x metrics table in every layout but ``group``.
 Slicing moves cells, it never recomputes them: marks (best, not worse than the best) stay those of the column.
 """
 
@@ -94,7 +95,7 @@ def relayout(tables: list[ReportTable], layout: str) -> list[ReportTable]:
         kind = layout_for(t.key, layout)
         every = list(range(len(t.columns)))
         sets = list(dict.fromkeys(c.eval_set for c in t.columns))
-        if kind == "group" or (kind == "metrics" and len(sets) == 1):
+        if kind == "group" or len(sets) == 1:  # one set: every layout but group is methods x metrics
             out.append(t if kind == "group" else _slice(t, every, ""))
         elif kind == "metrics":
             for s in sets:

@@ -133,7 +133,7 @@ def test_layouts_move_cells_without_recomputing(tables):
     auto = relayout(tables, "auto")
     assert [(t.key, t.part) for t in auto] == [
         ("id", ""), ("adversarial", "fgsm by eps, Acc"), ("adversarial", "fgsm by eps, AUROC"),
-        ("ood-near", "AUROC"), ("ood-near", "FPR95"), ("ood-far", "AUROC"), ("ood-far", "FPR95"), ("cost", "")]
+        ("ood-near", ""), ("ood-far", ""), ("cost", "")]  # a group of one set: one methods x metrics table
     fgsm = auto[1]
     assert [c.label for c in fgsm.columns] == ["0.1", "0.3"]  # severity values, in order
     group = next(t for t in tables if t.key == "adversarial")
@@ -149,7 +149,7 @@ def test_markdown_keeps_one_table_per_group_and_every_number(tables):
     md = render(tables, "md")
     assert md == to_markdown(tables)  # the default layout of Markdown is the group table
     assert "| alpha | **91.00 ± 1.00 [90.00, 92.00]** |" in md  # intervals kept inline: no page width
-    assert "### Near OOD detection (in-distribution test = positive) — AUROC" in render(tables, "md", layout="sets")
+    assert "### Adversarial: accuracy and misclassification AUROC — Acc" in render(tables, "md", layout="sets")
 
 
 # ------------------------------------------------------------------------------------------------ the report CSV
