@@ -50,9 +50,14 @@ _EM = {**dict.fromkeys("0123456789", 0.5), **dict(zip("abcdefghijklmnopqrstuvwxy
     "I": 0.361, "J": 0.514, "L": 0.625, "S": 0.556, "M": 0.917, "W": 1.028, ".": 0.278, ",": 0.278, ":": 0.278,
     ";": 0.278, "-": 0.333, " ": 0.333, "(": 0.389, ")": 0.389, "[": 0.278, "]": 0.278, "/": 0.5, "=": 0.778,
     "+": 0.778, "%": 0.833, "↑": 0.5, "↓": 0.5, "_": 0.5, "'": 0.278}
-BOLD_DIGIT_EM = 0.575
-PM_EM = 0.778
-DAGGER_EM = 0.35  # superscript \dagger at script size
+# Inside S columns at \small, measured with pdflatex (\wd of a one-cell tabular; cmr9 is a little wider than
+# cmr10 scaled): digit 4.62 pt, bold digit 5.34 pt, decimal point 2.59 pt, the \pm sign 7.19 pt, superscript dagger
+# 3.94 pt.
+DIGIT_EM = 0.514
+BOLD_DIGIT_EM = 0.594
+POINT_EM = 0.288
+PM_EM = 0.8
+DAGGER_EM = 0.44
 THIN_EM = 1 / 6
 
 
@@ -83,9 +88,9 @@ def _s_format(values: list[float], digits: int, sign: str = "") -> str:
 def _s_width(fmt: str, bold: bool = False) -> float:
     ints, _, decs = fmt.lstrip("+-").partition(".")
     n_int, n_dec = int(ints), len(decs) and int(decs)
-    digit = BOLD_DIGIT_EM if bold else 0.5
+    digit = BOLD_DIGIT_EM if bold else DIGIT_EM
     groups = (n_int - 1) // 3 if n_int >= 5 else 0  # siunitx groups 5+ digit integers with thin spaces
-    em = (n_int + n_dec) * digit + (0.278 if n_dec else 0) + groups * THIN_EM + (PM_EM if fmt[0] in "+-" else 0)
+    em = (n_int + n_dec) * digit + (POINT_EM if n_dec else 0) + groups * THIN_EM + (PM_EM if fmt[0] in "+-" else 0)
     return FONT_PT * em
 
 
@@ -95,13 +100,13 @@ def header_text(col: Column) -> str:
     return f"{col.label}{unit}{arrow}"
 
 
-def _plan(t: ReportTable, j: int, ci: bool) -> _Col:
+def plan_column(t: ReportTable, j: int, ci: bool) -> _Col:
     col = t.columns[j]
     cells = [t.cells[(m, j)] for m in t.methods if (m, j) in t.cells]
     if ci:
         vals = [x for c in cells for x in (c.ci_low, c.ci_high) if math.isfinite(x)]
         fmt = _s_format(vals, col.digits)
-        body = 2 * _s_width(fmt) + FONT_PT * (2 * 0.278 + 0.278 + THIN_EM)
+        body = 2 * _s_width(fmt) + FONT_PT * (3 * 0.278 + THIN_EM)  # [ , ]
         return _Col(fmt, fmt, False, header_text(col), max(body, text_pt(header_text(col))) + 2 * TABCOLSEP_PT)
     mean_fmt = _s_format([c.mean for c in cells], col.digits)
     spread = [c.std for c in cells if c.n > 1 and math.isfinite(c.std)]
@@ -251,7 +256,7 @@ def _label(prefix: str, t: ReportTable, i: int, n: int) -> str:
 
 
 def _one(t: ReportTable, page: Page, ci: bool, label_prefix: str, note: str) -> list[str]:
-    plans = [_plan(t, j, ci) for j in range(len(t.columns))]
+    plans = [plan_column(t, j, ci) for j in range(len(t.columns))]
     env, chunks = split(t, plans, page)
     out = []
     for i, idx in enumerate(chunks):

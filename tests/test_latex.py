@@ -18,8 +18,7 @@ from _runs import write_run
 
 from bench.cli import main
 from bench.export import render, to_csv, to_markdown
-from bench.latex import Page, split, table_width, to_latex
-from bench.latex import _plan as plan_column
+from bench.latex import Page, plan_column, split, table_width, to_latex
 from bench.layout import LAYOUTS, numeric_severity, relayout, set_labels
 from bench.report import Cell, Column, ReportTable, build_tables, load_runs
 from bench.report_csv import read_report_csv
@@ -233,3 +232,22 @@ def test_every_table_compiles_and_fits(run_dir, template, tmp_path):
                 bad.append(f"{name}: errors {one.errors[:2]}, overfull {one.too_wide} pt")
         pytest.fail(f"{template}: " + "; ".join(bad or [f"errors {res.errors[:3]}, overfull {res.too_wide}"]))
     assert res.pages >= len(docs) and all(w <= TOLERANCE_PT for w in res.overfull_pt)
+
+
+@needs_latex
+def test_width_estimate_is_within_two_percent_of_pdflatex(tables, tmp_path):
+    """The budget is only as good as the estimate: each tabular's real width (boxed and measured by TeX) against
+    ``table_width``, for every layout of the fixture, its intervals and the stress table."""
+    sliced = [t for lay in ("auto", "group", "metrics") for t in relayout(tables, lay)] + [_wide_table()]
+    estimates = []
+    for t in sliced:
+        for ci in (False, True) if t.ci else (False,):
+            plans = [plan_column(t, j, ci) for j in range(len(t.columns))]
+            estimates += [table_width(t, c, plans) for c in split(t, plans, Page())[1]]
+    tex = to_latex(sliced).replace(r"\begin{tabular}", r"\setbox0\hbox{\begin{tabular}").replace(
+        r"\end{tabular}", r"\end{tabular}}\typeout{WIDTH \the\wd0}\box0")
+    res, _ = compile_tables([tex], "onecolumn", tmp_path)
+    actual = [float(w) for w in re.findall(r"WIDTH ([\d.]+)pt", res.log)]
+    assert not res.errors and len(actual) == len(estimates)
+    ratios = [e / a for e, a in zip(estimates, actual)]
+    assert all(0.98 <= r <= 1.04 for r in ratios), [round(r, 3) for r in ratios]
