@@ -214,6 +214,11 @@ def _documents(run_dir: Path, template: str) -> dict[str, str]:
     docs["fixture, one seed"] = render(build_tables(load_runs([write_run(run_dir.parent, "one", seeds=(0,))])),
                                        "latex")
     docs["stress: 15 long names x 10 metrics"] = to_latex([_wide_table()])
+    from bench.latex import preamble_snippet
+
+    macro = [line for line in preamble_snippet(tables).splitlines() if line.startswith(r"\newcommand")]
+    docs["fixture, conventions as \\benchconventions in a footnote"] = (
+        "\n".join(macro) + "\nResults\\footnote{\\benchconventions}.\n" + to_latex(tables, conventions_note=False))
     if template == "twocolumn":
         docs["results/leaderboard.tex"] = (ROOT / "results" / "leaderboard.tex").read_text()
     return docs
