@@ -406,6 +406,7 @@ class ReportTable:
     units: int  # most (seed, fold) units behind one cell
     ci: bool = False
     alpha: float = 0.05
+    part: str = ""  # which slice of the group this table holds when a layout splits it (bench.layout)
 
     def caption(self, mark: str = "marked") -> str:
         """What the table shows and how to read it; ``mark`` names how a writer marks ties with the best."""

@@ -221,8 +221,8 @@ def test_writers(tmp_path):
     md = to_markdown(tables)
     assert "| alpha | **91.00 ± 1.00** |" in md and "†" in md
     tex = to_latex(tables)
-    for token in (r"\toprule", r"\midrule", r"\bottomrule", r"$\mathbf{91.00 \pm 1.00}$", r"\underline{",
-                  "paired t-test", "Holm", r"\cmidrule(lr)"):
+    for token in (r"\toprule", r"\midrule", r"\bottomrule", r"\bfseries 91.00 & \pm 1.00", r"\(^\dagger\)",
+                  "paired $t$-test", "Holm", r"\cmidrule(lr)"):
         assert token in tex
     df = pd.read_csv(io.StringIO(to_csv(tables)))
     assert df["mean"].dtype == float and df["std"].dtype == float

@@ -20,9 +20,24 @@ def _names(text: str | None) -> list[str] | None:
     return names
 
 
+def _page(text: str | None):
+    from bench.latex import Page
+
+    if text is None:
+        return Page()
+    try:
+        column, full = (float(x) for x in text.split(","))
+    except ValueError:
+        raise UsageError(f"--tex-width {text!r}: give two widths in pt, e.g. --tex-width 234,487") from None
+    if not 0 < column <= full:
+        raise UsageError(f"--tex-width {text!r}: need 0 < COLUMN <= TEXT")
+    return Page(column, full)
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="aggregate runs into leaderboard tables (md, LaTeX, CSV, HTML) and plots")
-    p.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="run directories made by `bench run`")
+    p.add_argument("runs", nargs="+", type=Path, metavar="RUN",
+                   help="run directories made by `bench run`, or one report CSV (re-typeset without the runs)")
     p.add_argument("--format", choices=["md", "latex", "csv", "html"],
                    help="output format (default: from each --out suffix; md on the terminal)")
     p.add_argument("--out", type=Path, action="append", default=[], metavar="FILE",
@@ -36,6 +51,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-partial", action="store_true", help="report runs with missing cells")
     p.add_argument("--plots", nargs="?", const="", default=None, metavar="DIR",
                    help="also write PNG and PDF plots (default DIR: <first run>/plots)")
+    p.add_argument("--layout", choices=["auto", "group", "metrics", "sets", "severity"],
+                   help="table layout: methods x metrics per eval set, methods x eval sets per metric, methods x "
+                   "severity; auto picks per group; group = one wide table per group (default: auto for LaTeX, "
+                   "group for Markdown/HTML)")
+    p.add_argument("--preamble", type=Path, metavar="FILE",
+                   help="LaTeX: write the packages the tables need and \\benchconventions (print it once, e.g. in "
+                   "a footnote) to FILE, instead of a conventions note under the first table")
+    p.add_argument("--tex-width", metavar="COLUMN,TEXT",
+                   help="LaTeX width budget in pt: one-column tables up to COLUMN, table* up to TEXT, wider ones "
+                   "split (default 234,487: 3.25 in and 6.75 in)")
     p.set_defaults(handler=run)
 
 
@@ -47,13 +72,33 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
     if not 0.0 < args.alpha < 1.0:
         raise UsageError(f"--alpha {args.alpha} must lie in (0, 1)")
     targets = [(path, args.format or format_for(path.suffix)) for path in args.out]
-    runs = load_runs(args.runs, allow_partial=args.allow_partial)
-    tables = build_tables(runs, metrics=_names(args.metrics), methods=_names(args.methods), ci=args.ci,
-                          alpha=args.alpha, groups=_names(args.groups))
-    ids = ", ".join(runs.manifests)
-    machines = "; ".join(runs.device_names)
-    preamble = f"Runs: {ids}. Device: {machines}."
-    texts = [(path, render(tables, fmt, preamble)) for path, fmt in targets]  # everything rendered before writing
+    page = _page(args.tex_width)
+    from_csv = [p for p in args.runs if p.suffix.lower() == ".csv"]
+    if from_csv:
+        from bench.report_csv import read_report_csv
+
+        if len(args.runs) > 1:
+            raise UsageError("give either run directories or one report CSV, not both or several CSVs")
+        if args.plots is not None:
+            raise UsageError(f"--plots needs the run directories (predictions); {from_csv[0]} holds only aggregates")
+        tables = read_report_csv(from_csv[0], alpha=args.alpha, ci=args.ci, metrics=_names(args.metrics),
+                                 methods=_names(args.methods), groups=_names(args.groups))
+        preamble = f"Tables of {from_csv[0].name} (a bench report CSV)."
+    else:
+        runs = load_runs(args.runs, allow_partial=args.allow_partial)
+        tables = build_tables(runs, metrics=_names(args.metrics), methods=_names(args.methods), ci=args.ci,
+                              alpha=args.alpha, groups=_names(args.groups))
+        ids = ", ".join(runs.manifests)
+        machines = "; ".join(runs.device_names)
+        preamble = f"Runs: {ids}. Device: {machines}."
+    note = args.preamble is None
+    texts = [(path, render(tables, fmt, preamble, args.layout, page, note)) for path, fmt in targets]
+    if args.preamble is not None:
+        from bench.export import relayout_for
+        from bench.latex import preamble_snippet
+
+        texts.append((args.preamble, preamble_snippet(relayout_for(tables, "latex", args.layout))))
+    # everything is rendered before anything is written
     plot_dir = None
     if args.plots is not None:
         from bench.plots import check_available
@@ -61,7 +106,7 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
         check_available()
         plot_dir = Path(args.plots) if args.plots else args.runs[0] / "plots"
     if not targets:
-        sys.stdout.write(render(tables, args.format or "md", preamble))
+        sys.stdout.write(render(tables, args.format or "md", preamble, args.layout, page, note))
     for path, text in texts:
         atomic_write_text(path, text)
         err.print(f"wrote {path}", highlight=False, soft_wrap=True)
