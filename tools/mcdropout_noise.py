@@ -16,5 +16,6 @@ for path in ("full", "tail"):
         m = METHODS.get("mcdropout")(mc.MCDropoutConfig(passes=10), backbone="lenet", seed=s).load_checkpoint(ck)
         p = m.predict(x, batch_size=1000)
         r = metrics.classification_metrics(p.probs.numpy(), y, p.confidence.numpy())
-        for k in vals: vals[k].append(r[k])
+        for k in vals:
+            vals[k].append(r[k])
     print(path, {k: f"{np.mean(v):.2f} +- {np.std(v, ddof=1):.2f} (seed0 {v[0]:.2f}) range [{min(v):.2f},{max(v):.2f}]" for k, v in vals.items()})
