@@ -113,6 +113,8 @@ class TrustGANNet(Backbone):
     """TrustGAN's target classifier. ``forward_normalized`` takes inputs already in its [-1, 1] space (what the
     attacker produces), ``forward`` takes [0, 1] pixels and normalises them first."""
 
+    stochastic_tail = True  # the only dropout is the head's: MC-dropout runs the residual units once
+
     def __init__(self, num_classes: int = 10, in_chans: int = 1, net_size: int = 7):
         super().__init__()
         _check_size(net_size, "net_size")
@@ -142,6 +144,12 @@ class TrustGANNet(Backbone):
 
     def forward_classifier(self, d: torch.Tensor) -> torch.Tensor:
         return self.fc2(d)
+
+    def forward_prefix(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)
+
+    def forward_tail(self, h: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(h)
 
     def forward_normalized(self, z: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.features_normalized(z))

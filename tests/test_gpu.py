@@ -1,0 +1,108 @@
+"""The CUDA path (marked ``gpu``; skipped without CUDA): every method's smoke run, CUDA peak-memory rows, seeded
+determinism and AMP off by default. tools/gpu-check.sh runs these first on a lent GPU."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+
+SMOKE = ["run", "--profile", "smoke", "--device", "cuda", "--no-progress", "--seeds", "0"]
+
+
+def _bench(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bench", *args], capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "COLUMNS": "200"})
+
+
+def _rows(run: Path) -> list[dict[str, str]]:
+    with open(run / "results.csv") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def every_method(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("gpu-all")
+    proc = _bench(*SMOKE, "--methods", "*", "--out", str(root / "run"), "--cache-dir", str(root / "cache"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return root / "run"
+
+
+def test_every_method_runs_on_cuda_without_error_rows(every_method):
+    from bench.methods.registry import METHODS
+
+    errors = json.loads((every_method / "errors.json").read_text()) if (every_method / "errors.json").exists() else []
+    assert errors == []
+    assert {r["method"] for r in _rows(every_method)} == set(METHODS.names())
+    assert json.loads((every_method / "manifest.json").read_text())["device"].startswith("cuda")
+
+
+def test_cuda_peak_memory_rows_for_every_method(every_method):
+    from bench.methods.registry import METHODS
+
+    mem = {r["method"]: float(r["value"]) for r in _rows(every_method) if r["metric"] == "peak_cuda_mem_mb"}
+    assert set(mem) == set(METHODS.names())  # inference-only methods report their shared baseline's training
+    assert all(v > 0 for v in mem.values())
+    assert not any(r["metric"] == "peak_rss_mb" for r in _rows(every_method))
+
+
+def test_seeded_runs_repeat_on_the_gpu(tmp_path):
+    """Two fresh smoke runs (training included) pass the regression gate against each other, and a fitted
+    stochastic method's seeded inference is bit-identical on the device."""
+    runs = []
+    for tag in ("a", "b"):
+        out = tmp_path / tag
+        proc = _bench(*SMOKE, "--methods", "msp,mcdropout", "--out", str(out), "--cache-dir", str(tmp_path / f"c{tag}"))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs.append(out)
+    base = tmp_path / "base.json"
+    assert _bench("compare", str(runs[0]), "--baseline", str(base), "--update").returncode == 0
+    proc = _bench("compare", str(runs[1]), "--baseline", str(base))
+    assert proc.returncode == 0, proc.stdout[-3000:]
+
+    import bench.methods  # noqa: F401
+    from bench.datasets.mnist import load_embedded
+    from bench.methods.registry import METHODS
+
+    cache = tmp_path / "ca"
+    ck = torch.load(next(cache.glob("mcdropout-*.pt")), weights_only=False)
+    m = METHODS.get("mcdropout")(backbone="lenet", seed=0).load_checkpoint(ck, device="cuda")
+    x = load_embedded("mnist", "test").images[:512]
+    first, second = m.predict(x), m.predict(x)
+    assert torch.equal(first.probs, second.probs) and torch.equal(first.confidence, second.confidence)
+
+
+def test_amp_is_off_by_default_on_cuda(tiny):
+    import bench.methods  # noqa: F401
+    from bench.methods.base import FitContext
+    from bench.methods.registry import METHODS
+    from bench.methods.training import TrainRecipe
+    from bench.methods.trustgan import TrustGANConfig, _Trainer
+
+    assert TrustGANConfig().amp is False
+    train, val, _ = tiny
+    seen: list[bool] = []
+    orig = _Trainer.__init__
+
+    def spy(self, *a, **k):
+        orig(self, *a, **k)
+        seen.append(self.amp)
+
+    _Trainer.__init__ = spy
+    try:
+        m = METHODS.get("trustgan")(seed=0).fit(train.subset(slice(0, 256)), val.subset(slice(0, 128)), FitContext(
+            device=torch.device("cuda"), recipe=TrainRecipe(batch_size=64, epochs=2)))
+    finally:
+        _Trainer.__init__ = orig
+    assert seen == [False]
+    with torch.inference_mode():
+        logits = m.classifier(torch.rand(4, 1, 28, 28, device="cuda"))
+    assert logits.dtype == torch.float32
