@@ -104,7 +104,8 @@ fi
 
 # --- 3. the quick grid of every method, one seed, fresh cache (partial progress is summarised on timeout) ---------
 guarded "${GUARD_GRID:-140}" quick-grid "$PY" -m bench run --methods '*' --profile quick --seeds 0 --device cuda \
-    --out "$OUT/quick-grid" --cache-dir "$WORK/grid-cache" --no-progress
-summarise_run "$OUT/quick-grid"
-rm -rf "$OUT/quick-grid/predictions"  # large and not needed for the figures
+    --out "$WORK/quick-grid" --cache-dir "$WORK/grid-cache" --no-progress
+summarise_run "$WORK/quick-grid"
+# the device runner returns at most 8 files from $OUT: keep the run itself outside it, bring back its rows
+[ -f "$WORK/quick-grid/results.csv" ] && cp "$WORK/quick-grid/results.csv" "$OUT/quick-grid-results.csv"
 note "done (figures in $FIG)"
