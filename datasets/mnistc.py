@@ -2,14 +2,15 @@
 cached on disk with a checksum. Eval sets ``mnistc:<corruption>``; ``mnistc`` alone means all 15.
 
 Generation. The 10k test images are cut into chunks of ``CHUNK`` images; chunk k of corruption c draws its
-randomness from ``numpy.random.default_rng([MNISTC_SEED, c, k])``. A capped set (``eval.max_eval``) corrupts only
-the chunks it needs, whole, so it is exactly a prefix of the full set. Images are stored as uint8, rounded, as the
-authors stored theirs.
+randomness from ``numpy.random.default_rng([MNISTC_SEED, c, k])``, so a capped set (``eval.max_eval``) is exactly
+a prefix of the full set. Images are stored as uint8, rounded, as the authors stored theirs.
 
-Cache. The full set of a corruption is written once to ``<cache_dir>/mnistc/<name>-v<VERSION>-s<seed>.npy`` (raw
-uint8, 7.8 MB) beside a JSON file holding the SHA-256 of the array, its shape, the generation time and library
-versions. A load recomputes the SHA-256; a file that does not match (torn, edited, bit-rotten) is reported with a
-warning and regenerated. ``VERSION`` is bumped whenever the generation changes, so stale files are never read.
+Cache. The full set of a corruption is generated once (also for a capped run) and written to
+``<cache_dir>/mnistc/<name>-v<VERSION>-s<seed>.npy`` (raw uint8, 7.8 MB; the run's ``cache_dir``, default
+results/cache, shared by all runs) beside a JSON file with the SHA-256 of the array, its shape, the generation time
+and the library versions. Every load recomputes the SHA-256; a file that does not match (torn, edited, bit-rotten)
+is reported with a warning and regenerated. ``VERSION`` is bumped whenever the generation changes, so stale files
+are never read. Parallel workers take a file lock, so one of them generates and the others read.
 ``REFERENCE_SHA256`` pins the full sets bench's code made when it was written: a fresh generation that differs
 (e.g. another scipy or scikit-image) warns that the data are not those behind the committed results.
 """
@@ -28,6 +29,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from bench.cache import CheckpointCache
 from bench.datasets import mnistc_corruptions as cor
 from bench.datasets import mnistc_lines as lines
 from bench.datasets.evalsets import EVAL_SETS, EvalContext, EvalData, EvalSetSpec
@@ -162,20 +164,22 @@ def generate_full(name: str, images: np.ndarray, path: Path | None, seed: int = 
 
 
 def mnistc_images(name: str, ctx: EvalContext, seed: int = MNISTC_SEED) -> np.ndarray:
-    """uint8 (n, 1, 28, 28): the first n images (n = the eval cap) of corruption ``name``, from the cache when the
-    context has a cache dir (generating and writing the full set on a miss); a capped set without a cached full set
-    is generated (its chunks only) and not written."""
+    """uint8 (n, 1, 28, 28): the first n images (n = the eval cap) of corruption ``name``. With a cache dir: the
+    full set from the cache, generated and written first on a miss (also for a capped set, so that no later run
+    generates again), under a cross-process lock so that parallel workers generate it once. Without one: only the
+    chunks the cap needs, in memory."""
     test = ctx.embedded("mnist", "test")
     n = ctx.cap(len(test))
     src = test.images.numpy()
-    path = cache_path(ctx.cache_dir, name, seed) if ctx.cache_dir is not None else None
-    cached = load_cached(path) if path is not None else None
-    if cached is not None:
-        return cached[:n]
-    if n < len(test):
+    if ctx.cache_dir is None:
         whole = -(-n // CHUNK) * CHUNK  # whole chunks, so the result is a prefix of the full set
         return corrupt(name, src[:whole], seed)[:n]
-    return generate_full(name, src, path, seed)
+    path = cache_path(ctx.cache_dir, name, seed)
+    with CheckpointCache(path.parent).lock(path.stem):
+        arr = load_cached(path)
+        if arr is None:
+            arr = generate_full(name, src, path, seed)
+    return arr[:n]
 
 
 def _build(ctx: EvalContext, params: str) -> EvalData:

@@ -236,6 +236,17 @@ def test_cache_written_once_with_checksum_then_read(tmp_path, monkeypatch, mnist
     assert np.array_equal(again, first[:50])  # a capped set reads the cached full set
 
 
+def test_capped_run_with_a_cache_writes_the_full_set_once(tmp_path, monkeypatch):
+    capped = mnistc.mnistc_images("stripe", EvalContext(cache_dir=tmp_path, max_eval=40))
+    full = np.load(mnistc.cache_path(tmp_path, "stripe"))
+    assert capped.shape == (40, 1, 28, 28) and full.shape == (10_000, 1, 28, 28) and np.array_equal(capped, full[:40])
+    # the fast corruptions reproduce the pinned reference data exactly (same code, any machine)
+    assert mnistc.sha256(full) == mnistc.REFERENCE_SHA256["stripe"]
+    monkeypatch.setitem(mnistc.REFERENCE_SHA256, "brightness", "0" * 64)
+    with pytest.warns(UserWarning, match="differs from bench's reference data"):
+        mnistc.mnistc_images("brightness", EvalContext(cache_dir=tmp_path))
+
+
 def test_corrupted_cache_file_is_detected_and_regenerated(tmp_path):
     ctx = EvalContext(cache_dir=tmp_path)
     good = mnistc.mnistc_images("stripe", ctx)
