@@ -92,6 +92,8 @@ GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {
     "ood-near": ("Near OOD detection (in-distribution test = positive)", ("ood_auroc", "ood_fpr95")),
     "ood-far": ("Far OOD detection (in-distribution test = positive)", ("ood_auroc", "ood_fpr95")),
     "ood": ("OOD detection, ungrouped (in-distribution test = positive)", ("ood_auroc", "ood_fpr95")),
+    "shift": ("Covariate shift (MNIST-C): accuracy, misclassification detection, calibration",
+              ("accuracy", "auroc", "aupr_error", "ece")),
     "cost": ("Cost (training on the run's device)",
              ("sec_per_epoch", "first_epoch_sec", "train_sec_total", "peak_cuda_mem_mb", "peak_rss_mb",
               "infer_ms_per_1k", "forward_passes", "params")),
@@ -103,6 +105,7 @@ MEAN_SET = "mean"  # pseudo eval set: per-unit mean over an OOD group's sets
 # Shift families (the ``shift`` column written by each eval set) that belong to the occlusion / adversarial groups.
 OCCLUSION_SHIFTS = frozenset({"occlusion", "pmnist"})
 ADVERSARIAL_SHIFTS = frozenset({"adversarial", "fgsm", "pgd", "fgsm-transfer", "uap", "transfer"})
+COVARIATE_SHIFTS = frozenset({"mnistc"})  # natural corruptions: the "shift" group, with a mean over its sets
 
 
 def group_of(shift: str, ood_group: str) -> str:
@@ -115,6 +118,8 @@ def group_of(shift: str, ood_group: str) -> str:
         return "occlusion"
     if shift in ADVERSARIAL_SHIFTS:
         return "adversarial"
+    if shift in COVARIATE_SHIFTS:
+        return "shift"
     return shift
 
 
@@ -479,7 +484,7 @@ def build_tables(runs: RunSet, metrics: list[str] | None = None, methods: list[s
             continue
         g = g[g["metric"].isin(wanted)]
         sets = _set_order(list(g["eval_set"].unique()), g)
-        if gkey.startswith("ood") and len(sets) > 1:
+        if (gkey.startswith("ood") or gkey == "shift") and len(sets) > 1:
             g = pd.concat([g, _group_mean(g)], ignore_index=True)
             sets = [*sets, MEAN_SET]
         tables.append(_table(gkey, title, g, sets, wanted, method_list, ci, alpha))
@@ -539,8 +544,8 @@ def caption(gkey: str, units: int, ci: bool, alpha: float, columns: list[Column]
                      "is reported apart from the mean epoch time")
     if gkey.startswith("ood"):
         parts.append("positives = in-distribution test images (OpenOOD counts OOD as positive)")
-        if any(c.eval_set == MEAN_SET for c in columns):
-            parts.append("mean = average over the group's sets per seed")
+    if any(c.eval_set == MEAN_SET for c in columns):
+        parts.append("mean = average over the group's sets per seed")
     parts.append("↑ higher is better, ↓ lower is better; best mean per column in bold")
     if units > 1:
         parts.append(f"{mark}: not significantly different from the best (two-sided paired t-test across seeds, "

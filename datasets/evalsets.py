@@ -67,6 +67,8 @@ class EvalSetSpec:
     needs_model: bool = False
     family: bool = False
     defaults: tuple[str, ...] = ()
+    #: checks a family's params when the name is looked up (config time, before any training); raises UsageError
+    validate: Callable[[str], object] | None = None
 
 
 EVAL_SETS: Registry = Registry("eval set")
@@ -185,7 +187,10 @@ def lookup(name: str) -> tuple[EvalSetSpec, str]:
         return EVAL_SETS.get(name), ""
     family, sep, params = name.partition(":")
     if sep and family in EVAL_SETS and EVAL_SETS.get(family).family:
-        return EVAL_SETS.get(family), params
+        spec = EVAL_SETS.get(family)
+        if spec.validate is not None:
+            spec.validate(params)
+        return spec, params
     EVAL_SETS.get(name)  # raises with close matches
     raise AssertionError("unreachable")
 
