@@ -292,13 +292,19 @@ def _save(fig, out_dir: Path, name: str, caption: str) -> list[Path]:
     plt = _plt()
     width = max(40, int(fig.get_figwidth() * 19))  # characters of 6.5 pt text per line
     fig.text(0.01, 0.0, "\n".join(textwrap.wrap(caption, width)), fontsize=6.5, ha="left", va="top")
-    paths = []
-    for ext in ("png", "pdf"):
-        path = out_dir / f"{name}.{ext}"
-        fig.savefig(path, dpi=100 if ext == "png" else None, bbox_inches="tight")
-        paths.append(path)
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    fig.savefig(out_dir / f"{name}.pdf", bbox_inches="tight")
     plt.close(fig)
-    return paths
+    # a 256-colour palette keeps the PNGs at tens of KB (noise-like perturbations compress badly in RGBA)
+    with Image.open(buf) as im:
+        small = im.convert("RGB").quantize(colors=256, method=Image.Quantize.FASTOCTREE)
+        small.save(out_dir / f"{name}.png", optimize=True)
+    return [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
 
 
 def _pred_text(probs: np.ndarray, conf: float) -> tuple[int, str]:
@@ -359,7 +365,8 @@ def draw_samples(panel: SamplePanel, run_id: str, seed: int, out_dir: Path) -> l
     plt = _plt()
     k, m = len(panel.indices), len(panel.rows)
     fig, axes = plt.subplots(1 + m, k, figsize=(0.85 * k + 1.2, 0.95 + 0.32 * m),
-                             gridspec_kw={"height_ratios": [3] + [1] * m}, squeeze=False, layout="constrained")
+                             gridspec_kw={"height_ratios": [3] + [1] * m},
+                             squeeze=False, layout="constrained")
     labelled = bool((panel.labels >= 0).any())
     for j in range(k):
         true = f"true {panel.labels[j]}" if panel.labels[j] >= 0 else f"#{panel.indices[j]}"
@@ -431,7 +438,8 @@ def draw_attacks(eval_set: str, labels: np.ndarray, rows: list[AttackRow], run_i
     plt = _plt()
     d = len(labels)
     eps = _eps_of(eval_set) or max(float(np.abs(r.pert).max()) for r in rows) or 1.0
-    fig, axes = plt.subplots(len(rows), 3 * d, figsize=(0.8 * 3 * d + 1.6, 1.0 * len(rows) + 0.6), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(len(rows), 3 * d, figsize=(0.8 * 3 * d + 1.6, 1.0 * len(rows) + 0.6),
+                             squeeze=False, layout="constrained")
     im = None
     for i, r in enumerate(rows):
         for j in range(d):
@@ -519,7 +527,8 @@ def judge_rates(view: RunView, judge: str, eps: float, steps: int, n_images: int
 def draw_targeted(x: np.ndarray, label: int, rows: list[TargetedRow], eps: float, steps: int, judge: str,
                   n_judge: int, run_id: str, seed: int, index: int, out_dir: Path) -> list[Path]:
     plt = _plt()
-    fig, axes = plt.subplots(2 * len(rows), 11, figsize=(0.8 * 11 + 1.6, 1.7 * len(rows) + 0.6), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(2 * len(rows), 11, figsize=(0.8 * 11 + 1.6, 1.7 * len(rows) + 0.6),
+                             squeeze=False, layout="constrained")
     im = None
     for i, r in enumerate(rows):
         top, bottom = axes[2 * i], axes[2 * i + 1]
@@ -538,7 +547,8 @@ def draw_targeted(x: np.ndarray, label: int, rows: list[TargetedRow], eps: float
               f"the % that {judge}'s network (never attacked here) labels as the target." if judge else "")
     caption = (f"Run {run_id}, seed {seed}. Not saved by any run: made here on the run's checkpoints ({steps} "
                f"signed steps of 2.5 eps / {steps}, no random start). Per network: top row the attacked images "
-               "(title: the target class, then the prediction (confidence), green = the network now says the target), bottom row "
+               "(title: the target class, then the prediction (confidence), green = the network now says the target), "
+               "bottom row "
                f"the perturbation x_adv - x at +-{eps:g}. Perturbations that look like strokes of the target "
                f"digit mean the network's gradients follow the digits' shapes.{judged}")
     return _save(fig, out_dir, "targeted_pgd", caption)
@@ -579,7 +589,8 @@ def uap_rows(view: RunView, eval_set: str) -> tuple[int, list[UapRow]]:
 def draw_uap(eval_set: str, label: int, rows: list[UapRow], run_id: str, seed: int, out_dir: Path) -> list[Path]:
     plt = _plt()
     scale = max(float(np.abs(r.v).max()) for r in rows) or 1.0
-    fig, axes = plt.subplots(2, len(rows), figsize=(1.25 * len(rows) + 1.2, 3.0), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(2, len(rows), figsize=(1.25 * len(rows) + 1.2, 3.0),
+                             squeeze=False, layout="constrained")
     im = None
     for j, r in enumerate(rows):
         fool = f"fools {r.fooling:.0f}%" if r.fooling is not None else ""
@@ -639,7 +650,8 @@ def fooling_rows(view: RunView, eval_set: str) -> list[FoolingRow]:
 
 def draw_fooling(eval_set: str, rows: list[FoolingRow], run_id: str, seed: int, out_dir: Path) -> list[Path]:
     plt = _plt()
-    fig, axes = plt.subplots(len(rows), 10, figsize=(0.85 * 10 + 1.6, 1.0 * len(rows) + 0.5), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(len(rows), 10, figsize=(0.85 * 10 + 1.6, 1.0 * len(rows) + 0.5),
+                             squeeze=False, layout="constrained")
     for i, r in enumerate(rows):
         for t in range(10):
             p, c = r.pred[t]
@@ -677,7 +689,8 @@ def draw_trustgan(rows: list[tuple[str, np.ndarray, list[tuple[int, float]]]], r
                   out_dir: Path) -> list[Path]:
     plt = _plt()
     n = len(rows[0][1])
-    fig, axes = plt.subplots(len(rows), n, figsize=(0.85 * n + 1.6, 1.0 * len(rows) + 0.5), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(len(rows), n, figsize=(0.85 * n + 1.6, 1.0 * len(rows) + 0.5),
+                             squeeze=False, layout="constrained")
     for i, (name, images, preds) in enumerate(rows):
         for j in range(n):
             p, c = preds[j]
@@ -709,7 +722,8 @@ def draw_dadc(view: RunView, out_dir: Path) -> list[Path]:
     plt = _plt()
     k = len(examples)
     fig, axes = plt.subplots(1 + len(methods), k, figsize=(0.85 * k + 1.2, 0.95 + 0.32 * len(methods)),
-                             gridspec_kw={"height_ratios": [3] + [1] * len(methods)}, squeeze=False, layout="constrained")
+                             gridspec_kw={"height_ratios": [3] + [1] * len(methods)},
+                             squeeze=False, layout="constrained")
     for j, e in enumerate(examples):
         _img(axes[0, j], from_png(e.image_png) / 255.0, f"#{e.id}: true {e.label}")
         for i, m in enumerate(methods):

@@ -43,6 +43,11 @@ def tiny_run(tmp_path_factory):
     return root / "run"
 
 
+@pytest.fixture(scope="module")
+def view(tiny_run):
+    return RunView(tiny_run, GalleryConfig())
+
+
 # ------------------------------------------------------------------------------------------- pure helpers
 def test_sample_indices_one_seeded_example_per_class_and_deterministic():
     labels = np.array([3, 1, 3, 0, 1, 3, 0])
@@ -83,8 +88,7 @@ def test_command_module_lists_the_same_sections():
 
 
 # ------------------------------------------------------------------------------------------- grid contents
-def test_sample_panel_is_the_saved_predictions_on_the_test_images_and_deterministic(tiny_run):
-    view = RunView(tiny_run, GalleryConfig())
+def test_sample_panel_is_the_saved_predictions_on_the_test_images_and_deterministic(tiny_run, view):
     panel = sample_panel(view, "mnist")
     assert np.array_equal(panel.indices, sample_panel(view, "mnist").indices)
     test = load_embedded("mnist", "test")
@@ -96,8 +100,7 @@ def test_sample_panel_is_the_saved_predictions_on_the_test_images_and_determinis
     assert np.array_equal(msp, saved_pred)
 
 
-def test_attack_panel_is_fgsm_recomputed_by_hand_and_its_perturbation_is_the_difference(tiny_run):
-    view = RunView(tiny_run, GalleryConfig())
+def test_attack_panel_is_fgsm_recomputed_by_hand_and_its_perturbation_is_the_difference(tiny_run, view):
     assert [n.methods for n in view.networks()] == [["msp", "energy"]]  # one shared network, one row
     idx, labels, rows = attack_rows(view, "fgsm:eps=0.2", 2)
     (row,) = rows
@@ -112,10 +115,9 @@ def test_attack_panel_is_fgsm_recomputed_by_hand_and_its_perturbation_is_the_dif
     assert row.compared == 2 and row.agree == 2  # the run's saved predictions on the same images
 
 
-def test_uap_panel_shows_the_perturbation_the_run_cached(tiny_run):
+def test_uap_panel_shows_the_perturbation_the_run_cached(tiny_run, view):
     from bench.datasets.uap import cache_path, parse
 
-    view = RunView(tiny_run, GalleryConfig())
     _, (row,) = uap_rows(view, UAP)
     assert row.cached
     path = cache_path(tiny_run.parent / "cache", view.networks()[0].method.classifier, parse(UAP.split(":", 1)[1]))
@@ -123,8 +125,7 @@ def test_uap_panel_shows_the_perturbation_the_run_cached(tiny_run):
     assert row.fooling == view.metric("msp", UAP, "uap_fooling_rate")
 
 
-def test_fooling_panel_regenerates_the_runs_images(tiny_run):
-    view = RunView(tiny_run, GalleryConfig())
+def test_fooling_panel_regenerates_the_runs_images(tiny_run, view):
     (row,) = fooling_rows(view, "fooling:n=10")
     assert row.images.shape == (10, 28, 28) and row.compared == 10 and row.agree == 10
 
@@ -168,8 +169,46 @@ def test_run_without_checkpoints_draws_the_samples_and_skips_the_rest(tiny_run, 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     (run / "checkpoints.json").unlink()
-    assert main(["gallery", str(run), "--out", str(tmp_path / "g"), "--sections", "samples,attacks"]) == 0
+    assert main(["gallery", str(run), "--out", str(tmp_path / "g"), "--sections", "samples,attacks",
+                 "--datasets", "mnist,fgsm:eps=0.2"]) == 0
     err = capsys.readouterr().err
     assert (tmp_path / "g" / "samples_mnist.png").exists()
     assert not (tmp_path / "g" / "attacks_fgsm_eps0.2.png").exists()
     assert "skipped msp: no pictures that need its network (" in err and "checkpoints.json is missing" in err
+
+
+def test_dadc_examples_are_drawn_with_the_stored_predictions(tiny_run, tmp_path):
+    from bench.dadc.store import DadcStore, ModelPrediction
+    from _dadc import png_bytes
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    store = DadcStore(run)
+    img = np.zeros((28, 28), np.uint8)
+    img[4:24, 13:15] = 255
+    for predicted in (1, 7):  # one right, one wrong
+        store.add_example(png_bytes(img), 1, [ModelPrediction("msp", 0, 0, 0, "k", predicted, 0.9)])
+    res = make_gallery(run, tmp_path / "g", GalleryConfig(sections=("dadc",)))
+    assert [p.name for p in res.written] == ["dadc.png", "dadc.pdf"] and not res.skipped
+    none = make_gallery(run, tmp_path / "h", GalleryConfig(methods=("energy",), sections=("dadc",)))
+    assert none.skipped == ["dadc: none of the selected methods was shown on the examples"]
+
+
+def test_trustgan_samples_are_the_attacker_output_mapped_to_pixels():
+    from bench.gallery import trustgan_samples
+    from bench.methods.trustgan_nets import Attacker
+
+    class Fake:  # a fitted trustgan's two parts the gallery uses: its attacker and predict
+        attacker = Attacker(1, 3)
+
+        def predict(self, x):
+            from bench.methods.base import Prediction
+
+            probs = torch.full((len(x), 10), 0.1)
+            return Prediction(probs, probs.max(1).values)
+
+    images, preds = trustgan_samples(Fake(), n=3, seed=1)
+    z = torch.rand((3, 1, 28, 28), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expect = ((Fake.attacker.eval()(z) + 1) / 2).clamp(0, 1)[:, 0].numpy()
+    assert np.allclose(images, expect) and preds == [(0, pytest.approx(0.1))] * 3
