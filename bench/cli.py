@@ -19,6 +19,7 @@ DEFAULT_RUNS = Path("results/runs")
 # its parser with ``set_defaults(handler=fn)``, where ``fn(args, out_console, err_console) -> exit code``.
 COMMAND_MODULES: tuple[str, ...] = ("bench.commands.report", "bench.commands.compare", "bench.commands.transfer",
                                      "bench.commands.predict", "bench.commands.serve", "bench.commands.dadc")
+COMMAND_MODULES += ("bench.commands.gallery",)  # image grids of a run (bench/gallery.py)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import io
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -143,6 +144,15 @@ def parse(params: str) -> dict[str, object]:
             "delta": float(q.get("delta", 0.2))}  # type: ignore[arg-type]
 
 
+def cache_path(cache_dir: Path | None, model: nn.Module, q: dict[str, object]) -> Path | None:
+    """Where the perturbation of ``model`` for parsed parameters ``q`` is cached (None without a cache dir);
+    also read by the gallery (bench/gallery.py) to show each model's saved perturbation."""
+    if cache_dir is None:
+        return None
+    key = stable_hash({"model": model_hash(model), "uap": q, "seed": UAP_SEED, "version": UAP_VERSION})
+    return Path(cache_dir) / "uap" / f"{key}.pt"
+
+
 def _build(ctx: EvalContext, method, params: str) -> EvalData:
     q = parse(params)
     model = method.classifier
@@ -150,8 +160,7 @@ def _build(ctx: EvalContext, method, params: str) -> EvalData:
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
-        key = stable_hash({"model": model_hash(model), "uap": q, "seed": UAP_SEED, "version": UAP_VERSION})
-        path = ctx.cache_dir / "uap" / f"{key}.pt" if ctx.cache_dir is not None else None
+        path = cache_path(ctx.cache_dir, model, q)
         hit = torch.load(path, map_location="cpu", weights_only=True) if path is not None and path.exists() else None
         if hit is None:
             train = ctx.embedded("mnist", "train")
