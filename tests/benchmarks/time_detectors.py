@@ -68,7 +68,7 @@ def main() -> None:
             per["features pass"] += time.perf_counter() - t
             for name, d in zip(DETECTORS, dets):
                 t = time.perf_counter()
-                d.predict_from_features(f, logits)
+                d.predict_from_features(f, logits) if d.uses_features else d.predict_from_logits(logits)
                 per[name] += time.perf_counter() - t
         return per
 
