@@ -78,7 +78,7 @@ def train_features(ctx: FitContext, model: nn.Module, baseline_key: str | None, 
     the checkpoint cache under the baseline's key, so every detector of that baseline (in any worker) reuses them."""
     key = f"features-{baseline_key}" if baseline_key else None
     with (ctx._locked(key) if key else contextlib.nullcontext()):
-        hit = None if (ctx.cache is None or key is None) else ctx.cache.get(key)
+        hit = None if (ctx.cache is None or key is None or ctx.retrain) else ctx.cache.get(key)
         if hit is not None:
             return hit["features"], hit["labels"]
         f, y = map_batches(lambda x: model.forward_features(x).float(), model, train, ctx.device)
