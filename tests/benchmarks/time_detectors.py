@@ -19,7 +19,7 @@ import time
 import torch
 
 from bench.cache import CheckpointCache
-from bench.config import load_profile, resolve
+from bench.config import load_profile, parse_set, resolve
 from bench.datasets import evalsets
 from bench.datasets.evalsets import EvalContext
 from bench.datasets.mnist import load_embedded
@@ -37,8 +37,10 @@ def main() -> None:
     ap.add_argument("--datasets", default="")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--cache-dir", default="results/cache")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="as bench run --set")
     args = ap.parse_args()
-    cfg = resolve([load_profile(args.profile)], {n: METHODS.get(n).Config for n in METHODS.names()})
+    cfg = resolve([load_profile(args.profile), parse_set(args.set)],
+                  {n: METHODS.get(n).Config for n in METHODS.names()})
     bs = cfg.eval.batch_size
     spec = SplitSpec(cfg.split.val_fraction, cfg.split.split_seed, 1, 0, cfg.split.max_train)
     ctx = FitContext(recipe=cfg.train, split_id=spec.split_id, cache=CheckpointCache(args.cache_dir))
