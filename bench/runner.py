@@ -31,8 +31,9 @@ from bench.cache import CheckpointCache
 from bench.config import RunConfig
 from bench.datasets import evalsets
 from bench.datasets.evalsets import EvalContext, EvalData
-from bench.datasets.mnist import load_embedded
-from bench.datasets.splits import SplitSpec, split
+from bench.datasets.idx import read_idx
+from bench.datasets.mnist import DATA_ROOT, FILES, load_embedded
+from bench.datasets.splits import SplitSpec, split, split_indices
 from bench.errors import BenchError, UsageError
 from bench.evaluate import cost_rows, inference_ms_per_1k, metric_rows, tidy
 from bench.executors import check_executor
@@ -170,6 +171,20 @@ def plan_units(cfg: RunConfig, methods: list[str]) -> list[Unit]:
     return units
 
 
+def preflight(cfg: RunConfig, methods: list[str]) -> dict[str, dict[str, Any]]:
+    """Each method's checks that need its backbone or the training-split size (k-NN's k, a backbone without
+    penultimate features), run before any training; returns the hyper-parameters each method will use."""
+    n_all = len(read_idx(DATA_ROOT / FILES["mnist"]["train_labels"][0]))  # the labels file only: fast
+    n_train = min(len(split_indices(n_all, SplitSpec(cfg.split.val_fraction, cfg.split.split_seed, cfg.folds, fold,
+                                                     cfg.split.max_train))[0]) for fold in range(cfg.folds))
+    out = {}
+    for m in methods:
+        cls = METHODS.get(m)
+        config = cls.Config(**cfg.options_for(m))
+        out[m] = to_jsonable(cls.preflight(config, getattr(config, "backbone", "") or cfg.backbone, n_train))
+    return out
+
+
 def eval_names(datasets: list[str]) -> list[str]:
     return [*datasets, COST_SET]
 
@@ -193,6 +208,8 @@ class UnitWorker:
                                     cache_dir=Path(cfg.cache_dir))
         self._eval_data: dict[tuple[str, str], EvalData] = {}
         self._logits: dict[tuple[str, str], torch.Tensor] = {}
+        self._features: dict[tuple[str, str], torch.Tensor] = {}  # penultimate features, when a scorer reads them
+        self._unit_features = False  # whether the current unit has a feature scorer
         self._groups: dict[str, dict[str, Any]] = {}
         self._train_full = None
 
@@ -225,11 +242,14 @@ class UnitWorker:
         marker = self.store.dir / ".running" / f"{unit.marker}.{os.getpid()}"
         marker.parent.mkdir(exist_ok=True)
         marker.touch()
+        # with a feature scorer in the unit, the one shared pass per eval set yields features and logits together
+        self._unit_features = any(METHODS.get(m).uses_features for m in unit.methods)
         try:
             for method in unit.methods:
                 self._run_method(out, spec, method, unit.seed)
         finally:  # what belongs to this unit's models is not needed by the next unit
             self._logits.clear()
+            self._features.clear()
             self._eval_data = {k: v for k, v in self._eval_data.items() if not k[1]}
             out.groups = dict(self._groups)
             marker.unlink(missing_ok=True)
@@ -297,7 +317,12 @@ class UnitWorker:
             return m.predict(data.images, batch_size=self.cfg.eval.batch_size)
         key = (model_key, name)
         if key not in self._logits:
-            self._logits[key] = m.logits(data.images, batch_size=self.cfg.eval.batch_size)
+            if self._unit_features:
+                self._features[key], self._logits[key] = m.features(data.images, batch_size=self.cfg.eval.batch_size)
+            else:
+                self._logits[key] = m.logits(data.images, batch_size=self.cfg.eval.batch_size)
+        if m.uses_features:
+            return m.predict_from_features(self._features[key], self._logits[key])
         return m.predict_from_logits(self._logits[key])
 
     def _fit(self, spec: SplitSpec, method: str, seed: int) -> tuple[ConfidenceMethod, str]:
@@ -339,6 +364,7 @@ class Runner:
         ray = cfg.executor.kind == "ray"
         self.device = torch.device("cpu") if ray else resolve_device(cfg.device)
         self.methods = METHODS.expand(list(cfg.methods))
+        self.hyperparameters = preflight(cfg, self.methods)  # one-line errors before any training
         self.datasets = evalsets.expand(list(cfg.datasets)) if cfg.datasets else evalsets.offline_sets()
         self.console = console or Console(stderr=True)
         self.retrain = retrain
@@ -352,6 +378,9 @@ class Runner:
         # still share one freshly trained baseline), in this process or in any worker.
         self.cache = CheckpointCache(cfg.cache_dir, ignore_existing=retrain)
         self.grid_keys: set[str] = set()
+        manifest = self.store.read_manifest() or {}
+        manifest["hyperparameters"] = self.hyperparameters  # every method's, defaults included
+        self.store.write_manifest(manifest)
 
     def run(self) -> RunOutcome:
         from bench.executors import make_executor

@@ -12,6 +12,7 @@ from bench.methods import ensemble  # noqa: F401
 from bench.methods import trustgan  # noqa: F401  (also registers the trustgan-net backbone)
 from bench.methods import oodgan, missingfeature  # noqa: F401
 from bench.methods import advtrain, cure, distill  # noqa: F401
+from bench.methods import mahalanobis, rmd, knn, odin, vim, react, ash, gen, dice, scale  # noqa: F401  (detectors)
 from bench.methods.registry import BACKBONES, METHODS
 
 __all__ = ["METHODS", "BACKBONES"]

@@ -105,6 +105,14 @@ class ConfidenceMethod:
     posthoc: ClassVar[bool] = False
     #: True if predict draws random numbers (it is then seeded from ``seed`` so it is reproducible).
     stochastic: ClassVar[bool] = False
+    #: True if a post-hoc scorer reads the penultimate features too (``score_features``); the runner then shares
+    #: one (features, logits) pass per eval set among them, as it shares logits among logit scorers.
+    uses_features: ClassVar[bool] = False
+    #: True if predict needs input gradients (ODIN): it then runs outside inference_mode.
+    needs_grad: ClassVar[bool] = False
+    #: True for detectors that only read the plain baseline (its training is msp's): the contract suite fits them
+    #: on one cached baseline per seed instead of training one per fit.
+    contract_cached_baseline: ClassVar[bool] = False
     #: Bump when this method's training changes what it learns; 0 keeps the key as it was before the field existed.
     training_version: ClassVar[int] = 0
 
@@ -164,14 +172,30 @@ class ConfidenceMethod:
         outs = self._batched(self._fitted_model(), x, batch_size)
         return torch.cat(outs).float().cpu() if outs else torch.empty(0, self.num_classes)
 
+    def features(self, x: torch.Tensor, batch_size: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
+        """Penultimate features (N, F) and logits (N, C) of the classifier in one pass (eval mode), to share among
+        feature scorers; the logits are those of ``logits`` (``forward`` is ``forward_head o forward_features``)."""
+        model = self._fitted_model()
+
+        def both(xb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            f = model.forward_features(xb)
+            return f, model.forward_head(f)
+
+        outs = self._batched(both, x, batch_size)
+        if not outs:
+            return torch.empty(0, 0), torch.empty(0, self.num_classes)
+        return torch.cat([o[0] for o in outs]).float().cpu(), torch.cat([o[1] for o in outs]).float().cpu()
+
     def _batched(self, fn, x: torch.Tensor, batch_size: int) -> list:
         """Apply ``fn`` to [0, 1] float batches on the device, in eval mode under inference_mode (seeded for
-        stochastic methods); every module's train/eval mode is restored afterwards."""
+        stochastic methods; with autograd on for ``needs_grad`` methods); every module's train/eval mode is
+        restored afterwards."""
         model = self._fitted_model()
         modes = [(m, m.training) for m in model.modules()]
         model.eval()
+        no_grad = contextlib.nullcontext() if self.needs_grad else torch.inference_mode()
         try:
-            with torch.inference_mode(), _seeded(self.seed if self.stochastic else None, self.device):
+            with no_grad, _seeded(self.seed if self.stochastic else None, self.device):
                 return [fn(to_float(x[i : i + batch_size]).to(self.device)) for i in range(0, len(x), batch_size)]
         finally:
             for m, mode in modes:
@@ -181,9 +205,30 @@ class ConfidenceMethod:
         """For post-hoc methods: score precomputed baseline logits (shared across scorers of one eval set)."""
         if not self.posthoc:
             raise TypeError(f"{type(self).__name__} is not a post-hoc scorer")
+        if self.uses_features:
+            raise TypeError(f"{type(self).__name__} scores features; use predict_from_features")
         with torch.inference_mode():
             probs, conf = self.score_logits(logits.float())
         return Prediction(probs.float().cpu(), conf.float().cpu())
+
+    def predict_from_features(self, features: torch.Tensor, logits: torch.Tensor) -> Prediction:
+        """For feature scorers: score precomputed (features, logits) of the baseline (shared per eval set)."""
+        if not self.uses_features:
+            raise TypeError(f"{type(self).__name__} does not score features")
+        with torch.inference_mode():
+            probs, conf = self.score_features(features.float(), logits.float())
+        return Prediction(probs.float().cpu(), conf.float().cpu())
+
+    def score_features(self, features: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Feature scorers: (probabilities, confidence) from penultimate features and logits."""
+        raise NotImplementedError(f"{type(self).__name__} must implement score_features")
+
+    @classmethod
+    def preflight(cls, config: Any, backbone: str, n_train: int) -> dict[str, Any]:
+        """Checks that need the backbone or the training-set size, run before any training (one-line
+        UsageError); returns the hyper-parameters the method will use (its config plus what it derives from the
+        backbone), for the run manifest."""
+        return dataclasses.asdict(config) if dataclasses.is_dataclass(config) else {}
 
     def _predict_batch(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.score_logits(self._fitted_model()(x))

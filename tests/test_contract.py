@@ -12,9 +12,10 @@ import io
 import pytest
 import torch
 
+from bench.cache import CheckpointCache
 from bench.errors import NotFittedError
 from bench.methods import METHODS
-from bench.methods.base import ConfidenceMethod
+from bench.methods.base import ConfidenceMethod, FitContext
 
 NAMES = METHODS.names()
 
@@ -24,13 +25,26 @@ def make(name: str, seed: int = 0) -> ConfidenceMethod:
 
 
 @pytest.fixture(scope="module")
-def fitted(tiny, tiny_ctx):
+def ctx_for(tiny_ctx, tmp_path_factory):
+    """The fit context of a method. Methods that declare ``contract_cached_baseline`` (the post-hoc detectors) only
+    read the plain baseline, whose training the msp checks cover: they share one cached baseline per seed, which
+    keeps the suite's fits few."""
+    shared = dataclasses.replace(tiny_ctx, cache=CheckpointCache(tmp_path_factory.mktemp("baselines")))
+
+    def get(name: str) -> FitContext:
+        return shared if METHODS.get(name).contract_cached_baseline else tiny_ctx
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def fitted(tiny, ctx_for):
     cache: dict[tuple[str, int], ConfidenceMethod] = {}
 
     def get(name: str, seed: int = 0) -> ConfidenceMethod:
         if (name, seed) not in cache:
             train, val, _ = tiny
-            cache[(name, seed)] = make(name, seed).fit(train, val, tiny_ctx)
+            cache[(name, seed)] = make(name, seed).fit(train, val, ctx_for(name))
         return cache[(name, seed)]
 
     return get
@@ -89,11 +103,11 @@ def test_confidence_direction(name, fitted, tiny):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_seeded_determinism(name, fitted, tiny, tiny_ctx):
+def test_seeded_determinism(name, fitted, tiny, ctx_for):
     xfail_if_declared(name, "determinism")
     train, val, test = tiny
     a = fitted(name).predict(test.images)
-    b = make(name).fit(train, val, tiny_ctx).predict(test.images)
+    b = make(name).fit(train, val, ctx_for(name)).predict(test.images)
     assert torch.equal(a.probs, b.probs) and torch.equal(a.confidence, b.confidence)
     c = fitted(name, seed=1).predict(test.images)
     assert not torch.equal(a.probs, c.probs), "a different seed should give a different model"
@@ -141,12 +155,22 @@ def test_classifier_is_differentiable(name, fitted, tiny):
     assert x.grad is not None and x.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if METHODS.get(n).posthoc])
+@pytest.mark.parametrize("name", [n for n in NAMES if METHODS.get(n).posthoc and not METHODS.get(n).uses_features])
 def test_posthoc_scores_equal_direct_predict(name, fitted, tiny):
     m = fitted(name)
     x = tiny[2].images.float() / 255
     with torch.inference_mode():
         logits = m.classifier.eval()(x)
     a, b = m.predict(x), m.predict_from_logits(logits)
+    torch.testing.assert_close(a.probs, b.probs)
+    torch.testing.assert_close(a.confidence, b.confidence)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if METHODS.get(n).uses_features])
+def test_feature_scores_equal_direct_predict(name, fitted, tiny):
+    """What the runner does (one shared features + logits pass per eval set) gives what predict gives."""
+    m = fitted(name)
+    x = tiny[2].images
+    a, b = m.predict(x), m.predict_from_features(*m.features(x))
     torch.testing.assert_close(a.probs, b.probs)
     torch.testing.assert_close(a.confidence, b.confidence)

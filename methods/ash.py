@@ -1,0 +1,51 @@
+"""ASH, activation shaping (Djurisic, Bozanic, Ashok & Liu, ICLR 2023), post-hoc on the baseline's penultimate
+features.
+
+Per image, the lowest ``percentile`` fraction of the penultimate activations is set to zero; the kept ones are
+left (ash-p), set to one value that keeps the sum (ash-b), or scaled by exp(s1 / s2) with s1, s2 the sums before
+and after pruning (ash-s); the shaped features go through the real last layer and the logits are scored by energy.
+Implementation: pytorch-ood's ``ASH`` (``predict_feature_maps``, bench's ``forward_head`` as the head, features
+as (N, F, 1, 1) maps), sign flipped: confidence = logsumexp(head(ash(f))).
+
+Defaults: ash-s at percentile 0.90, the paper's headline ImageNet setting (ASH-S@90) and OpenOOD's default
+(configs/postprocessors/ash.yml). Nothing is fitted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pytorch_ood.detector import ASH as _ASH
+
+from bench.errors import UsageError
+from bench.methods.base import register
+from bench.methods.features import FeatureScorer
+
+VARIANTS = ("ash-s", "ash-p", "ash-b")
+
+
+@dataclass(frozen=True)
+class ASHConfig:
+    variant: str = "ash-s"  # Djurisic et al. 2023: ASH-S is their best variant
+    percentile: float = 0.90  # fraction of activations pruned per image (ASH-S@90)
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise UsageError(f"ash.variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
+        if not 0.0 <= self.percentile < 1.0:
+            raise UsageError(f"ash.percentile must be in [0, 1) (1 would prune every activation), "
+                             f"got {self.percentile}")
+
+
+@register("ash", "Post-hoc: energy after pruning and rescaling penultimate activations (Djurisic et al. 2023; "
+          "pytorch-ood)")
+class ASH(FeatureScorer):
+    Config = ASHConfig
+    fits_on_train = False
+
+    def _set_state(self, state):
+        super()._set_state(state)
+        self._detector = _ASH(None, self.head_on, variant=self.config.variant, percentile=self.config.percentile)
+
+    def confidence(self, features, logits):
+        return -self._detector.predict_feature_maps(features[:, :, None, None])

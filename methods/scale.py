@@ -1,0 +1,44 @@
+"""SCALE (Xu, Chen, Franchi & Yao, ICLR 2024), post-hoc on the baseline's penultimate features.
+
+Per image, the penultimate activations are all kept and multiplied by exp(s1 / s2), where s1 is their sum and s2
+the sum of the top (1 - percentile) fraction; the scaled features go through the real last layer and the logits
+are scored by energy. Implementation: pytorch-ood's ``SCALE`` (``predict_feature_maps``, bench's ``forward_head``
+as the head, features as (N, F, 1, 1) maps), sign flipped: confidence = logsumexp(head(exp(s1 / s2) f)).
+
+percentile = 0.85, the paper's ImageNet setting and OpenOOD's default (configs/postprocessors/scale.yml).
+Nothing is fitted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pytorch_ood.detector import SCALE as _SCALE
+
+from bench.errors import UsageError
+from bench.methods.base import register
+from bench.methods.features import FeatureScorer
+
+
+@dataclass(frozen=True)
+class SCALEConfig:
+    percentile: float = 0.85  # Xu et al. 2024
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.percentile < 1.0:
+            raise UsageError(f"scale.percentile must be in [0, 1) (1 leaves no activation for s2), "
+                             f"got {self.percentile}")
+
+
+@register("scale", "Post-hoc: energy after scaling penultimate activations by exp(sum / top sum) (Xu et al. 2024; "
+          "pytorch-ood)")
+class SCALE(FeatureScorer):
+    Config = SCALEConfig
+    fits_on_train = False
+
+    def _set_state(self, state):
+        super()._set_state(state)
+        self._detector = _SCALE(None, self.head_on, percentile=self.config.percentile)
+
+    def confidence(self, features, logits):
+        return -self._detector.predict_feature_maps(features[:, :, None, None])
