@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import inspect
+import types
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -59,6 +60,7 @@ class UserModel(nn.Module):
         self._capture = False
         self._captured: torch.Tensor | None = None
         self._last: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._fixed = _fix_modes(model)
         if feature_layer:
             names = [n for n, _ in model.named_modules() if n]
             if feature_layer not in names:
@@ -134,6 +136,13 @@ class UserModel(nn.Module):
             self._hook.remove()
             self._hook = None
         self._last = None
+        for m, saved in self._fixed:
+            for attr in ("train", "eval"):
+                if attr in saved:
+                    setattr(m, attr, saved[attr])
+                else:
+                    m.__dict__.pop(attr, None)
+        self._fixed = []
 
     # --- the checks, on a probe batch, before any expensive work ----------------------------------------------------
     def probe(self, x: torch.Tensor, num_classes: int, data: str = "mnist") -> None:
@@ -145,7 +154,7 @@ class UserModel(nn.Module):
             self._probe(x, num_classes, data)
         finally:
             for m, mode in modes:
-                m.train(mode)
+                m.training = mode
 
     def _probe(self, x: torch.Tensor, num_classes: int, data: str) -> None:
         shape = "(N, " + ", ".join(str(d) for d in x.shape[1:]) + ")"
@@ -198,6 +207,22 @@ class UserModel(nn.Module):
             self.num_features = int(f.shape[1])
 
 
+def _fix_modes(model: nn.Module) -> list[tuple[nn.Module, dict[str, Any]]]:
+    """A ``torch.export`` graph has its train/eval behaviour fixed at export time and raises on ``train()`` /
+    ``eval()``; make those no-ops on it while bench holds the model (``close`` puts the originals back)."""
+    fixed = []
+    for m in model.modules():
+        if "train" not in vars(m):
+            continue
+        try:
+            m.train(m.training)
+        except NotImplementedError:
+            fixed.append((m, {k: vars(m)[k] for k in ("train", "eval") if k in vars(m)}))
+            m.train = types.MethodType(lambda self, mode=True: self, m)
+            m.eval = types.MethodType(lambda self: self, m)
+    return fixed
+
+
 def _takes_pre_logits(model: nn.Module) -> bool:
     try:
         return "pre_logits" in inspect.signature(model.forward_head).parameters
@@ -232,7 +257,7 @@ def preserved(models: list[nn.Module]) -> Iterator[None]:
     finally:
         for model, modes, grads, device in saved:
             for m, mode in modes:
-                m.train(mode)
+                m.training = mode  # each module's own flag, without calling (possibly overridden) train()
             for q, flag in grads:
                 q.requires_grad_(flag)
             if device is not None:
