@@ -204,3 +204,20 @@ def test_import_bench_stays_light():
     code = "import bench, sys; print('torch' in sys.modules, 'pandas' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_readme_example_runs():
+    """The README's "Bring your own model" Python block runs as written."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Bring your own model", 1)[1].split("\n## ", 1)[0]
+    code = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert len(code) == 1
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        exec(compile(code[0], "README", "exec"), {})
+    assert "msp@Sequential" in printed.getvalue() and "ood_auroc" in printed.getvalue()
