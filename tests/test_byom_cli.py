@@ -61,6 +61,12 @@ def test_saved_msp_lenet_gives_the_same_rows_as_bench_run(fmt, msp_run, tmp_path
     assert set(b) == set(a)  # every metric of every set, FGSM's robust accuracy and the parameter count included
     for key in a:
         assert b[key] == pytest.approx(a[key], abs=1e-6, nan_ok=True), key
+    if fmt == "torchscript":  # the run directory goes wherever a bench run's goes: report beside it, the gate
+        assert main(["report", str(msp_run / "run"), str(tmp_path / "mine"), "--out", str(tmp_path / "r.csv")]) == 0
+        assert {"msp", "msp@lenet"} <= set((tmp_path / "r.csv").read_text().split(","))
+        base = str(tmp_path / "base.json")
+        assert main(["compare", str(tmp_path / "mine"), "--baseline", base, "--update"]) == 0
+        assert main(["compare", str(tmp_path / "mine"), "--baseline", base]) == 0
 
 
 def test_bench_score_on_a_runs_predictions_gives_its_metrics(msp_run, tmp_path, capsys):

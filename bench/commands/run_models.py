@@ -26,8 +26,8 @@ def run_models(args: argparse.Namespace, layers: list[dict[str, Any]], run_dir: 
         raise UsageError("--tensorboard and --retrain do not apply to --model (nothing of it is trained)")
     python_specs = [m for m in args.model if is_python_spec(m)]
     if args.weights and len(args.weights) != len(python_specs):
-        raise UsageError(f"{len(args.weights)} --weights for {len(python_specs)} file.py:Class / package.module:factory "
-                         "--model; give one --weights per such model, in order")
+        raise UsageError(f"{len(args.weights)} --weights for {len(python_specs)} file.py:Class / "
+                         "package.module:factory --model; give one --weights per such model, in order")
     if args.model_name and len(args.model_name) != len(args.model):
         raise UsageError(f"{len(args.model_name)} --model-name for {len(args.model)} --model; give one name per model")
     weights = iter(args.weights)

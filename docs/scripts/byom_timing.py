@@ -1,8 +1,9 @@
 """Side by side, in one process: the evaluation of msp, energy, mcdropout and trustscore inside ``bench run`` (warm
 checkpoint cache: nothing is trained) against ``bench.evaluate`` on the same lenet weights, over MNIST test and the
-offline OOD sets (full 10k sets). Runs alternate (run, evaluate, run, evaluate, ...) so that load drifts hit both.
+offline OOD sets (``--max-eval N``: the first N images of each; 0 = the full 10k). Runs alternate (run, evaluate,
+run, evaluate, ...) so that load drifts hit both.
 
-    python docs/scripts/byom_timing.py [--repeats 3] [--profile smoke]
+    python docs/scripts/byom_timing.py [--repeats 3] [--profile smoke] [--max-eval 0]
 
 Prints each pair's seconds and the ratio of the sums (evaluate / run). docs/byom.md records a result.
 """
@@ -41,16 +42,17 @@ def cli() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--profile", default="smoke")
+    p.add_argument("--max-eval", type=int, default=0)
     a = p.parse_args()
     root = Path(tempfile.mkdtemp(prefix="byom-timing-"))
-    opts = {"eval.max_eval": 0}  # the whole sets
+    opts = {"eval.max_eval": a.max_eval}
     common = ["run", "--profile", a.profile, "--methods", METHODS, "--device", "cpu", "--no-progress",
-              "--set", "eval.max_eval=0", "--cache-dir", str(root / "cache")]
+              "--set", f"eval.max_eval={a.max_eval}", "--cache-dir", str(root / "cache")]
     run([*common, "--out", str(root / "warm")])  # trains the baseline and fits trustscore once (cached)
     entry = json.loads((root / "warm" / "checkpoints.json").read_text())["msp__seed0__fold0"]
     lenet = create_backbone("lenet")
     lenet.load_state_dict(torch.load(entry["path"], weights_only=False)["state"]["model"])
-    timed_evaluate(lenet, a.profile, opts)  # warm-up of the evaluate path (imports, first allocations)
+    timed_evaluate(lenet, a.profile, {"eval.max_eval": 100})  # warm-up of the evaluate path (imports)
     pairs = []
     for i in range(a.repeats):
         t_run = run([*common, "--out", str(root / f"run{i}")])
