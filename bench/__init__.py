@@ -1,3 +1,21 @@
-"""bench: a benchmark suite for confidence methods. Run ``python -m bench --help``."""
+"""bench: a benchmark suite for confidence methods. Run ``python -m bench --help``.
+
+``bench.evaluate(model, ...)`` scores a classifier you trained; ``bench.score(outputs, labels, ...)`` scores saved
+outputs (docs/byom.md). Both are imported on first use, so ``import bench`` stays light.
+"""
 
 __version__ = "0.1.0"
+
+__all__ = ["evaluate", "score"]
+
+
+def __getattr__(name: str):
+    if name == "evaluate":
+        from bench.user_run import evaluate
+
+        return evaluate
+    if name == "score":
+        from bench.scoring import score
+
+        return score
+    raise AttributeError(f"module 'bench' has no attribute {name!r}")

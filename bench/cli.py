@@ -18,8 +18,8 @@ DEFAULT_RUNS = Path("results/runs")
 # Subcommands beyond list/run live in their own modules: each defines ``add_parser(subparsers)`` which registers
 # its parser with ``set_defaults(handler=fn)``, where ``fn(args, out_console, err_console) -> exit code``.
 COMMAND_MODULES: tuple[str, ...] = ("bench.commands.report", "bench.commands.compare", "bench.commands.transfer",
-                                     "bench.commands.predict", "bench.commands.serve", "bench.commands.dadc")
-COMMAND_MODULES += ("bench.commands.gallery",)  # image grids of a run (bench/gallery.py)
+                                     "bench.commands.predict", "bench.commands.serve", "bench.commands.dadc",
+                                     "bench.commands.score", "bench.commands.gallery")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -92,6 +92,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--jobs", type=int, help="local executor: worker processes (default 1 = in this process)")
     run.add_argument("--ray-address", metavar="ADDR",
                      help="ray executor: cluster address, e.g. ray://head:10001 (default: a local Ray instance)")
+    run.add_argument("--model", action="append", default=[], metavar="PATH",
+                     help="score your own trained model instead of training: a TorchScript file, a torch.export "
+                          "archive, or file.py:Class / package.module:factory with --weights (repeatable; "
+                          "docs/byom.md)")
+    run.add_argument("--weights", action="append", default=[], metavar="FILE",
+                     help="state dict for each file.py:Class / package.module:factory --model, in order")
+    run.add_argument("--model-name", action="append", default=[], metavar="NAME",
+                     help="name of each --model in the rows (default: the file's stem)")
+    run.add_argument("--feature-layer", metavar="NAME",
+                     help="--model: submodule whose output is the penultimate features (when the model has no "
+                          "forward_features/forward_head)")
 
     import importlib
 
@@ -176,6 +187,12 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
     from bench.runner import Runner, summarize_errors
     from bench.table import summary_tables
 
+    if not args.model and (args.weights or args.model_name or args.feature_layer):
+        raise UsageError("--weights, --model-name and --feature-layer go with --model PATH")
+    if args.model:  # the user's own models (bench/commands/run_models.py)
+        from bench.commands.run_models import run_models
+
+        return run_models(args, _layers(args), _run_dir(args), out, err)
     cfg = resolve(_layers(args), {name: METHODS.get(name).Config for name in METHODS.names()})
     if not cfg.backbone.startswith("timm:"):
         BACKBONES.get(cfg.backbone)

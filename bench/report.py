@@ -261,6 +261,8 @@ def _expand(kind: str, names: list[str]) -> list[str] | None:
 
 
 def _expected_cells(manifest: dict[str, Any], rows: pd.DataFrame) -> set[tuple[str, int, int, str]]:
+    if manifest.get("cells"):  # runs that list their cells (bench.evaluate: methods labelled by model; bench score)
+        return {(str(m), int(s), int(f), str(ds)) for m, s, f, ds in manifest["cells"]}
     cfg = manifest.get("config", {})
     methods = list(cfg.get("methods", []))
     if not methods or any(c in "".join(methods) for c in "*?["):  # the registry is imported only when needed
@@ -348,9 +350,11 @@ def load_runs(paths: list[str | Path], allow_partial: bool = False) -> RunSet:
         manifests[rid], dirs[rid] = manifest, Path(path)
         frames.append(df)
     first = next(iter(manifests))
-    base_cfg = {k: v for k, v in manifests[first].get("config", {}).items() if k not in _FREE_KEYS}
+    # rows of user models (bench.evaluate) carry the model in their method label, so the backbone may differ
+    free = _FREE_KEYS + (("backbone",) if any(m.get("user_models") for m in manifests.values()) else ())
+    base_cfg = {k: v for k, v in manifests[first].get("config", {}).items() if k not in free}
     for rid, m in manifests.items():
-        cfg = {k: v for k, v in m.get("config", {}).items() if k not in _FREE_KEYS}
+        cfg = {k: v for k, v in m.get("config", {}).items() if k not in free}
         for key in sorted(set(base_cfg) | set(cfg)):
             if base_cfg.get(key) != cfg.get(key):
                 raise UsageError(f"runs {first} and {rid} are incompatible: {key} differs ({base_cfg.get(key)!r} vs "

@@ -35,7 +35,7 @@ from bench.datasets.idx import read_idx
 from bench.datasets.mnist import DATA_ROOT, FILES, load_embedded
 from bench.datasets.splits import SplitSpec, split, split_indices
 from bench.errors import BenchError, UsageError
-from bench.evaluate import cost_rows, inference_ms_per_1k, metric_rows, tidy
+from bench.rows import cost_rows, inference_ms_per_1k, metric_rows, tidy
 from bench.executors import check_executor
 from bench.methods import METHODS
 from bench.methods.base import ConfidenceMethod, FitContext, Prediction
@@ -256,7 +256,7 @@ class UnitWorker:
         return out
 
     def _run_method(self, out: UnitResult, spec: SplitSpec, method: str, seed: int) -> None:
-        keys = {ds: cell_key(method, seed, spec.fold, ds) for ds in eval_names(self.datasets)}
+        keys = {ds: self.cell_key(method, seed, spec.fold, ds) for ds in eval_names(self.datasets)}
         todo = [ds for ds, k in keys.items() if not self.store.done(k)]  # a retried unit keeps finished cells
         if not todo:
             return
@@ -288,6 +288,10 @@ class UnitWorker:
             out.errors.append({"method": method, "seed": seed, "fold": spec.fold,
                                "error": f"{type(e).__name__}: {e}".splitlines()[0],
                                "traceback": traceback.format_exc()})
+
+    def cell_key(self, method: str, seed: int, fold: int, eval_set: str) -> str:
+        """The cell's file name (a worker of user models adds the model's name, bench/user_run.py)."""
+        return cell_key(method, seed, fold, eval_set)
 
     def _score(self, m: ConfidenceMethod, model_key: str, ds: str, key: str, base: dict[str, Any],
                id_pred: Prediction | None) -> Prediction | None:
@@ -388,11 +392,10 @@ class Runner:
         out = RunOutcome(self.store)
         executor = make_executor(self)
         with Bars(self.console, enabled=self.show_progress) as bars:
-            local = UnitWorker(self.cfg, self.store.dir, self.cache, self.device, self.datasets,
-                               bars=bars, tensorboard=self.tensorboard)
+            local = self.make_worker(bars)
             self._merge_groups(local.build_static())
             units = []
-            for unit in plan_units(self.cfg, self.methods):
+            for unit in self.plan():
                 keys = self.unit_keys(unit)
                 self.grid_keys.update(keys)
                 left = sum(not self.store.done(k) for k in keys)
@@ -408,6 +411,14 @@ class Runner:
                 with contextlib.suppress(OSError):  # empty unless units are still in flight elsewhere
                     (self.store.dir / ".running").rmdir()
         return out
+
+    def plan(self) -> list[Unit]:
+        return plan_units(self.cfg, self.methods)
+
+    def make_worker(self, bars: Bars) -> UnitWorker:
+        """The in-process worker (a run of user models makes its own, bench/user_run.py)."""
+        return UnitWorker(self.cfg, self.store.dir, self.cache, self.device, self.datasets, bars=bars,
+                          tensorboard=self.tensorboard)
 
     def unit_keys(self, unit: Unit) -> list[str]:
         return [cell_key(m, unit.seed, unit.fold, ds) for m in unit.methods for ds in eval_names(self.datasets)]

@@ -115,6 +115,14 @@ class ConfidenceMethod:
     contract_cached_baseline: ClassVar[bool] = False
     #: Bump when this method's training changes what it learns; 0 keeps the key as it was before the field existed.
     training_version: ClassVar[int] = 0
+    #: True if ``fit`` takes its classifier from ``ctx.train_baseline`` and never trains it, so the method also runs
+    #: on a user's own model (``bench.evaluate``). Methods that share the baseline (``posthoc`` or the default
+    #: ``_fit``) are such methods already; one that overrides ``_fit`` says so here.
+    frozen_classifier: ClassVar[bool] = False
+    #: True if the method reads penultimate features (``forward_features``, ``forward_head``, ``num_features``).
+    needs_features: ClassVar[bool] = False
+    #: True if the method needs dropout layers in the classifier (MC-dropout).
+    needs_dropout: ClassVar[bool] = False
 
     def __init__(self, config: Any = None, *, backbone: str = "lenet", num_classes: int = 10, seed: int = 0):
         self.config = config if config is not None else self.Config()

@@ -108,6 +108,8 @@ class ConfidNetModel(nn.Module):
 @register("confidnet", "ConfidNet: MLP head on frozen features regressing the true-class probability (2019)")
 class ConfidNet(ConfidenceMethod):
     Config = ConfidNetConfig
+    frozen_classifier = True  # trains only its head on the frozen baseline
+    needs_features = True
     training_version = 1  # 1: the head reads the post-dropout features (before: the clean ones)
 
     def build_model(self) -> nn.Module:

@@ -66,6 +66,7 @@ def merge_logs(logs: list[TrainLog]) -> TrainLog:
 @register("ensemble", "Deep ensemble of M baseline seeds (s..s+M-1); MCP of the mean softmax")
 class Ensemble(ConfidenceMethod):
     Config = EnsembleConfig
+    frozen_classifier = True  # members are baselines from ctx.train_baseline
 
     @property
     def member_seeds(self) -> list[int]:

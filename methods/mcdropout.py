@@ -68,6 +68,7 @@ def _entropy(p: torch.Tensor) -> torch.Tensor:
 @register("mcdropout", "MC-dropout: T passes with dropout on; confidence mean-MCP, -entropy or -mutual information")
 class MCDropout(ConfidenceMethod):
     Config = MCDropoutConfig
+    needs_dropout = True
     stochastic = True
 
     @property

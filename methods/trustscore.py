@@ -84,6 +84,8 @@ class TrustScorer:
 @register("trustscore", "Trust score: k-NN distance ratio on penultimate features (Jiang et al. 2018)")
 class TrustScore(ConfidenceMethod):
     Config = TrustScoreConfig
+    frozen_classifier = True  # reads the baseline, never trains it
+    needs_features = True
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

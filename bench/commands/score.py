@@ -1,0 +1,113 @@
+"""``bench score FILE.npz [--ood NAME=FILE.npz ...] [--out DIR]``: every metric from saved outputs, no model
+(bench/scoring.py). An npz holds ``logits`` or ``probs`` (N, K), ``labels`` (N,) (not needed in OOD files) and
+optionally ``confidence`` (N,), a method's own scores. The predictions a run saves (``<run>/predictions/*.npz``)
+are such files. ``--out`` also writes a run directory that ``bench report`` reads; nothing is written unless every
+file is valid."""
+
+from __future__ import annotations
+
+import argparse
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+
+from bench.errors import UsageError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("score", help="every metric from saved outputs (npz of logits or probs, labels), no model")
+    p.add_argument("file", type=Path, help="npz with logits or probs (N, K), labels (N,), optional confidence (N,)")
+    p.add_argument("--ood", action="append", default=[], metavar="NAME=FILE.npz",
+                   help="an OOD set's outputs (no labels needed), scored against FILE (repeatable)")
+    p.add_argument("--name", default="id", help="the labelled set's name in the rows (default id)")
+    p.add_argument("--method", help="method name in the rows (default msp, or confidence when the files have one)")
+    p.add_argument("--model-name", default="outputs", help="backbone column of the rows (default outputs)")
+    p.add_argument("--out", type=Path, help="also write a run directory (results.csv, cells, predictions, manifest)")
+    p.set_defaults(handler=run_score)
+
+
+def read_npz(path: Path, labelled: bool) -> dict[str, Any]:
+    """The arrays of one file: ``outputs`` and ``kind`` (logits preferred), ``labels``, ``confidence``."""
+    if not path.is_file():
+        raise UsageError(f"{path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise UsageError(f"{path} is not a readable .npz ({type(e).__name__}); save it with numpy.savez") from None
+    kind = "logits" if "logits" in arrays else "probs" if "probs" in arrays else ""
+    if not kind:
+        raise UsageError(f"{path} has no 'logits' or 'probs' array (it has {', '.join(arrays) or 'none'}); save the "
+                         "model's outputs under one of those names")
+    if labelled and "labels" not in arrays:
+        raise UsageError(f"{path} has no 'labels' array; the labelled set needs its true classes (OOD sets go in "
+                         "--ood NAME=FILE.npz)")
+    return {"outputs": arrays[kind], "kind": kind, "labels": arrays.get("labels"),
+            "confidence": arrays.get("confidence")}
+
+
+def _ood_args(items: list[str]) -> list[tuple[str, Path]]:
+    out = []
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise UsageError(f"--ood {item!r} is malformed; use --ood NAME=FILE.npz")
+        out.append((name, Path(path)))
+    return out
+
+
+def run_score(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from bench.scoring import check_sets, labelled, rows_for, unlabelled
+    from bench.table import summary_tables
+
+    oods = _ood_args(args.ood)
+    main = read_npz(args.file, labelled=True)
+    sets = [labelled(args.name, main["outputs"], main["labels"], main["kind"], main["confidence"])]
+    for name, path in oods:
+        o = read_npz(path, labelled=False)
+        if o["kind"] != main["kind"]:
+            raise UsageError(f"{path} holds {o['kind']} but {args.file} holds {main['kind']}; give the same kind")
+        sets.append(unlabelled(name, o["outputs"], o["kind"], sets[0].probs.shape[1], o["confidence"]))
+    check_sets(sets)
+    method = args.method or ("confidence" if sets[0].external else "msp")
+    run_id = args.out.name if args.out is not None else "score"
+    rows = rows_for(sets, method=method, model=args.model_name, run_id=run_id)
+    groups = {s.name: {"kind": "id" if i == 0 else "ood", "shift": "none" if i == 0 else "ood", "group": "",
+                       "severity": ""} for i, s in enumerate(sets)}
+    if args.out is not None:
+        write_run(args.out, sets, rows, method, groups, [str(args.file), *args.ood])
+    for table in summary_tables(rows, groups, id_set=args.name):
+        out.print(table)
+    if args.out is not None:
+        out.print(f"results: {args.out / 'results.csv'}", highlight=False, soft_wrap=True)
+    return 0
+
+
+def write_run(run_dir: Path, sets: list, rows: list[dict[str, Any]], method: str, groups: dict[str, Any],
+              inputs: list[str]) -> None:
+    """A run directory of the scored files: one cell per set (rows + the arrays as a run saves them)."""
+    import sys
+
+    from bench.runner import git_sha, versions
+    from bench.store import RunStore, cell_key
+
+    store = RunStore(run_dir)
+    if store.has_results() or (run_dir / "manifest.json").exists():
+        raise UsageError(f"{run_dir} already holds a run; choose another --out")
+    store.ensure_writable()
+    names = [s.name for s in sets]
+    store.write_manifest({
+        "run_id": store.run_id, "command": [sys.executable, "-m", "bench", *sys.argv[1:]], "versions": versions(),
+        "git_sha": git_sha(), "device": "none", "device_name": "none (saved outputs)",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "eval_set_groups": groups, "scored_files": inputs,
+        "config": {"profile": "score", "methods": [method], "datasets": names, "seeds": [0], "folds": 1},
+        "cells": [[method, 0, 0, n] for n in names],
+    })
+    for s in sets:
+        store.write_cell(cell_key(method, 0, 0, s.name), [r for r in rows if r["eval_set"] == s.name],
+                         {"probs": s.probs, "confidence": s.confidence, "labels": s.labels})
+    store.write_results_csv()
