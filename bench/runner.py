@@ -22,10 +22,11 @@ import traceback
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from rich.console import Console
+from torch import nn
 
 from bench.cache import CheckpointCache
 from bench.config import RunConfig
@@ -38,6 +39,7 @@ from bench.errors import BenchError, UsageError
 from bench.rows import cost_rows, inference_ms_per_1k, metric_rows, tidy
 from bench.executors import check_executor
 from bench.methods import METHODS
+from bench.methods.backbones import create_backbone
 from bench.methods.base import ConfidenceMethod, FitContext, Prediction
 from bench.plugins import load_plugins
 from bench.progress import Bars
@@ -171,9 +173,11 @@ def plan_units(cfg: RunConfig, methods: list[str]) -> list[Unit]:
     return units
 
 
-def preflight(cfg: RunConfig, methods: list[str]) -> dict[str, dict[str, Any]]:
-    """Each method's checks that need its backbone or the training-split size (k-NN's k, a backbone without
-    penultimate features), run before any training; returns the hyper-parameters each method will use."""
+def preflight(cfg: RunConfig, methods: list[str], nets: Callable[[str, Any], list[nn.Module]] | None = None
+              ) -> dict[str, dict[str, Any]]:
+    """Each method's checks that need its network or the training-split size (k-NN's k, a backbone without
+    penultimate features), run before any training; returns the hyper-parameters each method will use.
+    ``nets(method, config)`` gives the networks to check (default: an untrained backbone of the run's)."""
     n_all = len(read_idx(DATA_ROOT / FILES["mnist"]["train_labels"][0]))  # the labels file only: fast
     n_train = min(len(split_indices(n_all, SplitSpec(cfg.split.val_fraction, cfg.split.split_seed, cfg.folds, fold,
                                                      cfg.split.max_train))[0]) for fold in range(cfg.folds))
@@ -181,7 +185,13 @@ def preflight(cfg: RunConfig, methods: list[str]) -> dict[str, dict[str, Any]]:
     for m in methods:
         cls = METHODS.get(m)
         config = cls.Config(**cfg.options_for(m))
-        out[m] = to_jsonable(cls.preflight(config, getattr(config, "backbone", "") or cfg.backbone, n_train))
+        for net in (nets or _untrained_backbone(cfg))(m, config):
+            out[m] = to_jsonable(cls.preflight(config, net, n_train))
+    return out
+
+
+def _untrained_backbone(cfg: RunConfig) -> Callable[[str, Any], list[nn.Module]]:
+    return lambda method, config: [create_backbone(getattr(config, "backbone", "") or cfg.backbone, 10)]
     return out
 
 
@@ -352,6 +362,10 @@ class Runner:
     """The driver: prepares the run directory, plans the units, hands them to the executor and aggregates what
     they return into the run-wide files."""
 
+    def _preflight_nets(self) -> Callable[[str, Any], list[nn.Module]] | None:
+        """The networks whose shape the methods' preflight checks (None: an untrained backbone of the run's)."""
+        return None
+
     def __init__(self, cfg: RunConfig, run_dir: Path, *, resume: bool = False, retrain: bool = False,
                  console: Console | None = None, command: list[str] | None = None, progress: bool = True,
                  tensorboard: bool = False):
@@ -368,7 +382,7 @@ class Runner:
         ray = cfg.executor.kind == "ray"
         self.device = torch.device("cpu") if ray else resolve_device(cfg.device)
         self.methods = METHODS.expand(list(cfg.methods))
-        self.hyperparameters = preflight(cfg, self.methods)  # one-line errors before any training
+        self.hyperparameters = preflight(cfg, self.methods, self._preflight_nets())  # one-line errors, before training
         self.datasets = evalsets.expand(list(cfg.datasets)) if cfg.datasets else evalsets.offline_sets()
         self.console = console or Console(stderr=True)
         self.retrain = retrain

@@ -121,8 +121,8 @@ class UserRunner(Runner):
     """``Runner`` over user models: one unit per (fold, seed, model) plus one for an ensemble of them."""
 
     def __init__(self, cfg, run_dir: Path, models: list[UserModel], **kwargs: Any):
+        self.models = models  # before the base's preflight, which checks the methods against these models
         super().__init__(cfg, run_dir, **kwargs)
-        self.models = models
         manifest = self.store.read_manifest() or {}
         manifest["user_models"] = [
             {"name": m.name, "class": type(m.model).__name__, "origin": getattr(m, "origin", "python object"),
@@ -135,6 +135,8 @@ class UserRunner(Runner):
                              for u in self.plan() for m in u.methods for ds in [*self.datasets, COST_SET]]
         self.store.write_manifest(manifest)
 
+    def _preflight_nets(self):
+        return lambda method, config: self.models
     def plan(self) -> list[Unit]:
         singles = tuple(m for m in self.methods if m != "ensemble")
         units: list[Unit] = []

@@ -232,10 +232,10 @@ class ConfidenceMethod:
         raise NotImplementedError(f"{type(self).__name__} must implement score_features")
 
     @classmethod
-    def preflight(cls, config: Any, backbone: str, n_train: int) -> dict[str, Any]:
-        """Checks that need the backbone or the training-set size, run before any training (one-line
-        UsageError); returns the hyper-parameters the method will use (its config plus what it derives from the
-        backbone), for the run manifest."""
+    def preflight(cls, config: Any, net: nn.Module, n_train: int) -> dict[str, Any]:
+        """Checks that need the network (an untrained backbone of the run, or a user's model) or the training-set
+        size, run before any training (one-line UsageError); returns the hyper-parameters the method will use (its
+        config plus what it derives from the network), for the run manifest."""
         return dataclasses.asdict(config) if dataclasses.is_dataclass(config) else {}
 
     def _predict_batch(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

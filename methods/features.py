@@ -19,7 +19,6 @@ from torch import nn
 
 from bench.datasets.mnist import ImageSet
 from bench.errors import NotFittedError, UsageError
-from bench.methods.backbones import create_backbone
 from bench.methods.base import ConfidenceMethod, FitContext
 from bench.methods.training import map_batches
 
@@ -94,6 +93,7 @@ class FeatureScorer(ConfidenceMethod):
 
     posthoc = True
     uses_features = True
+    needs_features = True  # a user's model without penultimate features is refused up front (bench.evaluate)
     contract_cached_baseline = True
     #: True if the detector learns statistics of the training features (Mahalanobis, KNN, ViM, ReAct, DICE).
     fits_on_train: ClassVar[bool] = True
@@ -105,8 +105,7 @@ class FeatureScorer(ConfidenceMethod):
         self.state: dict[str, torch.Tensor] | None = None  # fitted statistics (CPU tensors), what extra_state holds
 
     @classmethod
-    def preflight(cls, config: Any, backbone: str, n_train: int) -> dict[str, Any]:
-        net = create_backbone(backbone, 10)
+    def preflight(cls, config: Any, net: nn.Module, n_train: int) -> dict[str, Any]:
         f = require_features(net, cls.name)
         if cls.needs_linear_head:
             linear_head(net, f, cls.name)
