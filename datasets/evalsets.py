@@ -67,6 +67,9 @@ class EvalSetSpec:
     needs_model: bool = False
     family: bool = False
     defaults: tuple[str, ...] = ()
+    #: ``check(params)`` of a family: raises UsageError for bad parameters, else returns them parsed (with their
+    #: defaults), so that bad or duplicate parameters are refused before any training (bench/validate.py)
+    check: Callable[[str], object] | None = None
 
 
 EVAL_SETS: Registry = Registry("eval set")
@@ -207,6 +210,12 @@ def build(name: str, ctx: EvalContext, method=None) -> EvalData:
     spec, params = lookup(name)
     args = (ctx, method) if spec.needs_model else (ctx,)
     return spec.build(*args, params) if spec.family else spec.build(*args)
+
+
+def check(name: str) -> object:
+    """The parsed parameters of a family instance (raises UsageError when they are bad); the name otherwise."""
+    spec, params = lookup(name)
+    return spec.check(params) if spec.family and spec.check is not None else name
 
 
 def needs_model(name: str) -> bool:

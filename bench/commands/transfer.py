@@ -49,6 +49,8 @@ def parse_eps(text: str) -> list[float]:
         raise UsageError(f"--eps {text!r} is malformed; use comma-separated numbers, e.g. --eps 0.1,0.2") from None
     if not eps or any(not 0 < e <= 1 for e in eps):
         raise UsageError(f"--eps {text!r}: give radii in (0, 1], e.g. --eps 0.1,0.2,0.3")
+    if len(set(eps)) != len(eps):
+        raise UsageError(f"--eps {text!r} repeats a radius; give each once")
     return eps
 
 
@@ -132,6 +134,9 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
     store = RunStore(args.out or Path("results/runs") / time.strftime("transfer-%Y%m%d-%H%M%S"))
     if store.has_results():
         raise UsageError(f"{store.dir} already holds results; choose another --out")
+    if store.foreign_entry() is not None:
+        raise UsageError(f"--out {store.dir} is a folder that is not a bench run (it holds {store.foreign_entry()}); "
+                         "choose a new or empty folder")
     store.ensure_writable()
     store.write_manifest({"run_id": store.run_id, "kind": "transfer", "config": to_jsonable(cfg),
                           "transfer": {"backbones": backbones, "inits": args.inits, "attack": args.attack,
