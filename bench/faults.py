@@ -22,8 +22,10 @@ def hit(point: str) -> None:
     spec = os.environ.get(ENV)
     if not spec:
         return
-    pattern, _, sig = spec.partition(":")
-    pattern, _, nth = pattern.partition("@")
+    pattern, _, sig = spec.rpartition(":") if spec.upper().endswith((":KILL", ":INT")) else (spec, "", "")
+    pattern, at, nth = pattern.rpartition("@")
+    if not at:
+        pattern, nth = nth, ""
     if not fnmatch.fnmatchcase(point, pattern):
         return
     _counts[spec] = _counts.get(spec, 0) + 1

@@ -42,7 +42,7 @@ from bench.methods.base import ConfidenceMethod, FitContext, Prediction
 from bench.plugins import load_plugins
 from bench.progress import Bars
 from bench.runlock import RunLock
-from bench.store import RunStore, cell_key, fit_key
+from bench.store import RunStore, cell_key
 from bench.utils import device_name, resolve_device, to_jsonable
 
 PACKAGES = ("torch", "torchvision", "timm", "torchattacks", "numpy", "scikit-learn", "pandas", "rich", "pyyaml")
@@ -183,7 +183,7 @@ def eval_names(datasets: list[str]) -> list[str]:
 def fitted_ok(store: RunStore, cache: CheckpointCache, method: str, seed: int, fold: int) -> bool:
     """The run records a checkpoint for (method, seed, fold) and the cache still holds it (else ``--resume``
     fits it again, from the cache when it can, so that predict, serve and dadc find it)."""
-    entry = store.fitted().get(fit_key(method, seed, fold))
+    entry = store.fitted_entry(method, seed, fold)
     return entry is not None and cache.path(str(entry.get("key"))).exists()
 
 
@@ -395,6 +395,7 @@ class Runner:
         from bench.executors import make_executor
 
         out = RunOutcome(self.store)
+        self.store.remove_temporary_files()
         for bad in self.store.set_aside_corrupt_cells():
             self.console.print(f"warning: {bad} is corrupt; renamed to {bad.name}.corrupt, the cell is recomputed",
                                highlight=False, soft_wrap=True, markup=False)

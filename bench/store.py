@@ -35,6 +35,12 @@ RUN_ENTRIES = frozenset({"manifest.json", "cells", "predictions", "fitted", "fai
                          "checkpoints.json", "errors.json", ".running", ".lock", "tensorboard", "plots",
                          "dadc.sqlite", "dadc"})
 MANIFEST_KEYS = ("run_id", "config", "command", "versions")
+RECORD_DIRS = ("fitted", "failed", "eval_sets")
+
+
+def _is_temporary(name: str) -> bool:
+    """An atomic write's temporary file (bench.utils.atomic_write_bytes), left behind if its writer was killed."""
+    return name.startswith(".") and name.endswith(".tmp")
 ROW_FIELDS = ("run_id", "method", "backbone", "seed", "fold", "eval_set", "shift", "severity", "metric", "value")
 
 
@@ -93,7 +99,7 @@ class RunStore:
             except (OSError, ValueError):
                 return "manifest.json"
             return None if isinstance(data, dict) and all(k in data for k in MANIFEST_KEYS) else "manifest.json"
-        return next((n for n in names if n not in RUN_ENTRIES), None)
+        return next((n for n in names if n not in RUN_ENTRIES and not _is_temporary(n)), None)
 
     def done(self, key: str) -> bool:
         return (self.cells / f"{key}.json").exists()
@@ -163,6 +169,20 @@ class RunStore:
 
     def fitted(self) -> dict[str, dict[str, Any]]:
         return self._records("fitted")
+
+    def fitted_entry(self, method: str, seed: int, fold: int) -> dict[str, Any] | None:
+        try:
+            data = json.loads((self.dir / "fitted" / f"{fit_key(method, seed, fold)}.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def remove_temporary_files(self) -> None:
+        """Temporary files of atomic writes that a killed process left behind (only while holding the run's
+        lock: no other process writes this run then)."""
+        for folder in (self.dir, self.cells, self.predictions, *(self.dir / d for d in RECORD_DIRS)):
+            for p in folder.glob(".*.tmp") if folder.is_dir() else []:
+                p.unlink(missing_ok=True)
 
     def record_failure(self, entry: dict[str, Any]) -> None:
         atomic_write_text(self.dir / "failed" / f"{fit_key(entry['method'], entry['seed'], entry['fold'])}.json",

@@ -15,6 +15,7 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
+from bench import faults
 from bench.datasets.mnist import ImageSet, to_float
 from bench.errors import TrainingError, UsageError
 from bench.utils import Timer, peak_memory, reset_peak_memory
@@ -154,6 +155,7 @@ def fit_loop(
             total = torch.zeros((), device=device)
             with Timer(device) as t:
                 for x, y in batches(train, recipe.batch_size, gen, device):
+                    faults.hit("batch")  # tests: a kill during training (one env lookup when unset)
                     total += step(x, y, epoch).detach()
                     if task is not None:
                         progress.advance(task)
