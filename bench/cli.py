@@ -145,7 +145,7 @@ def _layers(args: argparse.Namespace, run_dir: Path | None = None) -> list[dict[
     resumed = _resumed_config(args, run_dir) if run_dir is not None else None
     layers = [resumed] if resumed is not None else []
     if resumed is None or args.profile is not None:
-        layers.append(load_profile(args.profile or "quick"))
+        layers.append(load_profile(args.profile if args.profile is not None else "quick"))
     if args.config is not None:
         layers.append(load_yaml(args.config, "--config"))
     flags: dict[str, Any] = {}

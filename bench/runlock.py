@@ -52,8 +52,11 @@ class RunLock:
                           "choose another --out")
 
     def acquire(self) -> "RunLock":
-        self.dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise UsageError(f"cannot write to --out {self.dir}: {e.strerror or e}; choose another --out") from None
         try:
             if fcntl is not None:
                 try:

@@ -30,10 +30,9 @@ import numpy as np
 from bench.errors import DataError, UsageError
 from bench.utils import atomic_write_bytes, atomic_write_text
 
-#: what ``bench run`` itself creates in a run directory (a folder holding anything else is not a run)
-RUN_ENTRIES = frozenset({"manifest.json", "cells", "predictions", "fitted", "failed", "eval_sets", "results.csv",
-                         "checkpoints.json", "errors.json", ".running", ".lock", "tensorboard", "plots",
-                         "dadc.sqlite", "dadc"})
+#: what ``bench run`` creates in a run directory before its manifest (a folder without a bench manifest that holds
+#: anything else is not a run: bench refuses to write into it)
+PRE_MANIFEST = frozenset({".lock", "cells", "predictions"})
 MANIFEST_KEYS = ("run_id", "config", "command", "versions")
 RECORD_DIRS = ("fitted", "failed", "eval_sets")
 
@@ -88,10 +87,8 @@ class RunStore:
         is not bench's own."""
         try:
             names = sorted(os.listdir(self.dir))
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # a new folder, or no folder possible (reported on writing)
             return None
-        except NotADirectoryError:
-            return str(self.dir)
         manifest = self.dir / "manifest.json"
         if manifest.exists():
             try:
@@ -99,7 +96,7 @@ class RunStore:
             except (OSError, ValueError):
                 return "manifest.json"
             return None if isinstance(data, dict) and all(k in data for k in MANIFEST_KEYS) else "manifest.json"
-        return next((n for n in names if n not in RUN_ENTRIES and not _is_temporary(n)), None)
+        return next((n for n in names if n not in PRE_MANIFEST and not _is_temporary(n)), None)
 
     def done(self, key: str) -> bool:
         return (self.cells / f"{key}.json").exists()

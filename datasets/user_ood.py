@@ -18,6 +18,7 @@ Reading rules (stated once, also in docs/evaluation-sets.md):
 from __future__ import annotations
 
 import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -125,8 +126,9 @@ def _read_npz(path: Path) -> torch.Tensor:
             if key is None:
                 raise DataError(f"{path}: no array named 'images' or 'x' among {keys or 'no arrays'}")
             arr = z[key]
-    except (OSError, ValueError) as e:
-        raise DataError(f"{path} is not a readable .npz ({e})") from None
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise DataError(f"{path} is not a readable .npz ({str(e).splitlines()[0] if str(e) else type(e).__name__})") \
+            from None
     return to_grey28(arr, f"{path}[{key}]")
 
 

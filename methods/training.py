@@ -50,6 +50,14 @@ class TrainRecipe:
                 raise UsageError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise UsageError(f"train.lr must be > 0, got {self.lr}")
+        for name in ("weight_decay", "grad_clip"):
+            if not getattr(self, name) >= 0:
+                raise UsageError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.momentum < 1:
+            raise UsageError(f"train.momentum must be in [0, 1), got {self.momentum}")
+        if self.step_size < 1 or not self.gamma > 0:
+            raise UsageError(f"train.step_size must be >= 1 and train.gamma > 0, got {self.step_size} and "
+                             f"{self.gamma}")
 
 
 @dataclass

@@ -118,6 +118,11 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
     from bench.utils import resolve_device, to_jsonable
 
     backbones = _split_names(args.backbones)
+    if not backbones:
+        raise UsageError(f"--backbones {args.backbones!r} names no backbone; e.g. --backbones lenet,smallconvnet")
+    if len(set(backbones)) != len(backbones):
+        raise UsageError(f"--backbones {args.backbones!r} repeats a backbone; give each once (--inits sets how many "
+                         "initialisations)")
     for b in backbones:
         if not b.startswith("timm:"):
             BACKBONES.get(b)
@@ -131,6 +136,9 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
         layers.insert(1, {"cache_dir": args.cache_dir})
     cfg = resolve(layers, {name: METHODS.get(name).Config for name in METHODS.names()})
     device = resolve_device(cfg.device)
+    from bench.validate import check_writable
+
+    check_writable(Path(cfg.cache_dir), "--cache-dir")
     store = RunStore(args.out or Path("results/runs") / time.strftime("transfer-%Y%m%d-%H%M%S"))
     if store.has_results():
         raise UsageError(f"{store.dir} already holds results; choose another --out")
