@@ -4,8 +4,9 @@ The grid is cut into *units* (``plan_units``): the methods that share one traine
 ``mcdropout`` and the post-hoc scorers) form one unit per (fold, seed), so their logits and attacked eval sets are
 computed once; every other method is a unit of its own. A ``UnitWorker`` runs units (in this process, in
 ``--jobs`` worker processes or on Ray workers, see bench/executors.py) and writes each finished (method, seed,
-fold, eval set) cell atomically; only the driver (``Runner``) writes the run-wide files (results.csv,
-checkpoints.json, errors.json, manifest.json), from what the units return. An interrupted run resumes
+fold, eval set) cell atomically, plus a record per fitted checkpoint, failure and eval set; only the driver
+(``Runner``, which holds the run directory's lock) writes the run-wide files (results.csv, checkpoints.json,
+errors.json, manifest.json), derived from those files, so they are right after any interruption. An interrupted run resumes
 (``--resume``) without redoing finished cells. One failing method becomes an error entry, not a dead sweep.
 """
 

@@ -3,8 +3,8 @@ result rows and every index are those of an uninterrupted run. Faults are inject
 bench/faults.py), never with sleeps: the process signals itself exactly when it reaches the point.
 
 Every faulted run starts with an empty checkpoint cache, so that training is part of what is interrupted. The fast
-cases run in the default suite (SIGINT in this process; one SIGKILL of a child process); the sweep over every point
-and both signals is marked ``slow``.
+cases run in the default suite (SIGINT in this process; one SIGKILL of a child process); the sweep over every other
+(point, signal) pair is marked ``slow`` (deselect with ``-m 'not slow'``; CI runs it).
 """
 
 from __future__ import annotations
@@ -90,9 +90,14 @@ def test_sigkill_then_resume_gives_the_uninterrupted_run(point, reference, tmp_p
     check_resumed(*faulted_child(point, "KILL", tmp_path), reference)
 
 
+SWEEP = [(p, "INT") for p in POINTS if p not in FAST_INT] + [(p, "KILL") for p in POINTS if p not in FAST_KILL]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("signal_name", ["INT", "KILL"])
-@pytest.mark.parametrize("point", list(POINTS))
-def test_fault_sweep(point, signal_name, reference, tmp_path):
-    check_resumed(*faulted_child(point, signal_name, tmp_path), reference)
+@pytest.mark.parametrize("point, signal_name", SWEEP)
+def test_fault_sweep(point, signal_name, reference, tmp_path, monkeypatch):
+    """Every point, both signals (less the fast cases above). Ctrl-C runs in this process, SIGKILL in a child."""
+    faulted = faulted_in_process(point, tmp_path, monkeypatch) if signal_name == "INT" else \
+        faulted_child(point, signal_name, tmp_path)
+    check_resumed(*faulted, reference)
 

@@ -175,6 +175,18 @@ def test_interrupt_message_command_works_as_typed(tmp_path, reference, monkeypat
     assert rows(tmp_path / "run") == rows(reference[0] / "run")
 
 
+def test_partial_report_fix_works_as_typed(reference, tmp_path):
+    run, _ = copy_run(reference, tmp_path)
+    (run / "cells" / "energy__seed1__fold0__ood_uniform.json").unlink()
+    code, _, err = run_main(["report", str(run)])
+    assert code == 2 and "is partial" in err
+    command = re.search(r"`python -m bench ([^`]*)`", err).group(1)
+    code, _, err = run_main(shlex.split(command))
+    assert code == 0, err
+    assert run_main(["report", str(run)])[0] == 0
+    assert rows(run) == rows(reference[0] / "run")
+
+
 def test_resume_over_a_corrupt_cell_recomputes_it(reference, tmp_path):
     run, cache = copy_run(reference, tmp_path)
     (run / "cells" / "msp__seed0__fold0__mnist.json").write_text('[{"run_id": "x", "metr')
