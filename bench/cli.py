@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -72,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--datasets", help="eval sets (default: MNIST test + the OOD sets available offline)")
     run.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2")
     run.add_argument("--folds", type=int, help="k-fold cross-validation over the 60k training images")
-    run.add_argument("--profile", default="quick", help="smoke | quick | paper (default quick)")
+    run.add_argument("--profile", help="smoke | quick | paper (default quick; with --resume: the run's own config)")
     run.add_argument("--config", type=Path, help="YAML file of config keys (applied over the profile)")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override one key, e.g. --set train.epochs=5 --set mcdropout.passes=20")
@@ -133,19 +134,44 @@ def cmd_list(args: argparse.Namespace, out: Console) -> int:
     return 0
 
 
-def _layers(args: argparse.Namespace) -> list[dict[str, Any]]:
+def _resumed_config(args: argparse.Namespace, run_dir: Path) -> dict[str, Any] | None:
+    """With --resume, the run's own resolved config (from its manifest) as the first layer, so that
+    ``bench run --resume --out RUN`` continues a run as typed; flags given with it still apply on top (and a
+    change to what determines results is refused by the runner)."""
+    from bench.store import RunStore
+
+    if not args.resume:
+        return None
+    manifest = RunStore(run_dir).read_manifest()
+    config = manifest.get("config") if isinstance(manifest, dict) else None
+    if not isinstance(config, dict):
+        return None
+    layer = {k: v for k, v in config.items() if k != "method_options"}
+    layer.update({m: dict(o) for m, o in (config.get("method_options") or {}).items()})
+    return layer
+
+
+def _layers(args: argparse.Namespace, run_dir: Path | None = None) -> list[dict[str, Any]]:
     from bench.config import load_profile, load_yaml, parse_set
 
-    layers = [load_profile(args.profile)]
+    resumed = _resumed_config(args, run_dir) if run_dir is not None else None
+    layers = [resumed] if resumed is not None else []
+    if resumed is None or args.profile is not None:
+        layers.append(load_profile(args.profile if args.profile is not None else "quick"))
     if args.config is not None:
         layers.append(load_yaml(args.config, "--config"))
     flags: dict[str, Any] = {}
     if args.methods is not None:
         flags["methods"] = _split_names(args.methods)
+        if not flags["methods"]:
+            raise UsageError(f"--methods {args.methods!r} names no method; e.g. --methods msp,mcdropout")
     if args.backbone is not None:
         flags["backbone"] = args.backbone
     if args.datasets is not None:
         flags["datasets"] = _split_sets(args.datasets)
+        if not flags["datasets"]:  # an empty list would silently mean the default sets
+            raise UsageError(f"--datasets {args.datasets!r} names no eval set; e.g. --datasets mnist,ood:fashion, "
+                             "or leave it out for the default sets")
     if args.seeds is not None:
         flags["seeds"] = parse_seeds(args.seeds)
     if args.folds is not None:
@@ -187,16 +213,16 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
     from bench.runner import Runner, summarize_errors
     from bench.table import summary_tables
 
+    run_dir = _run_dir(args)
     if not args.model and (args.weights or args.model_name or args.feature_layer):
         raise UsageError("--weights, --model-name and --feature-layer go with --model PATH")
     if args.model:  # the user's own models (bench/commands/run_models.py)
         from bench.commands.run_models import run_models
 
-        return run_models(args, _layers(args), _run_dir(args), out, err)
-    cfg = resolve(_layers(args), {name: METHODS.get(name).Config for name in METHODS.names()})
+        return run_models(args, _layers(args, run_dir), run_dir, out, err)
+    cfg = resolve(_layers(args, run_dir), {name: METHODS.get(name).Config for name in METHODS.names()})
     if not cfg.backbone.startswith("timm:"):
         BACKBONES.get(cfg.backbone)
-    run_dir = _run_dir(args)
     runner = Runner(cfg, run_dir, resume=args.resume, retrain=args.retrain, console=err,
                     command=[sys.executable, "-m", "bench", *sys.argv[1:]],
                     progress=not args.no_progress, tensorboard=args.tensorboard)
@@ -204,8 +230,8 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
         outcome = runner.run()
     except KeyboardInterrupt:
         done = len(list(runner.store.cells.glob("*.json")))
-        err.print(f"interrupted: {done} finished cells kept in {run_dir}; continue with the same command plus "
-                  f"--resume --out {run_dir}", highlight=False, soft_wrap=True)
+        err.print(f"interrupted: {done} finished cells kept in {run_dir}; continue with: python -m bench run "
+                  f"--resume --out {shlex.quote(str(run_dir))}", highlight=False, soft_wrap=True, markup=False)
         return 130
     groups = (outcome.store.read_manifest() or {}).get("eval_set_groups", {})
     for table in summary_tables(outcome.store.rows(), groups):
@@ -237,3 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # a disk that filled up, a folder that vanished: one line, not a traceback
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e}", file=sys.stderr)
+        return 1

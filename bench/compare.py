@@ -108,6 +108,10 @@ def make_baseline(runs: RunSet, tolerances: dict[str, float]) -> dict[str, Any]:
     }
 
 
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def load_baseline(path: Path) -> dict[str, Any]:
     """Read and check a baseline file; a missing, corrupt or older-schema file is a one-line UsageError."""
     fix = f"regenerate it with `python -m bench compare RUN --baseline {path} --update`"
@@ -129,6 +133,16 @@ def load_baseline(path: Path) -> dict[str, Any]:
         raise UsageError(f"baseline {path} has a malformed \"metrics\" list; {fix}")
     if not isinstance(data.get("tolerances", {}), dict):
         raise UsageError(f"baseline {path} has malformed \"tolerances\"; {fix}")
+    for r in metrics:  # JSON has no NaN: a metric that was not finite is stored as null
+        if not all(isinstance(r[k], str) for k in ("method", "eval_set", "metric")) or not (
+                r["value"] is None or _is_number(r["value"])):
+            raise UsageError(f"baseline {path}: entry {r.get('method')!r}/{r.get('eval_set')!r}/{r.get('metric')!r} "
+                             f"has value {r['value']!r}, not a number; {fix}")
+    for k, v in data.get("tolerances", {}).items():
+        if not _is_number(v) or v < 0:
+            raise UsageError(f"baseline {path}: tolerance {k}={v!r} is not a number >= 0; {fix}")
+    if not isinstance(data.get("config", {}), dict):
+        raise UsageError(f"baseline {path} has a malformed \"config\"; {fix}")
     return data
 
 

@@ -28,12 +28,25 @@ class SplitConfig:
     split_seed: int = 0
     max_train: int = 0
 
+    def __post_init__(self) -> None:
+        if not 0 < self.val_fraction < 1:
+            raise UsageError(f"split.val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.max_train < 0:  # a negative n would act as a Python slice from the end
+            raise UsageError(f"split.max_train must be >= 0 (0 = all), got {self.max_train}")
+
 
 @dataclass(frozen=True)
 class EvalConfig:
     max_eval: int = 0  # keep only the first n images of each eval set (0 = all)
     batch_size: int = 2048
     cost_images: int = 2000  # images timed for inference ms / 1k
+
+    def __post_init__(self) -> None:
+        if self.max_eval < 0:  # a negative n would act as a Python slice from the end
+            raise UsageError(f"eval.max_eval must be >= 0 (0 = all), got {self.max_eval}")
+        for name in ("batch_size", "cost_images"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"eval.{name} must be >= 1, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
@@ -87,6 +100,15 @@ def load_yaml(path: Path, what: str) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise UsageError(f"{what} {path} does not exist") from None
+    except IsADirectoryError:
+        raise UsageError(f"{what} {path} is a folder; give a YAML file") from None
+    except OSError as e:
+        raise UsageError(f"{what} {path} cannot be read: {e.strerror or e}") from None
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = e.problem or e.context or type(e).__name__
+        raise UsageError(f"{what} {path} does not parse as YAML{where}: {problem}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UsageError(f"{what} {path} does not parse as YAML: {first}") from None
@@ -197,6 +219,8 @@ def resolve(layers: list[dict[str, Any]], method_configs: dict[str, type]) -> Ru
         raise UsageError(f"folds must be >= 1, got {cfg.folds}")
     if not cfg.seeds:
         raise UsageError("seeds is empty; give at least one, e.g. --seeds 0")
+    if not cfg.methods:
+        raise UsageError("methods is empty; give at least one, e.g. --methods msp (see python -m bench list)")
     ex = cfg.executor
     if ex.kind not in EXECUTORS:
         raise UsageError(f"executor.kind={ex.kind!r} is not valid; use {' or '.join(EXECUTORS)} (--executor)")

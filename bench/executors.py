@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import multiprocessing
 import os
+import time
 import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -110,8 +111,13 @@ class GridProgress:
         self.bars, self.runner = bars, runner
         self.keys = runner.grid_keys
         self.done, self.running, self.failed, self.retries = skipped, 0, 0, 0
+        self.total = total
         self.task = bars.add(self._label(), total=total)
         bars.update(self.task, completed=skipped)
+        # Bars cannot draw into a log file or pipe: there, one line per finished cell instead of ten silent minutes
+        self.log_lines = not runner.console.is_terminal
+        self.seen = self._finished() if self.log_lines else set()
+        self.t0 = time.perf_counter()
 
     def _label(self) -> str:
         extra = f", {self.retries} retried" if self.retries else ""
@@ -120,15 +126,30 @@ class GridProgress:
     def cell(self) -> None:
         self.done += 1
         self.bars.update(self.task, completed=self.done)
+        self._log_new()
+
+    def _finished(self) -> set[str]:
+        try:
+            return {n[:-5] for n in os.listdir(self.runner.store.cells) if n.endswith(".json")} & self.keys
+        except OSError:
+            return set()
+
+    def _log_new(self, names: set[str] | None = None) -> None:
+        if not self.log_lines:
+            return
+        names = self._finished() if names is None else names
+        for key in sorted(names - self.seen):
+            self.runner.console.print(f"cell {len(self.seen) + 1}/{self.total} done: "
+                                      f"{self.runner.cell_names.get(key, key)} "
+                                      f"({time.perf_counter() - self.t0:.0f} s)",
+                                      highlight=False, soft_wrap=True, markup=False)
+            self.seen.add(key)
 
     def poll(self) -> None:
-        cells = self.runner.store.cells
-        try:
-            names = {n[:-5] for n in os.listdir(cells) if n.endswith(".json")}
-        except OSError:
-            return
-        self.done = len(names & self.keys)
+        names = self._finished()
+        self.done = len(names)
         self.bars.update(self.task, completed=self.done, label=self._label())
+        self._log_new(names)
 
     def set(self, running: int | None = None, failed: int = 0, retried: int = 0) -> None:
         if running is not None:

@@ -7,6 +7,7 @@ Used by ``python -m bench predict`` and the web page: ``load_method(run_dir, "tr
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import torch
@@ -14,6 +15,11 @@ import torch
 from bench.cache import CheckpointCache
 from bench.errors import UsageError
 from bench.methods.base import ConfidenceMethod
+
+
+def resume_command(run_dir: str | Path) -> str:
+    """The command that finishes or repairs a run as typed (it takes the run's config from its manifest)."""
+    return f"python -m bench run --resume --out {shlex.quote(str(run_dir))}"
 
 
 def _read_json(path: Path, what: str) -> dict:
@@ -44,7 +50,10 @@ def load_method(run_dir: str | Path, method: str, seed: int | None = None, fold:
     if not entries:
         have = ", ".join(f"{e['method']} seed {e['seed']} fold {e['fold']}" for e in fitted_entries(run_dir))
         want = f"{method}{'' if seed is None else f' seed {seed}'} fold {fold}"
-        raise UsageError(f"run {run_dir} has no fitted {want} (it has: {have or 'nothing'})")
+        config = manifest.get("config", {})
+        planned = method in (config.get("methods") or []) and (seed is None or seed in (config.get("seeds") or []))
+        fix = f"; finish the run with: {resume_command(run_dir)}" if planned else ""
+        raise UsageError(f"run {run_dir} has no fitted {want} (it has: {have or 'nothing'}){fix}")
     entry = entries[0]
     config = manifest["config"]
     options = dict(config.get("method_options", {}).get(method, {}))
@@ -56,5 +65,5 @@ def load_method(run_dir: str | Path, method: str, seed: int | None = None, fold:
     hit = CheckpointCache(path.parent).get(path.stem)
     if hit is None:
         raise UsageError(f"checkpoint {entry['path']} of {method} seed {entry['seed']} is missing or unreadable; "
-                         f"rerun with: python -m bench run --resume --out {run_dir}")
+                         f"restore it with: {resume_command(run_dir)}")
     return m.load_checkpoint(hit, device)

@@ -17,6 +17,7 @@ import fnmatch
 import itertools
 import json
 import math
+import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -311,7 +312,7 @@ def load_run(path: str | Path, allow_partial: bool = False) -> tuple[pd.DataFram
             expected = len(_expected_cells(manifest, df))
             why = " (see errors.json)" if (p / "errors.json").exists() else ""
             raise UsageError(f"{p} is partial: {len(missing_cells)} of {expected} cells missing{why}, e.g. {m} "
-                             f"seed {s} fold {f} {ds}; finish it with `bench run ... --resume --out {p}` or pass "
+                             f"seed {s} fold {f} {ds}; finish it with `python -m bench run --resume --out {shlex.quote(str(p))}` or pass "
                              "--allow-partial")
     return df, manifest
 

@@ -4,8 +4,9 @@ The grid is cut into *units* (``plan_units``): the methods that share one traine
 ``mcdropout`` and the post-hoc scorers) form one unit per (fold, seed), so their logits and attacked eval sets are
 computed once; every other method is a unit of its own. A ``UnitWorker`` runs units (in this process, in
 ``--jobs`` worker processes or on Ray workers, see bench/executors.py) and writes each finished (method, seed,
-fold, eval set) cell atomically; only the driver (``Runner``) writes the run-wide files (results.csv,
-checkpoints.json, errors.json, manifest.json), from what the units return. An interrupted run resumes
+fold, eval set) cell atomically, plus a record per fitted checkpoint, failure and eval set; only the driver
+(``Runner``, which holds the run directory's lock) writes the run-wide files (results.csv, checkpoints.json,
+errors.json, manifest.json), derived from those files, so they are right after any interruption. An interrupted run resumes
 (``--resume``) without redoing finished cells. One failing method becomes an error entry, not a dead sweep.
 """
 
@@ -36,6 +37,7 @@ from bench.datasets.idx import read_idx
 from bench.datasets.mnist import DATA_ROOT, FILES, load_embedded
 from bench.datasets.splits import SplitSpec, split, split_indices
 from bench.errors import BenchError, UsageError
+from bench import faults
 from bench.rows import cost_rows, inference_ms_per_1k, metric_rows, tidy
 from bench.executors import check_executor
 from bench.methods import METHODS
@@ -43,6 +45,7 @@ from bench.methods.backbones import create_backbone
 from bench.methods.base import ConfidenceMethod, FitContext, Prediction
 from bench.plugins import load_plugins
 from bench.progress import Bars
+from bench.runlock import RunLock
 from bench.store import RunStore, cell_key
 from bench.utils import device_name, resolve_device, to_jsonable
 
@@ -99,6 +102,10 @@ def _diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> str:
 def prepare_store(cfg: RunConfig, run_dir: Path, resume: bool, command: list[str], device: torch.device,
                   device_label: str | None = None) -> RunStore:
     store = RunStore(run_dir)
+    foreign = store.foreign_entry()
+    if foreign is not None:
+        raise UsageError(f"--out {run_dir} is a folder that is not a bench run (it holds {foreign}); bench will not "
+                         "write over it: choose a new or empty folder")
     resolved = to_jsonable(cfg)
     resolved["method_options"] = {m: dict(o) for m, o in cfg.method_options}
     old = store.read_manifest()
@@ -199,6 +206,13 @@ def eval_names(datasets: list[str]) -> list[str]:
     return [*datasets, COST_SET]
 
 
+def fitted_ok(store: RunStore, cache: CheckpointCache, method: str, seed: int, fold: int) -> bool:
+    """The run records a checkpoint for (method, seed, fold) and the cache still holds it (else ``--resume``
+    fits it again, from the cache when it can, so that predict, serve and dadc find it)."""
+    entry = store.fitted_entry(method, seed, fold)
+    return entry is not None and cache.path(str(entry.get("key"))).exists()
+
+
 class UnitWorker:
     """Runs units of one run: fits (or loads) each method and scores its eval sets, writing cells. Keeps the
     static eval sets between units; logits and model-dependent sets (attacks) live for one unit."""
@@ -234,6 +248,7 @@ class UnitWorker:
             self._eval_data[key] = dataclasses.replace(d, images=d.images.to(self.device))
             # shift family, OOD group and severity of each eval set, for the manifest (reports)
             self._groups[d.name] = {"kind": d.kind, "shift": d.shift, "group": d.group, "severity": d.severity}
+            self.store.record_eval_set(d.name, self._groups[d.name])
         return self._eval_data[key]
 
     def build_static(self) -> dict[str, dict[str, Any]]:
@@ -268,13 +283,16 @@ class UnitWorker:
     def _run_method(self, out: UnitResult, spec: SplitSpec, method: str, seed: int) -> None:
         keys = {ds: self.cell_key(method, seed, spec.fold, ds) for ds in eval_names(self.datasets)}
         todo = [ds for ds, k in keys.items() if not self.store.done(k)]  # a retried unit keeps finished cells
-        if not todo:
+        if not todo and fitted_ok(self.store, self.cache, method, seed, spec.fold):
+            self.store.clear_failure(method, seed, spec.fold)
             return
         try:
             m, method_key = self._fit(spec, method, seed)
             # Post-hoc scorers share the baseline's network: attacks on it and its logits are computed once.
             model_key = m.baseline_key if (m.posthoc and m.baseline_key) else method_key
-            out.checkpoints.append((method, seed, spec.fold, method_key, str(self.cache.path(method_key).resolve())))
+            entry = (method, seed, spec.fold, method_key, str(self.cache.path(method_key).resolve()))
+            out.checkpoints.append(entry)
+            self.store.record_fitted(*entry)  # before any cell: a cell on disk always has its checkpoint recorded
             # m.backbone: the network the method really used (a method's config may override the run's)
             base = {"run_id": self.store.run_id, "method": method, "backbone": m.backbone, "seed": seed,
                     "fold": spec.fold}
@@ -282,6 +300,7 @@ class UnitWorker:
             task = self.bars.add(f"eval {method} seed {seed}", total=len(todo))
             try:
                 for ds in todo:
+                    faults.hit("eval")
                     if ds == COST_SET:
                         self._score_cost(m, keys[ds], base)
                     else:
@@ -292,12 +311,15 @@ class UnitWorker:
                         self.on_cell()
             finally:
                 self.bars.remove(task)
+            self.store.clear_failure(method, seed, spec.fold)
         except BenchError as e:
             out.errors.append({"method": method, "seed": seed, "fold": spec.fold, "error": str(e)})
+            self.store.record_failure(out.errors[-1])
         except Exception as e:  # a crash in one method must not take down the other cells of the grid
             out.errors.append({"method": method, "seed": seed, "fold": spec.fold,
                                "error": f"{type(e).__name__}: {e}".splitlines()[0],
                                "traceback": traceback.format_exc()})
+            self.store.record_failure(out.errors[-1])
 
     def cell_key(self, method: str, seed: int, fold: int, eval_set: str) -> str:
         """The cell's file name (a worker of user models adds the model's name, bench/user_run.py)."""
@@ -390,8 +412,18 @@ class Runner:
         self.tensorboard = tensorboard
         if tensorboard:
             _check_tensorboard()
-        self.store = prepare_store(cfg, run_dir, resume, command or sys.argv, self.device,
-                                   device_label=f"{cfg.device} (per Ray worker)" if ray else None)
+        from bench.validate import check_run
+
+        check_run(cfg, self.datasets)
+        self.lock = RunLock(run_dir)
+        if RunStore(run_dir).foreign_entry() is None:  # else prepare_store refuses, before writing anything
+            self.lock.acquire()  # released at the end of run(), or by the kernel if this process dies
+        try:
+            self.store = prepare_store(cfg, run_dir, resume, command or sys.argv, self.device,
+                                       device_label=f"{cfg.device} (per Ray worker)" if ray else None)
+        except BaseException:
+            self.lock.release()
+            raise
         # --retrain ignores checkpoints from earlier runs, but not those this run writes (so msp and mcdropout
         # still share one freshly trained baseline), in this process or in any worker.
         self.cache = CheckpointCache(cfg.cache_dir, ignore_existing=retrain)
@@ -399,11 +431,23 @@ class Runner:
         manifest = self.store.read_manifest() or {}
         manifest["hyperparameters"] = self.hyperparameters  # every method's, defaults included
         self.store.write_manifest(manifest)
+        self.cell_names: dict[str, str] = {}
 
     def run(self) -> RunOutcome:
+        try:
+            return self._run()
+        finally:
+            self.lock.release()
+
+    def _run(self) -> RunOutcome:
         from bench.executors import make_executor
 
         out = RunOutcome(self.store)
+        self.store.remove_temporary_files()
+        for bad in self.store.set_aside_corrupt_cells():
+            self.console.print(f"warning: {bad} is corrupt; renamed to {bad.name}.corrupt, the cell is recomputed",
+                               highlight=False, soft_wrap=True, markup=False)
+        self.store.rebuild_indices()  # repairs the indices of an interrupted run before anything else
         executor = make_executor(self)
         with Bars(self.console, enabled=self.show_progress) as bars:
             local = self.make_worker(bars)
@@ -412,16 +456,16 @@ class Runner:
             for unit in self.plan():
                 keys = self.unit_keys(unit)
                 self.grid_keys.update(keys)
+                self.cell_names.update(zip(keys, self.unit_cells(unit)))
                 left = sum(not self.store.done(k) for k in keys)
                 out.cells_skipped += len(keys) - left
-                if left:
+                if left or not all(fitted_ok(self.store, self.cache, m, unit.seed, unit.fold) for m in unit.methods):
                     units.append(unit)
             total = len(self.grid_keys)
             try:
                 executor.run(units, local, bars, total, out.cells_skipped, lambda r: self._collect(out, r))
             finally:
-                self.store.write_results_csv()
-                self.store.write_errors(out.errors)
+                self.store.rebuild_indices()
                 with contextlib.suppress(OSError):  # empty unless units are still in flight elsewhere
                     (self.store.dir / ".running").rmdir()
         return out
@@ -434,6 +478,10 @@ class Runner:
         return UnitWorker(self.cfg, self.store.dir, self.cache, self.device, self.datasets, bars=bars,
                           tensorboard=self.tensorboard)
 
+    def unit_cells(self, unit: Unit) -> list[str]:
+        """Readable names of a unit's cells, in ``unit_keys`` order (the one-line-per-cell log)."""
+        return [f"{m} seed {unit.seed} fold {unit.fold} {ds}" for m in unit.methods for ds in eval_names(self.datasets)]
+
     def unit_keys(self, unit: Unit) -> list[str]:
         return [cell_key(m, unit.seed, unit.fold, ds) for m in unit.methods for ds in eval_names(self.datasets)]
 
@@ -444,12 +492,13 @@ class Runner:
             stale.unlink(missing_ok=True)
         for e in result.errors:
             out.errors.append(e)
+            self.store.record_failure(e)  # workers record their own; a dead worker's unit is recorded here
             self.console.print(f"[red]error[/red] {e['method']} seed {e['seed']} fold {e['fold']}: {e['error']}",
                                soft_wrap=True, highlight=False)
-        self.store.record_checkpoints(result.checkpoints)
+        for entry in result.checkpoints:
+            self.store.record_fitted(*entry)
         self._merge_groups(result.groups)
-        self.store.write_results_csv()
-        self.store.write_errors(out.errors)
+        self.store.rebuild_indices()
 
     def _merge_groups(self, groups: dict[str, dict[str, Any]]) -> None:
         """Shift family, OOD group and severity of each eval set, in the manifest, for reports."""

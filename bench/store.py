@@ -7,9 +7,12 @@ atomically after every unit); ``errors.json`` (cells that failed, with their one
 ``checkpoints.json`` (the cached checkpoint of each fitted method).
 
 Concurrency: cells (and their predictions) are one file each, written atomically, so any number of worker
-processes, on any machine that sees the run directory, may write them at once. The run-wide files (manifest,
-results.csv, checkpoints.json, errors.json) are read-modify-write: only the driver process writes them, from what
-the workers return.
+processes, on any machine that sees the run directory, may write them at once. So are the records the run-wide
+indices are made of: ``fitted/*.json`` (one per fitted (method, seed, fold), written before its first cell),
+``failed/*.json`` (one per failed (method, seed, fold), removed when it later succeeds) and ``eval_sets/*.json``
+(shift family, group and severity of each eval set built). The run-wide files (results.csv, checkpoints.json,
+errors.json, the manifest's ``eval_set_groups``) are only ever *derived* from those files, by the driver
+(``rebuild_indices``), so they are consistent after any interruption and a ``--resume`` repairs them.
 """
 
 from __future__ import annotations
@@ -17,21 +20,43 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.errors import UsageError
+from bench.errors import DataError, UsageError
 from bench.utils import atomic_write_bytes, atomic_write_text
 
+#: what ``bench run`` creates in a run directory before its manifest (a folder without a bench manifest that holds
+#: anything else is not a run: bench refuses to write into it)
+PRE_MANIFEST = frozenset({".lock", "cells", "predictions"})
+MANIFEST_KEYS = ("run_id", "config", "command", "versions")
+RECORD_DIRS = ("fitted", "failed", "eval_sets")
+
+
+def _is_temporary(name: str) -> bool:
+    """An atomic write's temporary file (bench.utils.atomic_write_bytes), left behind if its writer was killed."""
+    return name.startswith(".") and name.endswith(".tmp")
 ROW_FIELDS = ("run_id", "method", "backbone", "seed", "fold", "eval_set", "shift", "severity", "metric", "value")
 
 
 def cell_key(method: str, seed: int, fold: int, eval_set: str) -> str:
     safe = re.sub(r"[^A-Za-z0-9_.=-]", "_", eval_set)
     return f"{method}__seed{seed}__fold{fold}__{safe}"
+
+
+def fit_key(method: str, seed: int, fold: int) -> str:
+    return f"{method}__seed{seed}__fold{fold}"
+
+
+def check_rows(data: Any, where: str) -> list[dict[str, Any]]:
+    """A cell file's content, checked: a list of rows that have every ``ROW_FIELDS`` key."""
+    if not isinstance(data, list) or not all(isinstance(r, dict) and all(f in r for f in ROW_FIELDS) for r in data):
+        raise DataError(f"{where} is malformed (expected a list of result rows)")
+    return data
 
 
 class RunStore:
@@ -56,6 +81,23 @@ class RunStore:
     def has_results(self) -> bool:
         return self.cells.is_dir() and any(self.cells.glob("*.json"))
 
+    def foreign_entry(self) -> str | None:
+        """The first entry that shows this existing, non-empty folder is not a bench run (None if it is one, is
+        empty or does not exist): a manifest.json that bench did not write, or, without a manifest, any file that
+        is not bench's own."""
+        try:
+            names = sorted(os.listdir(self.dir))
+        except (FileNotFoundError, NotADirectoryError):  # a new folder, or no folder possible (reported on writing)
+            return None
+        manifest = self.dir / "manifest.json"
+        if manifest.exists():
+            try:
+                data = json.loads(manifest.read_text())
+            except (OSError, ValueError):
+                return "manifest.json"
+            return None if isinstance(data, dict) and all(k in data for k in MANIFEST_KEYS) else "manifest.json"
+        return next((n for n in names if n not in PRE_MANIFEST and not _is_temporary(n)), None)
+
     def done(self, key: str) -> bool:
         return (self.cells / f"{key}.json").exists()
 
@@ -71,8 +113,28 @@ class RunStore:
     def rows(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         for p in sorted(self.cells.glob("*.json")):
-            out.extend(json.loads(p.read_text()))
+            out.extend(self.read_cell(p))
         return out
+
+    def read_cell(self, path: Path) -> list[dict[str, Any]]:
+        try:
+            return check_rows(json.loads(path.read_text()), str(path))
+        except (ValueError, UnicodeDecodeError):
+            raise DataError(f"{path} is corrupt (not JSON); delete it and continue with --resume --out "
+                            f"{self.dir}") from None
+
+    def set_aside_corrupt_cells(self) -> list[Path]:
+        """Cells that do not read as rows (damaged outside bench: bench writes them atomically) are renamed to
+        ``*.corrupt`` so that they count as not done and are recomputed; returns the renamed files."""
+        bad = []
+        for p in sorted(self.cells.glob("*.json")) if self.cells.is_dir() else []:
+            try:
+                self.read_cell(p)
+            except DataError:
+                p.replace(p.with_name(p.name + ".corrupt"))
+                (self.predictions / f"{p.stem}.npz").unlink(missing_ok=True)
+                bad.append(p)
+        return bad
 
     def write_results_csv(self) -> Path:
         buf = io.StringIO()
@@ -95,29 +157,113 @@ class RunStore:
         except json.JSONDecodeError:
             raise UsageError(f"{p} is corrupt (not JSON); start a new run with another --out") from None
 
+    # --- records (one file each, written by whichever process did the work) -------------------------------------
+    def record_fitted(self, method: str, seed: int, fold: int, key: str, path: str | Path) -> None:
+        """Which cached checkpoint holds a fitted (method, seed, fold): written before its first cell."""
+        entry = {"method": method, "seed": seed, "fold": fold, "key": key, "path": str(Path(path).resolve())}
+        atomic_write_text(self.dir / "fitted" / f"{fit_key(method, seed, fold)}.json", json.dumps(entry, indent=2,
+                                                                                                   sort_keys=True))
+
+    def fitted(self) -> dict[str, dict[str, Any]]:
+        return self._records("fitted")
+
+    def fitted_entry(self, method: str, seed: int, fold: int) -> dict[str, Any] | None:
+        try:
+            data = json.loads((self.dir / "fitted" / f"{fit_key(method, seed, fold)}.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def remove_temporary_files(self) -> None:
+        """Temporary files of atomic writes that a killed process left behind (only while holding the run's
+        lock: no other process writes this run then)."""
+        for folder in (self.dir, self.cells, self.predictions, *(self.dir / d for d in RECORD_DIRS)):
+            for p in folder.glob(".*.tmp") if folder.is_dir() else []:
+                p.unlink(missing_ok=True)
+
+    def record_failure(self, entry: dict[str, Any]) -> None:
+        atomic_write_text(self.dir / "failed" / f"{fit_key(entry['method'], entry['seed'], entry['fold'])}.json",
+                          json.dumps(entry, indent=2))
+
+    def clear_failure(self, method: str, seed: int, fold: int) -> None:
+        (self.dir / "failed" / f"{fit_key(method, seed, fold)}.json").unlink(missing_ok=True)
+
+    def record_eval_set(self, name: str, info: dict[str, Any]) -> None:
+        path = self.dir / "eval_sets" / f"{re.sub(r'[^A-Za-z0-9_.=-]', '_', name)}.json"
+        text = json.dumps({"name": name, **info}, sort_keys=True)
+        if not (path.exists() and path.read_text() == text):  # most units rebuild the same sets: skip the rewrite
+            atomic_write_text(path, text)
+
+    def _records(self, folder: str) -> dict[str, dict[str, Any]]:
+        """Readable records of a folder by file stem (an unreadable one, damaged outside bench, counts as absent:
+        the work it describes is redone on --resume)."""
+        out = {}
+        d = self.dir / folder
+        for p in sorted(d.glob("*.json")) if d.is_dir() else []:
+            try:
+                data = json.loads(p.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(data, dict):
+                out[p.stem] = data
+        return out
+
+    # --- run-wide indices, derived from the records (driver only) ------------------------------------------------
+    def rebuild_indices(self) -> None:
+        """results.csv, checkpoints.json, errors.json and the manifest's eval_set_groups from what is on disk."""
+        self._migrate_checkpoints_index()
+        self.write_results_csv()
+        index = self.fitted()
+        if index or (self.dir / "checkpoints.json").exists():
+            atomic_write_text(self.dir / "checkpoints.json", json.dumps(index, indent=2, sort_keys=True))
+        self._write_errors_index()
+        groups = {r.pop("name"): r for r in self._records("eval_sets").values() if "name" in r}
+        manifest = self.read_manifest()
+        if manifest is not None and groups and manifest.get("eval_set_groups") != {**manifest.get(
+                "eval_set_groups", {}), **groups}:
+            manifest["eval_set_groups"] = {**manifest.get("eval_set_groups", {}), **groups}
+            self.write_manifest(manifest)
+
+    def _migrate_checkpoints_index(self) -> None:
+        """A run written before the records existed has only checkpoints.json: turn its entries into records."""
+        index_path = self.dir / "checkpoints.json"
+        if (self.dir / "fitted").exists() or not index_path.exists():
+            return
+        try:
+            index = json.loads(index_path.read_text())
+        except (OSError, ValueError):
+            return  # unreadable: --resume refits (from the cache) whatever has cells but no record
+        for e in index.values() if isinstance(index, dict) else []:
+            if isinstance(e, dict) and {"method", "seed", "fold", "key", "path"} <= set(e):
+                self.record_fitted(e["method"], e["seed"], e["fold"], e["key"], e["path"])
+
+    def _write_errors_index(self) -> None:
+        errors = [e for _, e in sorted(self._records("failed").items())]
+        path = self.dir / "errors.json"
+        if errors:
+            atomic_write_text(path, json.dumps(errors, indent=2))
+        else:
+            path.unlink(missing_ok=True)
+
     def record_checkpoint(self, method: str, seed: int, fold: int, key: str, path: Path) -> None:
         self.record_checkpoints([(method, seed, fold, key, str(path))])
 
     def record_checkpoints(self, entries: list[tuple[str, int, int, str, str]]) -> None:
         """``checkpoints.json``: which cached checkpoint holds each fitted (method, seed, fold) of this run, so
         later commands (predict, serve) can load the trained methods. Entries are (method, seed, fold, key, path).
-        A read-modify-write: only the driver calls it (workers return their entries)."""
+        Records each entry, then rewrites the index from all records (driver only)."""
         if not entries:
             return
-        index_path = self.dir / "checkpoints.json"
-        index = json.loads(index_path.read_text()) if index_path.exists() else {}
         for method, seed, fold, key, path in entries:
-            index[f"{method}__seed{seed}__fold{fold}"] = {"method": method, "seed": seed, "fold": fold, "key": key,
-                                                          "path": str(Path(path).resolve())}
-        atomic_write_text(index_path, json.dumps(index, indent=2, sort_keys=True))
+            self.record_fitted(method, seed, fold, key, path)
+        atomic_write_text(self.dir / "checkpoints.json", json.dumps(self.fitted(), indent=2, sort_keys=True))
 
     def checkpoints(self) -> dict[str, Any]:
         p = self.dir / "checkpoints.json"
         return json.loads(p.read_text()) if p.exists() else {}
 
     def write_errors(self, errors: list[dict[str, Any]]) -> None:
-        path = self.dir / "errors.json"
-        if errors:
-            atomic_write_text(path, json.dumps(errors, indent=2))
-        else:
-            path.unlink(missing_ok=True)
+        """Record these failures and rewrite errors.json from all failure records (driver only)."""
+        for e in errors:
+            self.record_failure(e)
+        self._write_errors_index()

@@ -18,16 +18,38 @@ import torch
 from bench.errors import UsageError
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (changing it, even briefly, races with
+    other threads creating files)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write to a temp file in the same directory, fsync, then rename: readers never see a partial file."""
+    """Write to a temp file in the same directory, fsync, then rename: readers never see a partial file. The file
+    gets the permissions an ordinary ``open`` would (0666 less the umask), not mkstemp's private 0600, so that a
+    teammate can read a run."""
+    from bench import faults
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        faults.hit(f"write:{path.parent.name}/{path.name}")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -156,12 +156,27 @@ def _fgsm_transfer(ctx: EvalContext, params: str) -> EvalData:
     return EvalData(f"fgsm-transfer:{params}", adv, labels, "id", "fgsm-transfer", severity=f"{eps:g}", extra=extra)
 
 
+def _check_pgd(params: str) -> tuple[float, int]:
+    p = parse_params(params, "pgd", {"eps": float, "steps": int})
+    eps, steps = parse_eps(p, "pgd", params), int(p.get("steps", 20))  # type: ignore[arg-type]
+    if steps < 1:
+        raise UsageError(f"pgd:{params}: steps must be >= 1")
+    return eps, steps
+
+
+def _check_transfer(params: str) -> tuple[float, str]:
+    p = parse_params(params, "fgsm-transfer", {"eps": float, "source": str})
+    return parse_eps(p, "fgsm-transfer", params), str(p.get("source", "lenet"))
+
+
 EVAL_SETS.add("fgsm", EvalSetSpec(_fgsm, offline=True, needs_model=True, family=True,
-                                  defaults=tuple(f"fgsm:eps={e:g}" for e in EPS_SWEEP)),
+                                  defaults=tuple(f"fgsm:eps={e:g}" for e in EPS_SWEEP),
+                                  check=lambda t: parse_eps(parse_params(t, "fgsm", {"eps": float}), "fgsm", t)),
               "white-box FGSM on each method's classifier: fgsm:eps=E (bare fgsm: eps 0.05, 0.1, 0.2, 0.3)")
 EVAL_SETS.add("pgd", EvalSetSpec(_pgd, offline=True, needs_model=True, family=True,
-                                 defaults=tuple(f"pgd:eps={e:g}" for e in EPS_SWEEP)),
+                                 defaults=tuple(f"pgd:eps={e:g}" for e in EPS_SWEEP), check=_check_pgd),
               "white-box L-inf PGD (random start, 20 steps): pgd:eps=E[,steps=S]")
 EVAL_SETS.add("fgsm-transfer", EvalSetSpec(_fgsm_transfer, offline=True, family=True,
-                                           defaults=tuple(f"fgsm-transfer:eps={e:g}" for e in EPS_SWEEP)),
+                                           defaults=tuple(f"fgsm-transfer:eps={e:g}" for e in EPS_SWEEP),
+                                           check=_check_transfer),
               "FGSM made on a fixed source model (lenet, seed 1000): fgsm-transfer:eps=E[,source=BACKBONE]")

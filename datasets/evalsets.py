@@ -67,8 +67,9 @@ class EvalSetSpec:
     needs_model: bool = False
     family: bool = False
     defaults: tuple[str, ...] = ()
-    #: checks a family's params when the name is looked up (config time, before any training); raises UsageError
-    validate: Callable[[str], object] | None = None
+    #: ``check(params)`` of a family: raises UsageError for bad parameters, else returns them parsed (with their
+    #: defaults), so that bad or duplicate parameters are refused before any training (bench/validate.py)
+    check: Callable[[str], object] | None = None
 
 
 EVAL_SETS: Registry = Registry("eval set")
@@ -188,8 +189,8 @@ def lookup(name: str) -> tuple[EvalSetSpec, str]:
     family, sep, params = name.partition(":")
     if sep and family in EVAL_SETS and EVAL_SETS.get(family).family:
         spec = EVAL_SETS.get(family)
-        if spec.validate is not None:
-            spec.validate(params)
+        if spec.check is not None:  # bad parameters are refused as soon as the name is read
+            spec.check(params)
         return spec, params
     EVAL_SETS.get(name)  # raises with close matches
     raise AssertionError("unreachable")
@@ -212,6 +213,12 @@ def build(name: str, ctx: EvalContext, method=None) -> EvalData:
     spec, params = lookup(name)
     args = (ctx, method) if spec.needs_model else (ctx,)
     return spec.build(*args, params) if spec.family else spec.build(*args)
+
+
+def check(name: str) -> object:
+    """The parsed parameters of a family instance (raises UsageError when they are bad); the name otherwise."""
+    spec, params = lookup(name)
+    return spec.check(params) if spec.family and spec.check is not None else name
 
 
 def needs_model(name: str) -> bool:

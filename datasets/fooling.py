@@ -53,11 +53,16 @@ def fooling_images(model: torch.nn.Module, n: int, steps: int, eps: float, num_c
     return torch.cat(out), torch.cat(probs)
 
 
-def _build(ctx: EvalContext, method, params: str = "") -> EvalData:
+def parse(params: str) -> tuple[int, int, float]:
     q = parse_params(params, "fooling", {"n": int, "steps": int, "eps": float})
     n, steps, eps = int(q.get("n", 1000)), int(q.get("steps", 60)), float(q.get("eps", 0.25))  # type: ignore[arg-type]
     if n < 1 or steps < 1 or not 0 < eps <= 1:
         raise UsageError(f"fooling:{params}: needs n >= 1, steps >= 1 and eps in (0, 1]")
+    return n, steps, eps
+
+
+def _build(ctx: EvalContext, method, params: str = "") -> EvalData:
+    n, steps, eps = parse(params)
     n = ctx.cap(n)
     model = method.classifier
     device = next(model.parameters()).device
@@ -79,6 +84,6 @@ def _build(ctx: EvalContext, method, params: str = "") -> EvalData:
 
 # ``fooling`` (defaults) and ``fooling:n=...,steps=...,eps=...`` (a family; the bare name builds the defaults).
 EVAL_SETS.add("fooling", EvalSetSpec(_build, offline=True, needs_model=True, family=True,
-                                     defaults=("fooling:eps=0.25",)),
+                                     defaults=("fooling:eps=0.25",), check=parse),
               "rubbish-class images per model: gradient ascent on a class posterior from noise "
               "(fooling:n=,steps=,eps=)")

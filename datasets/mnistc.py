@@ -189,6 +189,6 @@ def _build(ctx: EvalContext, params: str) -> EvalData:
     return EvalData(f"mnistc:{name}", images, labels, "id", "mnistc")
 
 
-EVAL_SETS.add("mnistc", EvalSetSpec(_build, offline=True, family=True, defaults=DEFAULTS, validate=check_name),
+EVAL_SETS.add("mnistc", EvalSetSpec(_build, offline=True, family=True, defaults=DEFAULTS, check=check_name),
               "MNIST-C (Mu & Gilmer 2019), the test set under 15 corruptions, generated with fixed seeds and cached: "
               f"mnistc:{'|'.join(NAMES)}")

@@ -113,7 +113,8 @@ SQUARES_DEFAULTS = tuple(f"occlusion:random-squares={f:g}" for f in FRACTIONS)
 
 EVAL_SETS.add("pmnist", EvalSetSpec(_pmnist, offline=True, family=True, defaults=PMNIST_DEFAULTS),
               "Partial MNIST test: pmnist:horizontal|vertical|diagonal|triple (fixed cuts, pixels set to 0)")
-EVAL_SETS.add("occlusion", EvalSetSpec(_random_squares, offline=True, family=True, defaults=SQUARES_DEFAULTS),
+EVAL_SETS.add("occlusion", EvalSetSpec(_random_squares, offline=True, family=True, defaults=SQUARES_DEFAULTS,
+                                       check=parse_fraction),
               "MNIST test with seeded random 7x7 squares removed: occlusion:random-squares=F (fraction F >= removed)")
 EVAL_SETS.add("occlusion:random-squares", EvalSetSpec(_sweep_only, offline=True, family=True,
                                                      defaults=SQUARES_DEFAULTS),

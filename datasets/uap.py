@@ -186,6 +186,7 @@ def _build(ctx: EvalContext, method, params: str) -> EvalData:
     return EvalData(f"uap:{params}", adv, test.labels[:n], "id", "uap", severity=f"{q['p']}:{q['xi']:g}", extra=extra)
 
 
-EVAL_SETS.add("uap", EvalSetSpec(_build, offline=True, needs_model=True, family=True, defaults=DEFAULTS),
+EVAL_SETS.add("uap", EvalSetSpec(_build, offline=True, needs_model=True, family=True, defaults=DEFAULTS,
+                                 check=lambda t: sorted(parse(t).items())),
               "universal adversarial perturbation per model (DeepFool inner step): uap:xi=XI,p=inf|2"
               "[,n=,passes=,budget=s,delta=]")

@@ -5,7 +5,9 @@ Reading rules (stated once, also in docs/evaluation-sets.md):
 - Folder: every file with an image suffix (.png .jpg .jpeg .bmp .gif .tif .tiff .webp), sorted by name, read with
   Pillow (first frame); any other file is ignored. A file that Pillow cannot read is an error naming the file.
 - .npz: the array named ``images``, else ``x``, else the only array in the file. Shapes (N, H, W), (N, 1, H, W),
-  (N, H, W, C) or (N, C, H, W) with C in 1, 3, 4 (alpha is dropped). dtype uint8 ([0, 255]) or float in [0, 1].
+  (N, H, W, C) or (N, C, H, W) with C in 1, 3, 4 (alpha is dropped); one image as (H, W) or (H, W, C). A 3-D array
+  of 3 or 4 planes (3, H, W) is refused as ambiguous (one colour image or several grey ones?): add the missing
+  axis. dtype uint8 ([0, 255]) or float in [0, 1].
 - IDX (optionally .gz, e.g. MNIST-format files): uint8 (N, H, W) or (N, H, W, C).
 - Colour -> grey with the ITU-R 601 luma weights (0.299 R + 0.587 G + 0.114 B, Pillow's "L"); any size -> 28x28 by
   bilinear resize with antialiasing, aspect ratio not kept (crop beforehand if it matters). Images are not
@@ -16,6 +18,7 @@ Reading rules (stated once, also in docs/evaluation-sets.md):
 from __future__ import annotations
 
 import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -74,13 +77,21 @@ def to_grey28(arr: np.ndarray, source: str) -> torch.Tensor:
         x = torch.from_numpy(a.astype(np.float32))
     else:
         raise DataError(f"{source}: images must be uint8 or float in [0, 1], got {a.dtype}")
-    if x.dim() == 3:
+    if x.dim() == 2:  # one grey image
+        x = x[None, None]
+    elif x.dim() == 3 and x.shape[-1] in (3, 4) and min(x.shape[:2]) > 4:  # one colour image (H, W, C)
+        x = x.permute(2, 0, 1).unsqueeze(0)
+    elif x.dim() == 3 and x.shape[0] in (3, 4):  # (3, H, W): one RGB image or three grey ones? refuse to guess
+        raise DataError(f"{source}: shape {tuple(a.shape)} is ambiguous (one {'RGB' if x.shape[0] == 3 else 'RGBA'} "
+                        f"image or {x.shape[0]} grey images); save one colour image as (1, {x.shape[0]}, H, W) or "
+                        f"(H, W, {x.shape[0]}), grey images as ({x.shape[0]}, 1, H, W)")
+    elif x.dim() == 3:
         x = x.unsqueeze(1)
     elif x.dim() == 4 and x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
         x = x.permute(0, 3, 1, 2)
     elif not (x.dim() == 4 and x.shape[1] in (1, 3, 4)):
         raise DataError(f"{source}: expected images shaped (N, H, W), (N, H, W, C) or (N, C, H, W) with C in "
-                        f"1, 3, 4; got {tuple(a.shape)}")
+                        f"1, 3, 4, or one image (H, W) or (H, W, C); got {tuple(a.shape)}")
     if len(x) == 0:
         raise DataError(f"{source} holds no images")
     if x.shape[1] >= 3:
@@ -115,8 +126,9 @@ def _read_npz(path: Path) -> torch.Tensor:
             if key is None:
                 raise DataError(f"{path}: no array named 'images' or 'x' among {keys or 'no arrays'}")
             arr = z[key]
-    except (OSError, ValueError) as e:
-        raise DataError(f"{path} is not a readable .npz ({e})") from None
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise DataError(f"{path} is not a readable .npz ({str(e).splitlines()[0] if str(e) else type(e).__name__})") \
+            from None
     return to_grey28(arr, f"{path}[{key}]")
 
 

@@ -15,6 +15,7 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
+from bench import faults
 from bench.datasets.mnist import ImageSet, to_float
 from bench.errors import TrainingError, UsageError
 from bench.utils import Timer, peak_memory, reset_peak_memory
@@ -49,6 +50,14 @@ class TrainRecipe:
                 raise UsageError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise UsageError(f"train.lr must be > 0, got {self.lr}")
+        for name in ("weight_decay", "grad_clip"):
+            if not getattr(self, name) >= 0:
+                raise UsageError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.momentum < 1:
+            raise UsageError(f"train.momentum must be in [0, 1), got {self.momentum}")
+        if self.step_size < 1 or not self.gamma > 0:
+            raise UsageError(f"train.step_size must be >= 1 and train.gamma > 0, got {self.step_size} and "
+                             f"{self.gamma}")
 
 
 @dataclass
@@ -154,6 +163,7 @@ def fit_loop(
             total = torch.zeros((), device=device)
             with Timer(device) as t:
                 for x, y in batches(train, recipe.batch_size, gen, device):
+                    faults.hit("batch")  # tests: a kill during training (one env lookup when unset)
                     total += step(x, y, epoch).detach()
                     if task is not None:
                         progress.advance(task)

@@ -49,7 +49,11 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
             except UsageError:  # an unreadable or older-schema baseline is being replaced: keep no tolerances
                 old = {}
         baseline = make_baseline(runs, {**old, **overrides})
-        write_baseline(args.baseline, baseline)
+        try:
+            write_baseline(args.baseline, baseline)
+        except OSError as e:
+            raise UsageError(f"cannot write --baseline {args.baseline}: {e.strerror or e}; choose another path") \
+                from None
         err.print(f"wrote {args.baseline} ({len(baseline['metrics'])} tracked metrics from {args.run})",
                   highlight=False, soft_wrap=True)
         return 0

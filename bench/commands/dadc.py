@@ -10,6 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from bench.errors import UsageError
 from bench.utils import resolve_device
 
 
@@ -37,6 +38,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run_retrain(args: argparse.Namespace, out: Console, err: Console) -> int:
     from bench.dadc.rounds import retrain
 
+    if args.lr is not None and not args.lr > 0:
+        raise UsageError(f"--lr must be > 0, got {args.lr}")
     row = retrain(args.run, args.method, seed=args.seed, epochs=args.epochs, lr=args.lr,
                   human_fraction=args.human_fraction, device=resolve_device(args.device))
     out.print(f"{row['method']} round {row['round']}: fine-tuned {row['epochs']} epoch(s) at lr {row['lr']:g} on "
@@ -52,6 +55,8 @@ def _pct(v: float) -> str:
 def run_rounds(args: argparse.Namespace, out: Console, err: Console) -> int:
     from bench.dadc.rounds import round_table
 
+    if args.max_eval < 0:  # a negative n would act as a Python slice from the end
+        raise UsageError(f"--max-eval must be >= 0 (0 = all), got {args.max_eval}")
     rows = round_table(args.run, args.method, max_eval=args.max_eval, device=resolve_device(args.device))
     n = rows[0]["dadc_n"] if rows else 0
     table = Table(title=f"dadc rounds of {args.run} (accuracy %)", title_justify="left")

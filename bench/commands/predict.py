@@ -56,9 +56,13 @@ def _read_one(path: Path) -> tuple[torch.Tensor, list[str]]:
 def run_predict(args: argparse.Namespace, out: Console, err: Console) -> int:
     from bench.loading import load_method
 
+    from bench.validate import check_file_writable
+
     device = resolve_device(args.device)
+    if args.csv is not None:
+        check_file_writable(args.csv, "--csv")
+    parts = [_read_one(p) for p in args.images]  # the user's files first: cheap, and the likelier mistake
     method = load_method(args.run, args.method, seed=args.seed, fold=args.fold, device=device)
-    parts = [_read_one(p) for p in args.images]
     images = torch.cat([p[0] for p in parts])
     names = [n for p in parts for n in p[1]]
     if args.invert:

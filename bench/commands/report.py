@@ -68,10 +68,13 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
     from bench.export import format_for, render
     from bench.report import build_tables, load_runs
     from bench.utils import atomic_write_text
+    from bench.validate import check_file_writable, check_writable
 
     if not 0.0 < args.alpha < 1.0:
         raise UsageError(f"--alpha {args.alpha} must lie in (0, 1)")
     targets = [(path, args.format or format_for(path.suffix)) for path in args.out]
+    for path in [*args.out, *([args.preamble] if args.preamble is not None else [])]:
+        check_file_writable(path, "--out" if path != args.preamble else "--preamble")  # before the slow tables
     page = _page(args.tex_width)
     from_csv = [p for p in args.runs if p.suffix.lower() == ".csv"]
     if from_csv:
@@ -105,10 +108,14 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
 
         check_available()
         plot_dir = Path(args.plots) if args.plots else args.runs[0] / "plots"
+        check_writable(plot_dir, "--plots")
     if not targets:
         sys.stdout.write(render(tables, args.format or "md", preamble, args.layout, page, note))
     for path, text in texts:
-        atomic_write_text(path, text)
+        try:
+            atomic_write_text(path, text)
+        except OSError as e:
+            raise UsageError(f"cannot write --out {path}: {e.strerror or e}") from None
         err.print(f"wrote {path}", highlight=False, soft_wrap=True)
     if plot_dir is not None:
         from bench.plots import write_plots

@@ -49,6 +49,8 @@ def parse_eps(text: str) -> list[float]:
         raise UsageError(f"--eps {text!r} is malformed; use comma-separated numbers, e.g. --eps 0.1,0.2") from None
     if not eps or any(not 0 < e <= 1 for e in eps):
         raise UsageError(f"--eps {text!r}: give radii in (0, 1], e.g. --eps 0.1,0.2,0.3")
+    if len(set(eps)) != len(eps):
+        raise UsageError(f"--eps {text!r} repeats a radius; give each once")
     return eps
 
 
@@ -116,6 +118,11 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
     from bench.utils import resolve_device, to_jsonable
 
     backbones = _split_names(args.backbones)
+    if not backbones:
+        raise UsageError(f"--backbones {args.backbones!r} names no backbone; e.g. --backbones lenet,smallconvnet")
+    if len(set(backbones)) != len(backbones):
+        raise UsageError(f"--backbones {args.backbones!r} repeats a backbone; give each once (--inits sets how many "
+                         "initialisations)")
     for b in backbones:
         if not b.startswith("timm:"):
             BACKBONES.get(b)
@@ -129,9 +136,15 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
         layers.insert(1, {"cache_dir": args.cache_dir})
     cfg = resolve(layers, {name: METHODS.get(name).Config for name in METHODS.names()})
     device = resolve_device(cfg.device)
+    from bench.validate import check_writable
+
+    check_writable(Path(cfg.cache_dir), "--cache-dir")
     store = RunStore(args.out or Path("results/runs") / time.strftime("transfer-%Y%m%d-%H%M%S"))
     if store.has_results():
         raise UsageError(f"{store.dir} already holds results; choose another --out")
+    if store.foreign_entry() is not None:
+        raise UsageError(f"--out {store.dir} is a folder that is not a bench run (it holds {store.foreign_entry()}); "
+                         "choose a new or empty folder")
     store.ensure_writable()
     store.write_manifest({"run_id": store.run_id, "kind": "transfer", "config": to_jsonable(cfg),
                           "transfer": {"backbones": backbones, "inits": args.inits, "attack": args.attack,
