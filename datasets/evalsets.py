@@ -67,6 +67,9 @@ class EvalSetSpec:
     needs_model: bool = False
     family: bool = False
     defaults: tuple[str, ...] = ()
+    #: ``check(params)`` raises a one-line UsageError for bad family parameters; called by ``expand``, i.e. when a
+    #: run's eval sets are resolved, before any training (``build`` of a model-dependent set comes much later)
+    check: Callable[[str], object] | None = None
 
 
 EVAL_SETS: Registry = Registry("eval set")
@@ -198,6 +201,8 @@ def expand(patterns: list[str]) -> list[str]:
         for n in names:
             spec, _ = lookup(n)
             for inst in (spec.defaults if spec.family and n in EVAL_SETS else (n,)):
+                if spec.check is not None:
+                    spec.check(lookup(inst)[1])
                 if inst not in out:
                     out.append(inst)
     return out
