@@ -41,10 +41,19 @@ def sgd_perturbation(model: nn.Module, images: torch.Tensor, clean: torch.Tensor
                      ) -> tuple[torch.Tensor, dict[str, float]]:
     """v (1, C, H, W) on ``images``' device and stats. ``clean``: the classifier's predictions on ``images``
     (the labels whose loss is raised). ``lr``: the first step's length as a fraction of xi."""
+    from bench.datasets.uap import _single_thread  # one thread, as DeepFool: robust on a shared CPU
+
     g = torch.Generator().manual_seed(seed)
+    t0 = time.perf_counter()
+    with _single_thread(images.device):
+        return _ascend(model, images, clean, xi, p, passes, batch_size, lr, beta, delta, budget_s, g, t0)
+
+
+def _ascend(model: nn.Module, images: torch.Tensor, clean: torch.Tensor, xi: float, p: str, passes: int,
+            batch_size: int, lr: float, beta: float, delta: float, budget_s: float, g: torch.Generator, t0: float
+            ) -> tuple[torch.Tensor, dict[str, float]]:
     v = torch.zeros_like(images[:1])
     best_v, best, done, out_of_time = v.clone(), 0.0, 0, False
-    t0 = time.perf_counter()
     for k in range(passes):
         step = lr * xi * (1 - k / passes)  # linear decay to lr * xi / passes on the last pass
         for idx in torch.randperm(len(images), generator=g).split(batch_size):
