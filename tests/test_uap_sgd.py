@@ -104,3 +104,15 @@ def test_cli_refuses_a_bad_radius_before_training(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "xi=2 is outside (0, 1] for p=inf" in err and err.count("\n") == 1
     assert not (tmp_path / "c").exists()  # nothing was trained
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--algos", "sgd,fgsm"], "--algos: unknown algo 'fgsm'"),
+    (["--linf", "0.1,1.5"], "xi=1.5 is outside (0, 1] for p=inf"),
+    (["--linf", "", "--l2", ""], "no radius given"),
+])
+def test_uap_sweep_refuses_bad_input_before_training(args, msg, tmp_path, capsys):
+    code = main(["uap-sweep", *args, "--out", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c")])
+    err = capsys.readouterr().err
+    assert code == 2 and msg in err and err.count("\n") == 1
+    assert not (tmp_path / "c").exists()
