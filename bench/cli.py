@@ -20,7 +20,8 @@ DEFAULT_RUNS = Path("results/runs")
 # its parser with ``set_defaults(handler=fn)``, where ``fn(args, out_console, err_console) -> exit code``.
 COMMAND_MODULES: tuple[str, ...] = ("bench.commands.report", "bench.commands.compare", "bench.commands.transfer",
                                      "bench.commands.predict", "bench.commands.serve", "bench.commands.dadc",
-                                     "bench.commands.score", "bench.commands.gallery")
+                                     "bench.commands.score", "bench.commands.gallery",
+                                     "bench.commands.uap_sweep")
 
 
 class _Parser(argparse.ArgumentParser):

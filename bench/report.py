@@ -105,7 +105,8 @@ MEAN_SET = "mean"  # pseudo eval set: per-unit mean over an OOD group's sets
 
 # Shift families (the ``shift`` column written by each eval set) that belong to the occlusion / adversarial groups.
 OCCLUSION_SHIFTS = frozenset({"occlusion", "pmnist"})
-ADVERSARIAL_SHIFTS = frozenset({"adversarial", "fgsm", "pgd", "fgsm-transfer", "uap", "transfer"})
+ADVERSARIAL_SHIFTS = frozenset({"adversarial", "fgsm", "pgd", "fgsm-transfer", "uap", "transfer", "fgsm-eot",
+                                "pgd-eot"})
 COVARIATE_SHIFTS = frozenset({"mnistc"})  # natural corruptions: the "shift" group, with a mean over its sets
 
 

@@ -8,9 +8,13 @@
   default, trained with a fixed recipe and seed, cached) and shown to every method: a black-box transfer attack.
 
 How stochastic and ensembled methods are attacked: always through ``method.classifier``, the differentiable
-images -> logits module the method exposes, in eval mode. For MC-dropout that is the deterministic network (dropout
-off), i.e. the attack does not average gradients over dropout masks (no EOT); the attacked images are then scored
-by the method's own stochastic ``predict``. A deep ensemble exposes the averaged ensemble as its classifier, so it is
+images -> logits module the method exposes, in eval mode. For MC-dropout that is by default the deterministic
+network (dropout off), i.e. the attack does not average gradients over dropout masks; the attacked images are then
+scored by the method's own stochastic ``predict``. ``fgsm:eps=E,eot=K`` and ``pgd:eps=E,eot=K`` attack a method
+marked ``stochastic`` with expectation over transformation instead (datasets/eot.py: dropout on, the mean of K
+gradient samples per step, masks drawn from a fixed seed); their rows carry shift ``fgsm-eot`` / ``pgd-eot`` and
+``eot_samples``. A deterministic method given ``eot=K`` gets the deterministic attack (its expectation is itself;
+``eot_samples`` = 1). ``clean_accuracy`` / ``robust_accuracy`` are always those of the deterministic classifier. A deep ensemble exposes the averaged ensemble as its classifier, so it is
 attacked as a whole. Each set carries ``gen_seconds`` (time to craft it) and ``clean_accuracy`` /
 ``robust_accuracy`` of the attacked classifier as extra result rows.
 """
@@ -95,29 +99,88 @@ def _test(ctx: EvalContext) -> tuple[torch.Tensor, torch.Tensor]:
     return test.images[:n], test.labels[:n]
 
 
+def parse_eot(params: dict[str, object], family: str, text: str) -> int:
+    """``eot=K`` (K >= 1 gradient samples per step, stochastic methods only); 0 = the deterministic attack."""
+    k = int(params.get("eot", 0))  # type: ignore[arg-type]
+    if "eot" in params and k < 1:
+        raise UsageError(f"{family}:{text}: eot={k} samples; EOT needs eot >= 1 (or leave eot out for the "
+                         f"deterministic attack)")
+    return k
+
+
+def check_fgsm(params: str) -> tuple[float, int]:
+    """(eps, eot) of ``fgsm:PARAMS``, or a one-line UsageError; two spellings of one attack parse equal."""
+    p = parse_params(params, "fgsm", {"eps": float, "eot": int})
+    return parse_eps(p, "fgsm", params), parse_eot(p, "fgsm", params)
+
+
+def check_pgd(params: str) -> tuple[float, int, int]:
+    """(eps, steps, eot) of ``pgd:PARAMS``, or a one-line UsageError; two spellings of one attack parse equal."""
+    p = parse_params(params, "pgd", {"eps": float, "steps": int, "eot": int})
+    steps = int(p.get("steps", 20))  # type: ignore[arg-type]
+    if steps < 1:
+        raise UsageError(f"pgd:{params}: steps must be >= 1")
+    return parse_eps(p, "pgd", params), steps, parse_eot(p, "pgd", params)
+
+
+def _eot_attack(method, model: nn.Module, samples: int, make):
+    """The EOT attack of a stochastic method (dropout on, ``samples`` gradients per step), or ``None`` when the
+    deterministic attack applies (no ``eot=``, or a method that is not stochastic: its expectation is itself)."""
+    from bench.datasets.eot import dropout_on
+
+    if not samples or not getattr(method, "stochastic", False):
+        return None
+
+    def attack(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with dropout_on(model):  # inside run_attack's eval mode: only the dropout modules go back to train
+            return make(x, y)
+
+    return attack
+
+
+def _run(attack, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, device: torch.device,
+         seeded: bool) -> tuple[torch.Tensor, dict[str, float]]:
+    if not seeded:
+        return run_attack(attack, model, images, labels, device)
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        torch.manual_seed(PGD_SEED)  # random starts and dropout masks: a set is reproducible
+        return run_attack(attack, model, images, labels, device)
+
+
 def _fgsm(ctx: EvalContext, method, params: str) -> EvalData:
-    eps = parse_eps(parse_params(params, "fgsm", {"eps": float}), "fgsm", params)
+    from bench.datasets.eot import eot_fgsm
+
+    p = parse_params(params, "fgsm", {"eps": float, "eot": int})
+    eps, samples = parse_eps(p, "fgsm", params), parse_eot(p, "fgsm", params)
     model = method.classifier
     images, labels = _test(ctx)
-    adv, extra = run_attack(fgsm(model, eps), model, images, labels, _device(model, ctx))
-    return EvalData(f"fgsm:{params}", adv, labels, "id", "fgsm", severity=f"{eps:g}", extra=extra)
+    eot = _eot_attack(method, model, samples, lambda x, y: eot_fgsm(model, x, y, eps, samples))
+    adv, extra = _run(eot or fgsm(model, eps), model, images, labels, _device(model, ctx), seeded=eot is not None)
+    shift = "fgsm-eot" if samples else "fgsm"
+    if samples:
+        extra["eot_samples"] = float(samples if eot is not None else 1)
+    return EvalData(f"fgsm:{params}", adv, labels, "id", shift, severity=f"{eps:g}", extra=extra)
 
 
 def _pgd(ctx: EvalContext, method, params: str) -> EvalData:
     import torchattacks
 
-    p = parse_params(params, "pgd", {"eps": float, "steps": int})
+    from bench.datasets.eot import eot_pgd
+
+    check_pgd(params)
+    p = parse_params(params, "pgd", {"eps": float, "steps": int, "eot": int})
     eps, steps = parse_eps(p, "pgd", params), int(p.get("steps", 20))  # type: ignore[arg-type]
-    if steps < 1:
-        raise UsageError(f"pgd:{params}: steps must be >= 1")
+    samples = parse_eot(p, "pgd", params)
     model = method.classifier
     images, labels = _test(ctx)
-    attack = torchattacks.PGD(model, eps=eps, alpha=2.5 * eps / steps, steps=steps, random_start=True)
-    device = _device(model, ctx)
-    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
-        torch.manual_seed(PGD_SEED)
-        adv, extra = run_attack(attack, model, images, labels, device)
-    return EvalData(f"pgd:{params}", adv, labels, "id", "pgd", severity=f"{eps:g}", extra=extra)
+    alpha = 2.5 * eps / steps
+    eot = _eot_attack(method, model, samples, lambda x, y: eot_pgd(model, x, y, eps, alpha, steps, samples))
+    attack = eot or torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=True)
+    adv, extra = _run(attack, model, images, labels, _device(model, ctx), seeded=True)
+    shift = "pgd-eot" if samples else "pgd"
+    if samples:
+        extra["eot_samples"] = float(samples if eot is not None else 1)
+    return EvalData(f"pgd:{params}", adv, labels, "id", shift, severity=f"{eps:g}", extra=extra)
 
 
 def _device(model: nn.Module, ctx: EvalContext) -> torch.device:
@@ -156,26 +219,18 @@ def _fgsm_transfer(ctx: EvalContext, params: str) -> EvalData:
     return EvalData(f"fgsm-transfer:{params}", adv, labels, "id", "fgsm-transfer", severity=f"{eps:g}", extra=extra)
 
 
-def _check_pgd(params: str) -> tuple[float, int]:
-    p = parse_params(params, "pgd", {"eps": float, "steps": int})
-    eps, steps = parse_eps(p, "pgd", params), int(p.get("steps", 20))  # type: ignore[arg-type]
-    if steps < 1:
-        raise UsageError(f"pgd:{params}: steps must be >= 1")
-    return eps, steps
-
-
 def _check_transfer(params: str) -> tuple[float, str]:
     p = parse_params(params, "fgsm-transfer", {"eps": float, "source": str})
     return parse_eps(p, "fgsm-transfer", params), str(p.get("source", "lenet"))
 
 
 EVAL_SETS.add("fgsm", EvalSetSpec(_fgsm, offline=True, needs_model=True, family=True,
-                                  defaults=tuple(f"fgsm:eps={e:g}" for e in EPS_SWEEP),
-                                  check=lambda t: parse_eps(parse_params(t, "fgsm", {"eps": float}), "fgsm", t)),
-              "white-box FGSM on each method's classifier: fgsm:eps=E (bare fgsm: eps 0.05, 0.1, 0.2, 0.3)")
+                                  defaults=tuple(f"fgsm:eps={e:g}" for e in EPS_SWEEP), check=check_fgsm),
+              "white-box FGSM on each method's classifier: fgsm:eps=E[,eot=K] (bare fgsm: eps 0.05, 0.1, 0.2, 0.3;"
+              " eot=K: stochastic methods attacked with dropout on, K gradient samples)")
 EVAL_SETS.add("pgd", EvalSetSpec(_pgd, offline=True, needs_model=True, family=True,
-                                 defaults=tuple(f"pgd:eps={e:g}" for e in EPS_SWEEP), check=_check_pgd),
-              "white-box L-inf PGD (random start, 20 steps): pgd:eps=E[,steps=S]")
+                                 defaults=tuple(f"pgd:eps={e:g}" for e in EPS_SWEEP), check=check_pgd),
+              "white-box L-inf PGD (random start, 20 steps): pgd:eps=E[,steps=S,eot=K]")
 EVAL_SETS.add("fgsm-transfer", EvalSetSpec(_fgsm_transfer, offline=True, family=True,
                                            defaults=tuple(f"fgsm-transfer:eps={e:g}" for e in EPS_SWEEP),
                                            check=_check_transfer),

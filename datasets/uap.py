@@ -1,21 +1,28 @@
-"""Universal adversarial perturbations (Moosavi-Dezfooli, Fawzi, Fawzi, Frossard, CVPR 2017), one per model.
+"""Universal adversarial perturbations, one per model: ``uap:xi=XI,p=inf|2[,algo=sgd|deepfool,...]``.
 
-``uap:xi=XI,p=inf|2`` computes a single perturbation v on training images against the method's ``classifier``
-(eval mode) and adds it to every MNIST test image (clipped to [0, 1]). Algorithm 1 of the paper: v = 0; pass over
-the shuffled training images; for each image x whose label v does not change (k(x + v) == k(x)), find the minimal
-perturbation dv sending x + v across the nearest decision boundary with DeepFool (L2, overshoot 0.02, at most 10
-iterations, as in the authors' code), then project v + dv onto the l_p ball of radius xi. After each pass, the
-fooling rate on the training images (against the clean predictions) is measured; stop when it reaches 1 - delta
-(delta = 0.2), after ``passes`` passes, or when the time budget ``budget`` (seconds, default 120) is spent.
+A single perturbation v is computed on training images against the method's ``classifier`` (eval mode) and added to
+every MNIST test image (clipped to [0, 1]). Two algorithms:
+
+- ``algo=sgd`` (the default; datasets/uap_sgd.py): batched stochastic gradient ascent on the clipped cross-entropy
+  of the clean predictions, projected onto the l_p ball after every step (Shafahi et al., AAAI 2020). Options
+  ``lr`` (first step as a fraction of xi, default 0.2), ``batch`` (100), ``beta`` (loss clip, 9).
+- ``algo=deepfool``: Algorithm 1 of Moosavi-Dezfooli, Fawzi, Fawzi, Frossard (CVPR 2017), faithfully: v = 0; pass
+  over the shuffled training images; for each image x whose label v does not change (k(x + v) == k(x)), find the
+  minimal perturbation dv sending x + v across the nearest decision boundary with DeepFool (L2, overshoot 0.02, at
+  most 10 iterations, as in the authors' code), then project v + dv onto the l_p ball of radius xi.
+
+Both measure the fooling rate on the training images (against the clean predictions) after each pass and stop when
+it reaches 1 - delta (delta = 0.2), after ``passes`` passes (default 10), or when the time budget ``budget``
+(seconds, default 120) is spent. Radii: 0 < xi <= 1 for L-inf, 0 < xi <= 28 for L2 (pixel units).
 
 Images: ``n`` (default 1000) training images drawn with a fixed seed from the 60k. Perturbed images are clipped to
 [0, 1] whenever the model sees them (the paper's ImageNet code does not clip; pixel validity matters on MNIST).
 
 Cache: v is stored under ``<cache_dir>/uap/<key>.pt``, keyed by a content hash of the classifier's weights (plus
-its class name and the UAP parameters). Methods sharing a classifier (msp, mcdropout and post-hoc scorers on the
-same baseline) therefore share one perturbation. Extra rows: ``uap_fooling_rate`` (test set, against the clean
-predictions of the classifier), ``uap_train_fooling_rate``, ``gen_seconds`` (of the original computation, also
-on a cache hit), ``uap_passes``, ``uap_norm`` (l_p norm of v).
+its class name and the UAP parameters, ``cache_key``). Methods sharing a classifier (msp, mcdropout and post-hoc
+scorers on the same baseline) therefore share one perturbation. Extra rows: ``uap_fooling_rate`` (test set, against
+the clean predictions of the classifier), ``uap_train_fooling_rate``, ``gen_seconds`` (of the original computation,
+also on a cache hit), ``uap_passes``, ``uap_norm`` (l_p norm of v).
 """
 
 from __future__ import annotations
@@ -31,12 +38,14 @@ from torch import nn
 from bench.datasets.adversarial import parse_params
 from bench.datasets.evalsets import EVAL_SETS, EvalContext, EvalData, EvalSetSpec
 from bench.datasets.mnist import to_float
+from bench.datasets.uap_sgd import sgd_perturbation
 from bench.errors import UsageError
 from bench.utils import atomic_write_bytes, stable_hash
 
 UAP_SEED = 2017
 UAP_VERSION = 1  # bump when the algorithm changes, to invalidate cached perturbations
 DEFAULTS = ("uap:xi=0.2,p=inf", "uap:xi=4,p=2")
+SGD_LR, SGD_BATCH, SGD_BETA = 0.2, 100, 9.0  # first step = lr * xi; mini-batch; cross-entropy clipped at beta
 
 
 def project(v: torch.Tensor, xi: float, p: str) -> torch.Tensor:
@@ -132,16 +141,53 @@ def model_hash(model: nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+ALGOS = ("sgd", "deepfool")
+DEFAULT_ALGO = "sgd"
+MAX_XI = {"inf": 1.0, "2": 28.0}  # pixel units: L-inf beyond 1 and L2 beyond 28 (= sqrt(784)) change nothing more
+SGD_ONLY = ("lr", "batch", "beta")
+
+
 def parse(params: str) -> dict[str, object]:
+    """The parameters of ``uap:PARAMS`` with their defaults; a one-line UsageError for anything invalid (called when
+    the run's eval sets are expanded, so before any training)."""
     q = parse_params(params, "uap", {"xi": float, "p": str, "n": int, "passes": int, "budget": float,
-                                     "delta": float})
-    if "xi" not in q or float(q["xi"]) <= 0 or q.get("p", "inf") not in ("inf", "2"):  # type: ignore[arg-type]
+                                     "delta": float, "algo": str, "lr": float, "batch": int, "beta": float})
+    p = str(q.get("p", "inf"))
+    if "xi" not in q or p not in MAX_XI:
         raise UsageError(f"uap:{params}: needs xi > 0 and p in inf|2, e.g. uap:xi=0.2,p=inf")
+    xi = float(q["xi"])  # type: ignore[arg-type]
+    if not 0 < xi <= MAX_XI[p]:
+        unit = "pixel units, images in [0, 1]" if p == "inf" else "sqrt(784), the L2 diameter of [0, 1] images"
+        raise UsageError(f"uap:{params}: xi={xi:g} is outside (0, {MAX_XI[p]:g}] for p={p} ({unit}); "
+                         f"e.g. uap:xi={0.2 if p == 'inf' else 4},p={p}")
+    algo = str(q.get("algo", DEFAULT_ALGO))
+    if algo not in ALGOS:
+        raise UsageError(f"uap:{params}: unknown algo={algo!r}; use algo=sgd (batched stochastic gradient, "
+                         "Shafahi et al. 2020) or algo=deepfool (Algorithm 1 of Moosavi-Dezfooli et al. 2017)")
+    extra = [k for k in SGD_ONLY if k in q]
+    if algo == "deepfool" and extra:
+        raise UsageError(f"uap:{params}: {extra[0]}= applies to algo=sgd only")
     if not 0 < float(q.get("delta", 0.2)) < 1:  # type: ignore[arg-type]
         raise UsageError(f"uap:{params}: delta must be in (0, 1)")
-    return {"xi": float(q["xi"]), "p": q.get("p", "inf"), "n": int(q.get("n", 1000)),  # type: ignore[arg-type]
-            "passes": int(q.get("passes", 10)), "budget": float(q.get("budget", 120.0)),  # type: ignore[arg-type]
-            "delta": float(q.get("delta", 0.2))}  # type: ignore[arg-type]
+    for k in ("n", "passes", "batch"):
+        if k in q and int(q[k]) < 1:  # type: ignore[arg-type]
+            raise UsageError(f"uap:{params}: {k} must be >= 1")
+    for k in ("budget", "lr", "beta"):
+        if k in q and not float(q[k]) > 0:  # type: ignore[arg-type]
+            raise UsageError(f"uap:{params}: {k} must be > 0")
+    out = {"xi": xi, "p": p, "n": int(q.get("n", 1000)), "passes": int(q.get("passes", 10)),  # type: ignore[arg-type]
+           "budget": float(q.get("budget", 120.0)), "delta": float(q.get("delta", 0.2))}  # type: ignore[arg-type]
+    if algo == "sgd":
+        out.update(algo="sgd", lr=float(q.get("lr", SGD_LR)), batch=int(q.get("batch", SGD_BATCH)),  # type: ignore
+                   beta=float(q.get("beta", SGD_BETA)))  # type: ignore[arg-type]
+    return out
+
+
+def cache_key(model_id: str, q: dict[str, object]) -> str:
+    """Key of a cached perturbation. DeepFool's parameters carry no ``algo`` entry, so its keys are those written
+    before ``algo=`` existed (its cached perturbations stay valid); an sgd key always holds ``algo: sgd`` and its
+    step parameters, so the two algorithms can never share an entry."""
+    return stable_hash({"model": model_id, "uap": q, "seed": UAP_SEED, "version": UAP_VERSION})
 
 
 def cache_path(cache_dir: Path | None, model: nn.Module, q: dict[str, object]) -> Path | None:
@@ -149,8 +195,7 @@ def cache_path(cache_dir: Path | None, model: nn.Module, q: dict[str, object]) -
     also read by the gallery (bench/gallery.py) to show each model's saved perturbation."""
     if cache_dir is None:
         return None
-    key = stable_hash({"model": model_hash(model), "uap": q, "seed": UAP_SEED, "version": UAP_VERSION})
-    return Path(cache_dir) / "uap" / f"{key}.pt"
+    return Path(cache_dir) / "uap" / f"{cache_key(model_hash(model), q)}.pt"
 
 
 def _build(ctx: EvalContext, method, params: str) -> EvalData:
@@ -166,8 +211,13 @@ def _build(ctx: EvalContext, method, params: str) -> EvalData:
             train = ctx.embedded("mnist", "train")
             idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(UAP_SEED))[: q["n"]]
             x = to_float(train.images[idx]).to(device)
-            v, stats = universal_perturbation(model, x, q["xi"], q["p"], q["delta"], q["passes"], q["budget"],
-                                              num_classes=getattr(method, "num_classes", 10))
+            if q.get("algo") == "sgd":
+                v, stats = sgd_perturbation(model, x, _predict(model, x), q["xi"], q["p"], passes=q["passes"],
+                                            batch_size=q["batch"], lr=q["lr"], beta=q["beta"], delta=q["delta"],
+                                            budget_s=q["budget"], seed=UAP_SEED)
+            else:
+                v, stats = universal_perturbation(model, x, q["xi"], q["p"], q["delta"], q["passes"], q["budget"],
+                                                  num_classes=getattr(method, "num_classes", 10))
             hit = {"v": v.cpu(), "stats": stats}
             if path is not None:
                 buf = io.BytesIO()
@@ -188,5 +238,5 @@ def _build(ctx: EvalContext, method, params: str) -> EvalData:
 
 EVAL_SETS.add("uap", EvalSetSpec(_build, offline=True, needs_model=True, family=True, defaults=DEFAULTS,
                                  check=lambda t: sorted(parse(t).items())),
-              "universal adversarial perturbation per model (DeepFool inner step): uap:xi=XI,p=inf|2"
-              "[,n=,passes=,budget=s,delta=]")
+              "universal adversarial perturbation per model: uap:xi=XI,p=inf|2[,algo=sgd|deepfool,n=,passes=,"
+              "budget=s,delta=,lr=,batch=,beta=]")

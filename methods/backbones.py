@@ -167,6 +167,39 @@ class SmallConvNet(Backbone):
         return self.fc2(d)
 
 
+@BACKBONES.register("hg-mlp", "Hendrycks & Gimpel's MNIST MLP (ICLR 2017): 784-256-256-256-10, GELU, raw [0, 1] "
+                               "pixels, their initialisation; 335,114 params")
+class HGMLP(Backbone):
+    """The MNIST network of Hendrycks & Gimpel's baseline (code: hendrycks/error-detection, MNIST notebook): three
+    hidden layers of 256 with the tanh-approximated GELU, no dropout, no input normalisation (the TensorFlow MNIST
+    reader's [0, 1] pixels). Initialisation as theirs: each unit's incoming weight vector is a Gaussian draw rescaled
+    to unit L2 norm, then divided by sqrt(1 + 0.425) (first layer), sqrt(0.425 + 0.425) (hidden) and
+    sqrt(0.425 + 1) (logits); biases 0."""
+
+    num_features = 256
+
+    def __init__(self, num_classes: int = 10, in_chans: int = 1, image_size: int = 28):
+        super().__init__(mean=0.0, std=1.0)
+        self.fc1 = nn.Linear(in_chans * image_size * image_size, 256)
+        self.fc2 = nn.Linear(256, 256)
+        self.fc3 = nn.Linear(256, 256)
+        self.fc4 = nn.Linear(256, num_classes)
+        for layer, scale in ((self.fc1, 1 + 0.425), (self.fc2, 0.85), (self.fc3, 0.85), (self.fc4, 0.425 + 1)):
+            with torch.no_grad():
+                w = torch.randn_like(layer.weight)  # (out, in): a row is one unit's incoming weights
+                layer.weight.copy_(w / w.norm(dim=1, keepdim=True) / scale ** 0.5)
+                layer.bias.zero_()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.normalize(x).flatten(1)
+        for fc in (self.fc1, self.fc2, self.fc3):
+            h = F.gelu(fc(h), approximate="tanh")
+        return h
+
+    def forward_classifier(self, d: torch.Tensor) -> torch.Tensor:
+        return self.fc4(d)
+
+
 class TimmBackbone(Backbone):
     """Any timm model built with one input channel; features are timm's pre-logits."""
 
