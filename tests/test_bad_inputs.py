@@ -56,7 +56,7 @@ CASES: list[tuple[list[str], int, str]] = [
     ([*RUN, "--datasets", "pgd:eps=0.1,steps=x"], USAGE, "steps='x' is not a valid int"),
     ([*RUN, "--datasets", "pgd:steps=5"], USAGE, "needs eps in (0, 1]"),
     ([*RUN, "--datasets", "pgd:eps=0.1,pgd:eps=0.1,steps=20"], USAGE, "same set under two spellings"),
-    ([*RUN, "--datasets", "uap:xi=0"], USAGE, "needs xi > 0"),
+    ([*RUN, "--datasets", "uap:xi=0"], USAGE, "xi=0 is outside (0, 1]"),
     ([*RUN, "--datasets", "uap:xi=abc"], USAGE, "xi='abc' is not a valid float"),
     ([*RUN, "--datasets", "uap:xi=0.2,p=3"], USAGE, "p in inf|2"),
     ([*RUN, "--datasets", "uap:xi=0.2,delta=1"], USAGE, "delta must be in (0, 1)"),

@@ -15,6 +15,7 @@ from torch import nn
 from bench.cache import CheckpointCache
 from bench.errors import UsageError
 from bench.methods import METHODS
+from bench.methods.backbones import create_backbone
 from bench.methods.base import FitContext
 from bench.methods.features import FeatureScorer, linear_head, require_features
 
@@ -273,7 +274,7 @@ def test_knn_k_larger_than_training_split_is_refused():
     with pytest.raises(UsageError, match=r"knn.k=5 is larger than the training split \(4 images\)"):
         on_features("knn", [[1.0, 0.0]] * 4, k=5)
     with pytest.raises(UsageError, match="knn.k=5000 is larger than the training split"):
-        METHODS.get("knn").preflight(METHODS.get("knn").Config(k=5000), "lenet", 1000)
+        METHODS.get("knn").preflight(METHODS.get("knn").Config(k=5000), create_backbone("lenet", 10), 1000)
 
 
 @pytest.mark.parametrize(("name", "cfg", "match"), [
@@ -290,8 +291,9 @@ def test_bad_options_are_one_line_errors(name, cfg, match):
 
 def test_vim_dim_not_below_feature_dimension():
     with pytest.raises(UsageError, match=r"vim.dim=50 must be between 1 and the feature dimension - 1 \(49\)"):
-        METHODS.get("vim").preflight(METHODS.get("vim").Config(dim=50), "lenet", 1000)
-    assert METHODS.get("vim").preflight(METHODS.get("vim").Config(), "lenet", 1000) == {"dim": 0, "dim_used": 25}
+        METHODS.get("vim").preflight(METHODS.get("vim").Config(dim=50), create_backbone("lenet", 10), 1000)
+    lenet = create_backbone("lenet", 10)
+    assert METHODS.get("vim").preflight(METHODS.get("vim").Config(), lenet, 1000) == {"dim": 0, "dim_used": 25}
 
 
 def test_backbone_without_penultimate_features_is_refused():

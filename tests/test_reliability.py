@@ -206,7 +206,7 @@ def test_resume_over_a_corrupt_cell_recomputes_it(reference, tmp_path):
     (["--datasets", "mnist,fgsm:eps=abc"], "eps='abc' is not a valid float"),
     (["--datasets", "fgsm:eps=0.1,fgsm:eps=0.10"], "same set under two spellings"),
     (["--datasets", "pgd:eps=0.1,steps=0"], "steps must be >= 1"),
-    (["--datasets", "uap:xi=-1"], "needs xi > 0"),
+    (["--datasets", "uap:xi=-1"], "xi=-1 is outside (0, 1]"),
     (["--datasets", "fooling:n=0"], "needs n >= 1"),
     (["--folds", "70000"], "more than the 60000 training images"),
 ])
