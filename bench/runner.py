@@ -35,7 +35,7 @@ from bench.datasets import evalsets
 from bench.datasets.evalsets import EvalContext, EvalData
 from bench.datasets.idx import read_idx
 from bench.datasets.mnist import DATA_ROOT, FILES, load_embedded
-from bench.datasets.splits import SplitSpec, split, split_indices
+from bench.datasets.splits import SplitSpec, smallest_train_size, split
 from bench.errors import BenchError, UsageError
 from bench import faults
 from bench.rows import cost_rows, inference_ms_per_1k, metric_rows, tidy
@@ -186,8 +186,7 @@ def preflight(cfg: RunConfig, methods: list[str], nets: Callable[[str, Any], lis
     penultimate features), run before any training; returns the hyper-parameters each method will use.
     ``nets(method, config)`` gives the networks to check (default: an untrained backbone of the run's)."""
     n_all = len(read_idx(DATA_ROOT / FILES["mnist"]["train_labels"][0]))  # the labels file only: fast
-    n_train = min(len(split_indices(n_all, SplitSpec(cfg.split.val_fraction, cfg.split.split_seed, cfg.folds, fold,
-                                                     cfg.split.max_train))[0]) for fold in range(cfg.folds))
+    n_train = smallest_train_size(n_all, cfg.folds, cfg.split.val_fraction, cfg.split.max_train)
     out = {}
     for m in methods:
         cls = METHODS.get(m)
@@ -404,7 +403,6 @@ class Runner:
         ray = cfg.executor.kind == "ray"
         self.device = torch.device("cpu") if ray else resolve_device(cfg.device)
         self.methods = METHODS.expand(list(cfg.methods))
-        self.hyperparameters = preflight(cfg, self.methods, self._preflight_nets())  # one-line errors, before training
         self.datasets = evalsets.expand(list(cfg.datasets)) if cfg.datasets else evalsets.offline_sets()
         self.console = console or Console(stderr=True)
         self.retrain = retrain
@@ -414,7 +412,8 @@ class Runner:
             _check_tensorboard()
         from bench.validate import check_run
 
-        check_run(cfg, self.datasets)
+        check_run(cfg, self.datasets)  # the run's values first, then what the methods check against the network
+        self.hyperparameters = preflight(cfg, self.methods, self._preflight_nets())  # one-line errors, before training
         self.lock = RunLock(run_dir)
         if RunStore(run_dir).foreign_entry() is None:  # else prepare_store refuses, before writing anything
             self.lock.acquire()  # released at the end of run(), or by the kernel if this process dies

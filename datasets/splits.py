@@ -34,11 +34,26 @@ class SplitSpec:
         return f"mnist-train:{part}:seed{self.split_seed}:max{self.max_train}"
 
 
+def fold_bounds(n: int, folds: int) -> list[int]:
+    """Where the k folds of a permutation of n items start and end."""
+    return [round(i * n / folds) for i in range(folds + 1)]
+
+
+def smallest_train_size(n: int, folds: int, val_fraction: float, max_train: int) -> int:
+    """The size of the smallest training part over every fold, as ``split_indices`` cuts it (no permutation)."""
+    if folds > 1:
+        b = fold_bounds(n, folds)
+        size = n - max(hi - lo for lo, hi in zip(b, b[1:]))
+    else:
+        size = n - round(n * val_fraction)
+    return min(size, max_train) if max_train else size
+
+
 def split_indices(n: int, spec: SplitSpec) -> tuple[torch.Tensor, torch.Tensor]:
     """(train indices, validation indices) of a set of size n: a seeded permutation, cut into parts."""
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(spec.split_seed))
     if spec.folds > 1:
-        bounds = [round(i * n / spec.folds) for i in range(spec.folds + 1)]
+        bounds = fold_bounds(n, spec.folds)
         val = perm[bounds[spec.fold] : bounds[spec.fold + 1]]
         train = torch.cat([perm[: bounds[spec.fold]], perm[bounds[spec.fold + 1] :]])
     else:

@@ -105,3 +105,14 @@ def test_bad_split_specs():
         SplitSpec(folds=5, fold=5)
     with pytest.raises(UsageError):
         SplitSpec(val_fraction=1.5)
+
+
+def test_smallest_train_size_is_what_split_indices_cuts():
+    """The preflight's training-split size, computed without permutations, equals the smallest training part that
+    split_indices gives over every fold (uneven folds, a cap, one validation split)."""
+    from bench.datasets.splits import SplitSpec, smallest_train_size, split_indices
+
+    for n, folds, frac, cap in [(60000, 1, 0.1, 0), (60000, 5, 0.1, 0), (1797, 7, 0.1, 0), (101, 3, 0.1, 0),
+                                (60000, 5, 0.1, 20000), (103, 1, 0.33, 0)]:
+        sizes = [len(split_indices(n, SplitSpec(frac, 0, folds, f, cap))[0]) for f in range(folds)]
+        assert smallest_train_size(n, folds, frac, cap) == min(sizes)
