@@ -211,8 +211,7 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
     from bench.config import resolve
     from bench.methods import METHODS
     from bench.methods.backbones import BACKBONES
-    from bench.runner import Runner, summarize_errors
-    from bench.table import summary_tables
+    from bench.runner import Runner
 
     run_dir = _run_dir(args)
     if not args.model and (args.weights or args.model_name or args.feature_layer):
@@ -234,6 +233,14 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
         err.print(f"interrupted: {done} finished cells kept in {run_dir}; continue with: python -m bench run "
                   f"--resume --out {shlex.quote(str(run_dir))}", highlight=False, soft_wrap=True, markup=False)
         return 130
+    return report_outcome(outcome, out, err)
+
+
+def report_outcome(outcome, out: Console, err: Console) -> int:
+    """A finished run's summary tables and results path (and its failed cells); the exit code of ``bench run``."""
+    from bench.runner import summarize_errors
+    from bench.table import summary_tables
+
     groups = (outcome.store.read_manifest() or {}).get("eval_set_groups", {})
     for table in summary_tables(outcome.store.rows(), groups):
         out.print(table)

@@ -15,9 +15,8 @@ from bench.errors import UsageError
 
 def run_models(args: argparse.Namespace, layers: list[dict[str, Any]], run_dir: Path, out: Console,
                err: Console) -> int:
+    from bench.cli import report_outcome
     from bench.model_files import is_python_spec, load_model
-    from bench.runner import summarize_errors
-    from bench.table import summary_tables
     from bench.user_run import prepare, run
 
     if args.backbone is not None:
@@ -48,13 +47,4 @@ def run_models(args: argparse.Namespace, layers: list[dict[str, Any]], run_dir: 
     finally:
         for a in adapted:
             a.close()
-    groups = (outcome.store.read_manifest() or {}).get("eval_set_groups", {})
-    for table in summary_tables(outcome.store.rows(), groups):
-        out.print(table)
-    out.print(f"results: {outcome.store.dir / 'results.csv'}  ({outcome.cells_done} cells computed, "
-              f"{outcome.cells_skipped} resumed)", highlight=False, soft_wrap=True)
-    if outcome.errors:
-        err.print(f"error: {len(outcome.errors)} failed: {summarize_errors(outcome.errors)}", highlight=False,
-                  soft_wrap=True)
-        return 1
-    return 0
+    return report_outcome(outcome, out, err)
