@@ -211,6 +211,7 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
     from bench.config import resolve
     from bench.methods import METHODS
     from bench.methods.backbones import BACKBONES
+    from bench.outcome import report_outcome
     from bench.runner import Runner
 
     run_dir = _run_dir(args)
@@ -234,23 +235,6 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
                   f"--resume --out {shlex.quote(str(run_dir))}", highlight=False, soft_wrap=True, markup=False)
         return 130
     return report_outcome(outcome, out, err)
-
-
-def report_outcome(outcome, out: Console, err: Console) -> int:
-    """A finished run's summary tables and results path (and its failed cells); the exit code of ``bench run``."""
-    from bench.runner import summarize_errors
-    from bench.table import summary_tables
-
-    groups = (outcome.store.read_manifest() or {}).get("eval_set_groups", {})
-    for table in summary_tables(outcome.store.rows(), groups):
-        out.print(table)
-    out.print(f"results: {outcome.store.dir / 'results.csv'}  ({outcome.cells_done} cells computed, "
-              f"{outcome.cells_skipped} resumed)", highlight=False, soft_wrap=True)
-    if outcome.errors:
-        err.print(f"error: {len(outcome.errors)} failed: {summarize_errors(outcome.errors)}", highlight=False,
-                  soft_wrap=True)
-        return 1
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

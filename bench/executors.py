@@ -8,7 +8,8 @@
   ``executor.max_retries`` retries of a dead worker, on a local Ray instance or the cluster at ``--ray-address``.
 
 All of them run the same ``UnitWorker.run_unit`` on the same units; cells are written by the workers, the
-run-wide files by the driver (``Runner._collect``), so the results store is the same whichever ran the grid.
+run-wide files by the driver (``Runner._collect``), so the results store is the same whichever ran the grid. An
+executor knows the run only through a ``GridJob``, a plain value the driver makes (it never sees the ``Runner``).
 """
 
 from __future__ import annotations
@@ -22,15 +23,17 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import torch
+from rich.console import Console
 
+from bench.cache import CheckpointCache
+from bench.config import RunConfig
 from bench.errors import UsageError
+from bench.grid import Unit, UnitResult, failed_result
 from bench.progress import Bars
-
-if TYPE_CHECKING:
-    from bench.runner import Runner, Unit, UnitResult, UnitWorker
+from bench.worker import UnitWorker
 
 RAY_INSTALL = "--executor ray needs Ray, an optional extra: pip install -e '.[ray]' (or pip install 'ray>=2.9')"
 POLL_S = 0.5
@@ -41,23 +44,41 @@ POLL_S = 0.5
 class Payload:
     """Everything a worker process needs to build its ``UnitWorker`` (picklable)."""
 
-    cfg: Any  # RunConfig
-    run_dir: str
-    cache: Any  # CheckpointCache
+    cfg: RunConfig
+    run_dir: str  # resolved
+    cache: CheckpointCache
     datasets: tuple[str, ...]
     plugins: tuple[str, ...]
     tensorboard: bool
 
 
-_WORKERS: dict[tuple[str, str], "UnitWorker"] = {}
+@dataclass(frozen=True)
+class GridJob:
+    """What an executor needs from the driver: the workers' payload, the driver's device and console, and the
+    readable name of every cell of the grid by cell key (the progress bar and its one-line-per-cell log)."""
+
+    payload: Payload
+    device: torch.device
+    console: Console
+    cell_names: dict[str, str]
+
+    @property
+    def cfg(self) -> RunConfig:
+        return self.payload.cfg
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.payload.run_dir)
 
 
-def _unit_worker(payload: Payload, device: str, threads: int) -> "UnitWorker":
+_WORKERS: dict[tuple[str, str], UnitWorker] = {}
+
+
+def _unit_worker(payload: Payload, device: str, threads: int) -> UnitWorker:
     """This process's worker for a run (kept between units of the same run: static eval sets are built once)."""
     key = (payload.run_dir, device)
     if key not in _WORKERS:
         from bench.plugins import load_plugins
-        from bench.runner import UnitWorker
         from bench.utils import resolve_device
 
         load_plugins(list(payload.plugins))
@@ -83,12 +104,12 @@ def _pool_init(payload: Payload, device: str, threads: int) -> None:
     _POOL_ARGS = (payload, device, threads)
 
 
-def _pool_run_unit(unit: "Unit") -> "UnitResult":
+def _pool_run_unit(unit: Unit) -> UnitResult:
     assert _POOL_ARGS is not None
     return _unit_worker(*_POOL_ARGS).run_unit(unit)
 
 
-def _ray_run_unit(payload: Payload, device: str, threads: int, unit: "Unit") -> "UnitResult":
+def _ray_run_unit(payload: Payload, device: str, threads: int, unit: Unit) -> UnitResult:
     return _unit_worker(payload, device, threads).run_unit(unit)
 
 
@@ -107,15 +128,15 @@ class GridProgress:
     """One bar for the whole grid: cells done (including resumed ones) of all cells, units running, failures,
     elapsed time. In-process units report each cell; other executors are polled from the cells directory."""
 
-    def __init__(self, bars: Bars, runner: "Runner", total: int, skipped: int):
-        self.bars, self.runner = bars, runner
-        self.keys = runner.grid_keys
+    def __init__(self, bars: Bars, job: GridJob, total: int, skipped: int):
+        self.bars, self.job = bars, job
+        self.keys = set(job.cell_names)
         self.done, self.running, self.failed, self.retries = skipped, 0, 0, 0
         self.total = total
         self.task = bars.add(self._label(), total=total)
         bars.update(self.task, completed=skipped)
         # Bars cannot draw into a log file or pipe: there, one line per finished cell instead of ten silent minutes
-        self.log_lines = not runner.console.is_terminal
+        self.log_lines = not job.console.is_terminal
         self.seen = self._finished() if self.log_lines else set()
         self.t0 = time.perf_counter()
 
@@ -130,7 +151,7 @@ class GridProgress:
 
     def _finished(self) -> set[str]:
         try:
-            return {n[:-5] for n in os.listdir(self.runner.store.cells) if n.endswith(".json")} & self.keys
+            return {n[:-5] for n in os.listdir(self.job.run_dir / "cells") if n.endswith(".json")} & self.keys
         except OSError:
             return set()
 
@@ -139,10 +160,10 @@ class GridProgress:
             return
         names = self._finished() if names is None else names
         for key in sorted(names - self.seen):
-            self.runner.console.print(f"cell {len(self.seen) + 1}/{self.total} done: "
-                                      f"{self.runner.cell_names.get(key, key)} "
+            self.job.console.print(f"cell {len(self.seen) + 1}/{self.total} done: "
+                                   f"{self.job.cell_names.get(key, key)} "
                                       f"({time.perf_counter() - self.t0:.0f} s)",
-                                      highlight=False, soft_wrap=True, markup=False)
+                                   highlight=False, soft_wrap=True, markup=False)
             self.seen.add(key)
 
     def poll(self) -> None:
@@ -159,27 +180,18 @@ class GridProgress:
         self.bars.update(self.task, label=self._label())
 
 
-def failed_result(unit: "Unit", message: str) -> "UnitResult":
-    """Error rows for every method of a unit that did not come back (its worker died, or the unit crashed outside
-    a method)."""
-    from bench.runner import UnitResult
-
-    return UnitResult(unit, errors=[{"method": m, "seed": unit.seed, "fold": unit.fold, "error": message}
-                                    for m in unit.methods])
-
-
-Collect = Callable[["UnitResult"], None]
+Collect = Callable[[UnitResult], None]
 
 
 class Sequential:
     """Units one after the other in the driver's process (the default)."""
 
-    def __init__(self, runner: "Runner"):
-        self.runner = runner
+    def __init__(self, job: GridJob):
+        self.job = job
 
-    def run(self, units: list["Unit"], local: "UnitWorker", bars: Bars, total: int, skipped: int,
+    def run(self, units: list[Unit], local: UnitWorker, bars: Bars, total: int, skipped: int,
             collect: Collect) -> None:
-        progress = GridProgress(bars, self.runner, total, skipped)
+        progress = GridProgress(bars, self.job, total, skipped)
         local.on_cell = progress.cell
         for unit in units:
             progress.set(running=1)
@@ -192,29 +204,29 @@ class LocalPool:
     """``--jobs N``: N single-process pools (spawn). A dead worker breaks only its own pool, so the unit it ran is
     known: it is retried (``executor.max_retries`` times) in a fresh process, then reported as error rows."""
 
-    def __init__(self, runner: "Runner", jobs: int):
-        self.runner, self.jobs = runner, jobs
-        self.payload = _payload(runner)
-        dev = runner.device
+    def __init__(self, job: GridJob, jobs: int):
+        self.job, self.jobs = job, jobs
+        self.payload = job.payload
+        dev = job.device
         n_gpus = torch.cuda.device_count() if dev.type == "cuda" else 0
-        if dev.type == "cuda" and dev.index is None and runner.cfg.device in ("auto", "cuda") and n_gpus > 1:
+        if dev.type == "cuda" and dev.index is None and job.cfg.device in ("auto", "cuda") and n_gpus > 1:
             self.devices = [f"cuda:{i % n_gpus}" for i in range(jobs)]
         else:
             self.devices = [str(dev)] * jobs
-        cpus = runner.cfg.executor.cpus_per_unit
+        cpus = job.cfg.executor.cpus_per_unit
         self.threads = max(1, int(cpus) if cpus else (os.cpu_count() or 1) // jobs)
 
     def _pool(self, slot: int) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_pool_init,
                                    initargs=(self.payload, self.devices[slot], self.threads))
 
-    def run(self, units: list["Unit"], local: "UnitWorker", bars: Bars, total: int, skipped: int,
+    def run(self, units: list[Unit], local: UnitWorker, bars: Bars, total: int, skipped: int,
             collect: Collect) -> None:
-        progress = GridProgress(bars, self.runner, total, skipped)
+        progress = GridProgress(bars, self.job, total, skipped)
         queue = collections.deque(units)
         attempts: collections.Counter = collections.Counter()
         pools: list[ProcessPoolExecutor | None] = [None] * self.jobs
-        running: dict[Future, tuple[int, "Unit"]] = {}
+        running: dict[Future, tuple[int, Unit]] = {}
         try:
             while queue or running:
                 busy = {slot for slot, _ in running.values()}
@@ -235,9 +247,9 @@ class LocalPool:
                         pools[slot].shutdown(wait=False)
                         pools[slot] = None
                         attempts[unit] += 1
-                        if attempts[unit] <= self.runner.cfg.executor.max_retries:
-                            self.runner.console.print(f"worker died running {unit.name}; retrying it",
-                                                      highlight=False, soft_wrap=True)
+                        if attempts[unit] <= self.job.cfg.executor.max_retries:
+                            self.job.console.print(f"worker died running {unit.name}; retrying it",
+                                                   highlight=False, soft_wrap=True)
                             progress.set(retried=1)
                             queue.appendleft(unit)
                             continue
@@ -258,12 +270,12 @@ class LocalPool:
 class RayExecutor:
     """One Ray task per unit (see docs/scale-out.md for a cluster: shared run and cache paths, same install)."""
 
-    def __init__(self, runner: "Runner"):
-        self.runner = runner
+    def __init__(self, job: GridJob):
+        self.job = job
         self.ray = import_ray()
 
     def _resources(self) -> tuple[float, float, str]:
-        ray, ex, spec = self.ray, self.runner.cfg.executor, self.runner.cfg.device
+        ray, ex, spec = self.ray, self.job.cfg.executor, self.job.cfg.device
         cluster_gpus = ray.cluster_resources().get("GPU", 0)
         if spec.startswith("cuda") and not cluster_gpus:
             raise UsageError(f"--device {spec}: the Ray cluster has no GPU; use --device auto or cpu")
@@ -294,27 +306,27 @@ class RayExecutor:
             raise UsageError(f"{problems[0]}: --out and --cache-dir must be on a filesystem every Ray node mounts "
                              "at the same path (see docs/scale-out.md)")
 
-    def run(self, units: list["Unit"], local: "UnitWorker", bars: Bars, total: int, skipped: int,
+    def run(self, units: list[Unit], local: UnitWorker, bars: Bars, total: int, skipped: int,
             collect: Collect) -> None:
-        ray, runner = self.ray, self.runner
-        ex = runner.cfg.executor
+        ray, job = self.ray, self.job
+        ex = job.cfg.executor
         started = False
         if not ray.is_initialized():
             ray.init(address=ex.address or None, include_dashboard=False, logging_level="WARNING",
                      log_to_driver=True)
             started = True
-        refs: dict[Any, "Unit"] = {}
+        refs: dict[Any, Unit] = {}
         try:
             cpus, gpus, device = self._resources()
-            self._check_visible([str(runner.store.dir.resolve()), str(Path(runner.cfg.cache_dir).resolve())])
-            progress = GridProgress(bars, runner, total, skipped)
-            payload = ray.put(_payload(runner))
+            self._check_visible([job.payload.run_dir, str(Path(job.cfg.cache_dir).resolve())])
+            progress = GridProgress(bars, job, total, skipped)
+            payload = ray.put(job.payload)
             task = ray.remote(_ray_run_unit).options(num_cpus=cpus, num_gpus=gpus, max_retries=ex.max_retries,
                                                      retry_exceptions=False)
             threads = max(1, int(cpus))
             refs = {task.remote(payload, device, threads, u): u for u in units}
             while refs:
-                progress.set(running=_count_running(runner))
+                progress.set(running=_count_running(job))
                 ready, _ = ray.wait(list(refs), num_returns=1, timeout=POLL_S)
                 progress.poll()
                 for ref in ready:
@@ -334,17 +346,12 @@ class RayExecutor:
                 ray.shutdown()
 
 
-def _count_running(runner: "Runner") -> int:
+def _count_running(job: GridJob) -> int:
     """Units in flight anywhere: the marker files workers keep in ``<run>/.running`` while a unit runs."""
     try:
-        return len(os.listdir(runner.store.dir / ".running"))
+        return len(os.listdir(job.run_dir / ".running"))
     except OSError:
         return 0
-
-
-def _payload(runner: "Runner") -> Payload:
-    return Payload(runner.cfg, str(runner.store.dir.resolve()), runner.cache, tuple(runner.datasets),
-                   tuple(runner.plugins), runner.tensorboard)
 
 
 def import_ray():
@@ -355,7 +362,7 @@ def import_ray():
     return ray
 
 
-def check_executor(cfg: Any) -> None:
+def check_executor(cfg: RunConfig) -> None:
     """Flag combinations that cannot work, before anything is written; Ray must be importable for ``ray``."""
     ex = cfg.executor
     if ex.kind == "ray":
@@ -367,10 +374,10 @@ def check_executor(cfg: Any) -> None:
         raise UsageError("--ray-address needs --executor ray")
 
 
-def make_executor(runner: "Runner") -> Sequential | LocalPool | RayExecutor:
-    ex = runner.cfg.executor
+def make_executor(job: GridJob) -> Sequential | LocalPool | RayExecutor:
+    ex = job.cfg.executor
     if ex.kind == "ray":
-        return RayExecutor(runner)
-    return Sequential(runner) if ex.jobs == 1 else LocalPool(runner, ex.jobs)
+        return RayExecutor(job)
+    return Sequential(job) if ex.jobs == 1 else LocalPool(job, ex.jobs)
 
 

@@ -23,9 +23,11 @@ from torch import nn
 from bench.errors import BenchError, UsageError
 from bench.methods.base import ConfidenceMethod
 from bench.progress import Bars
-from bench.runner import COST_SET, RunOutcome, Runner, Unit, UnitWorker, shares_baseline
+from bench.grid import COST_SET, Unit, shares_baseline
+from bench.runner import RunOutcome, Runner
 from bench.store import ROW_FIELDS, cell_key
 from bench.user_model import UserFitContext, UserModel, has_dropout, preserved
+from bench.worker import UnitWorker
 
 DATA_CLASSES = {"mnist": 10}
 PROBE_IMAGES = 8
@@ -281,7 +283,7 @@ def evaluate(model: nn.Module | Sequence[nn.Module], *, methods: str | Sequence[
                     a.close()
             rows = outcome.store.rows()
     if outcome.errors:
-        from bench.runner import summarize_errors
+        from bench.outcome import summarize_errors
 
         raise BenchError(f"{len(outcome.errors)} failed: {summarize_errors(outcome.errors)}")
     return frame(rows)

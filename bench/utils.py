@@ -140,3 +140,20 @@ def peak_memory(device: torch.device) -> tuple[str, float]:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
     return "peak_rss_mb", rss * scale / 2**20
+
+
+class single_thread:
+    """On a CPU device, torch runs on one thread inside the block (per-image loops such as DeepFool's are faster and
+    steadier so on a shared machine); the thread count is restored after it. Does nothing on other devices."""
+
+    def __init__(self, device: torch.device):
+        self.cpu = device.type == "cpu"
+
+    def __enter__(self) -> None:
+        if self.cpu:
+            self.threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.cpu:
+            torch.set_num_threads(self.threads)

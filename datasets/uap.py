@@ -40,7 +40,7 @@ from bench.datasets.evalsets import EVAL_SETS, EvalContext, EvalData, EvalSetSpe
 from bench.datasets.mnist import to_float
 from bench.datasets.uap_sgd import sgd_perturbation
 from bench.errors import UsageError
-from bench.utils import atomic_write_bytes, stable_hash
+from bench.utils import atomic_write_bytes, single_thread, stable_hash
 
 UAP_SEED = 2017
 UAP_VERSION = 1  # bump when the algorithm changes, to invalidate cached perturbations
@@ -99,7 +99,7 @@ def universal_perturbation(model: nn.Module, images: torch.Tensor, xi: float, p:
     while fooling < 1 - delta and passes < max_passes and not out_of_time:
         # one image at a time is latency-bound: on CPU one thread is much faster than several (no OpenMP
         # hand-offs, and no collapse when the cores are shared)
-        with _single_thread(images.device):
+        with single_thread(images.device):
             for i in torch.randperm(len(images), generator=g).tolist():
                 x = images[i : i + 1]
                 with torch.no_grad():
@@ -116,20 +116,6 @@ def universal_perturbation(model: nn.Module, images: torch.Tensor, xi: float, p:
     return v.detach(), {"uap_train_fooling_rate": 100 * fooling, "uap_passes": float(passes),
                         "gen_seconds": time.perf_counter() - t0, "uap_norm": norm,
                         "uap_budget_hit": float(out_of_time)}
-
-
-class _single_thread:
-    def __init__(self, device: torch.device):
-        self.cpu = device.type == "cpu"
-
-    def __enter__(self) -> None:
-        if self.cpu:
-            self.threads = torch.get_num_threads()
-            torch.set_num_threads(1)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.cpu:
-            torch.set_num_threads(self.threads)
 
 
 def model_hash(model: nn.Module) -> str:

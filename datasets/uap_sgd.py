@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.utils import single_thread
+
 
 def _project(v: torch.Tensor, xi: float, p: str) -> torch.Tensor:
     if p == "inf":
@@ -41,11 +43,9 @@ def sgd_perturbation(model: nn.Module, images: torch.Tensor, clean: torch.Tensor
                      ) -> tuple[torch.Tensor, dict[str, float]]:
     """v (1, C, H, W) on ``images``' device and stats. ``clean``: the classifier's predictions on ``images``
     (the labels whose loss is raised). ``lr``: the first step's length as a fraction of xi."""
-    from bench.datasets.uap import _single_thread  # one thread, as DeepFool: robust on a shared CPU
-
     g = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
-    with _single_thread(images.device):
+    with single_thread(images.device):  # one thread, as DeepFool: robust on a shared CPU
         return _ascend(model, images, clean, xi, p, passes, batch_size, lr, beta, delta, budget_s, g, t0)
 
 

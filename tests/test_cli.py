@@ -91,10 +91,10 @@ def test_existing_run_dir_needs_resume(smoke_run, capsys):
 
 
 def test_interrupt_keeps_finished_cells(tmp_path, capsys, monkeypatch):
-    from bench import runner
+    from bench import worker
 
     calls = {"n": 0}
-    original = runner.UnitWorker._run_method
+    original = worker.UnitWorker._run_method
 
     def interrupt_second(self, *args, **kwargs):
         calls["n"] += 1
@@ -102,7 +102,7 @@ def test_interrupt_keeps_finished_cells(tmp_path, capsys, monkeypatch):
             raise KeyboardInterrupt
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(runner.UnitWorker, "_run_method", interrupt_second)
+    monkeypatch.setattr(worker.UnitWorker, "_run_method", interrupt_second)
     run = tmp_path / "run"
     code = main([*SMOKE, "--out", str(run), "--cache-dir", str(tmp_path / "cache")])
     err = capsys.readouterr().err

@@ -19,8 +19,8 @@ import torch
 from bench.cache import CheckpointCache
 from bench.cli import main
 from bench.config import RunConfig
+from bench.grid import plan_units
 from bench.methods import METHODS
-from bench.runner import plan_units
 
 PLUGIN = Path(__file__).parent / "plugins" / "testkill.py"
 # A tiny grid: 2 methods x 2 seeds sharing one baseline per seed, two eval sets and the cost cell.

@@ -154,9 +154,9 @@ def test_suggested_fix_for_a_missing_checkpoint_works_as_typed(reference, tmp_pa
 
 
 def test_interrupt_message_command_works_as_typed(tmp_path, reference, monkeypatch):
-    from bench import runner
+    from bench import worker
 
-    original = runner.UnitWorker._run_method
+    original = worker.UnitWorker._run_method
     calls = {"n": 0}
 
     def interrupt_second(self, *args, **kwargs):
@@ -165,10 +165,10 @@ def test_interrupt_message_command_works_as_typed(tmp_path, reference, monkeypat
             raise KeyboardInterrupt
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(runner.UnitWorker, "_run_method", interrupt_second)
+    monkeypatch.setattr(worker.UnitWorker, "_run_method", interrupt_second)
     code, _, err = tiny(tmp_path / "run", reference[0] / "cache")
     assert code == 130
-    monkeypatch.setattr(runner.UnitWorker, "_run_method", original)
+    monkeypatch.setattr(worker.UnitWorker, "_run_method", original)
     command = re.search(r"continue with: python -m bench (.*)$", err.strip()).group(1)
     code, _, err = run_main(shlex.split(command))
     assert code == 0, err

@@ -15,8 +15,8 @@ from bench.errors import UsageError
 
 def run_models(args: argparse.Namespace, layers: list[dict[str, Any]], run_dir: Path, out: Console,
                err: Console) -> int:
-    from bench.cli import report_outcome
     from bench.model_files import is_python_spec, load_model
+    from bench.outcome import report_outcome
     from bench.user_run import prepare, run
 
     if args.backbone is not None:

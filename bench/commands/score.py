@@ -92,7 +92,7 @@ def write_run(run_dir: Path, sets: list, rows: list[dict[str, Any]], method: str
     """A run directory of the scored files: one cell per set (rows + the arrays as a run saves them)."""
     import sys
 
-    from bench.runner import git_sha, versions
+    from bench.provenance import git_sha, versions
     from bench.store import RunStore, cell_key
 
     store = RunStore(run_dir)

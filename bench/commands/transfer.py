@@ -113,7 +113,7 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
     from bench.methods.backbones import BACKBONES
     from bench.methods.base import FitContext
     from bench.progress import Bars
-    from bench.runner import versions
+    from bench.provenance import versions
     from bench.store import RunStore, cell_key
     from bench.utils import resolve_device, to_jsonable
 

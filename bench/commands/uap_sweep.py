@@ -125,7 +125,7 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
     from bench.datasets.uap import ALGOS
     from bench.methods import METHODS
     from bench.methods.base import FitContext
-    from bench.runner import versions
+    from bench.provenance import versions
     from bench.store import RunStore, cell_key
     from bench.utils import resolve_device, to_jsonable
 

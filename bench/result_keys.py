@@ -1,0 +1,25 @@
+"""Which keys of a resolved run config determine results: the one definition that resuming a run (bench/provenance.py),
+combining runs in one report (bench/runs.py) and comparing a run with a baseline (bench/compare.py) all use.
+
+Plain names, no imports, so that reading runs does not load the methods; tests/test_result_keys.py checks that the
+two lists below partition ``RunConfig``'s fields and that no checkpoint's cache key reads a placement key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: what a run computes: every top-level key but the placement keys (``method_options``: each method's own config)
+RESULT_KEYS = ("profile", "methods", "backbone", "datasets", "seeds", "folds", "ood", "train", "split", "eval",
+               "method_options")
+#: where a run executes and keeps its files, not what it computes: a run may be resumed, reported and compared under
+#: other values
+PLACEMENT_KEYS = ("device", "data_dir", "cache_dir", "executor")
+#: result keys that choose which cells a run holds rather than how a cell is computed: runs that differ in them may
+#: be reported together (each cell once) or compared with a baseline (a missing cell fails, a new one is noted)
+CELL_KEYS = ("methods", "datasets", "ood", "seeds")
+
+
+def result_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a resolved config (a manifest's ``config``) that determine results."""
+    return {k: v for k, v in cfg.items() if k not in PLACEMENT_KEYS}
