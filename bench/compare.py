@@ -16,28 +16,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.result_keys import CELL_KEYS, RESULT_KEYS
 from bench.errors import UsageError
-from bench.report import RunSet, metric_info, summarize
+from bench.metric_facts import default_tolerances, metric_info
+from bench.runs import RunSet
+from bench.stats import summarize
 from bench.utils import atomic_write_text
 
 SCHEMA = 1
 KIND = "bench-baseline"
-# Never tracked: wall-clock and memory figures vary from machine to machine and run to run.
-UNTRACKED = frozenset({"sec_per_epoch", "first_epoch_sec", "train_sec_total", "infer_ms_per_1k", "peak_cuda_mem_mb",
-                       "peak_rss_mb"})
-# Absolute tolerances in the metric's own units (percentage points for % metrics). The smoke run is bit-exact run
-# to run on one machine; these absorb float differences between CPUs, thread counts and library versions while a
-# broken method (a scorer falling to chance moves AUROC by tens of points) still fails.
-DEFAULT_TOLERANCES: dict[str, float] = {
-    "*": 1.0,
-    "accuracy": 1.0, "auroc": 2.0, "aupr_error": 3.0, "aupr_success": 1.0, "fpr95": 5.0, "aurc": 1.0, "eaurc": 1.0,
-    "ece": 1.5, "nll": 0.05, "brier": 0.02, "mean_confidence": 0.02,
-    "ood_auroc": 2.0, "ood_aupr_in": 3.0, "ood_aupr_out": 3.0, "ood_fpr95": 5.0,
-    "fooling_rate": 3.0, "robust_accuracy": 2.0,
-    "params": 0.0, "forward_passes": 0.0, "epochs": 0.0, "best_epoch": 0.0,
-}
-# Config keys that must match between the baseline's run and the compared run (where/how it ran may differ).
-CONFIG_KEYS = ("profile", "backbone", "train", "split", "eval", "folds", "seeds", "method_options")
+# Absolute tolerances in the metric's own units ('*': every tracked metric without its own), from
+# bench/metric_facts.py; a baseline file carries its own copy, and --tolerance overrides both.
+DEFAULT_TOLERANCES: dict[str, float] = default_tolerances()
+# Config keys that must match between the baseline's run and the compared run: those that determine results
+# (bench/result_keys.py) less the methods and eval sets (a cell missing from the run fails, a new one is noted). Seeds
+# stay: a baseline value is a mean over its seeds.
+CONFIG_KEYS = tuple(k for k in RESULT_KEYS if k not in CELL_KEYS or k == "seeds")
 
 
 def parse_tolerances(items: list[str]) -> dict[str, float]:
@@ -72,8 +66,8 @@ def tolerance(metric: str, tolerances: dict[str, float]) -> float:
 
 
 def is_tracked(metric: str) -> bool:
-    """Everything but wall times (``*_sec``, ``*_seconds``, ``*ms*``) and memory."""
-    return metric not in UNTRACKED and not metric.endswith(("_sec", "seconds", "_mb")) and "_ms_" not in metric
+    """Everything but wall times and memory (``MetricInfo.tracked``)."""
+    return metric_info(metric).tracked
 
 
 def tracked_values(runs: RunSet) -> dict[tuple[str, str, str], tuple[float, int]]:

@@ -23,7 +23,8 @@ import math
 import re
 from dataclasses import dataclass
 
-from bench.report import MEAN_SET, Cell, Column, ReportTable, short_set
+from bench.groups import MEAN_SET
+from bench.report import Cell, Column, ReportTable, short_set
 
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
         "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$", "↑": r"$\uparrow$",

@@ -21,7 +21,9 @@ import math
 from dataclasses import replace
 
 from bench.errors import UsageError
-from bench.report import MEAN_SET, ReportTable, metric_info, short_set
+from bench.groups import MEAN_SET
+from bench.metric_facts import metric_info
+from bench.report import ReportTable, short_set
 
 LAYOUTS = ("auto", "group", "metrics", "sets", "severity")
 AUTO = {"id": "metrics", "cost": "metrics", "occlusion": "severity", "adversarial": "severity"}  # others: sets

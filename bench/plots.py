@@ -17,7 +17,10 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import UsageError
-from bench.report import RunSet, group_of, metric_info, severity_value, short_set
+from bench.groups import row_groups
+from bench.metric_facts import metric_info
+from bench.report import severity_value, short_set
+from bench.runs import RunSet
 
 ID_SET = "mnist"
 N_BINS = 15  # reliability bins, as the ECE metric
@@ -201,8 +204,8 @@ def plot_severity(runs: RunSet, methods: list[str], out_dir: Path) -> list[Path]
     severity; the clean test set is drawn at severity 0."""
     plt = _plt()
     rows = runs.rows[runs.rows["method"].isin(methods)]
-    shifted = rows[[group_of(s, g) in ("occlusion", "adversarial") or (s not in ("none", "ood", "cost", ""))
-                    for s, g in zip(rows["shift"], rows["group"])]]
+    shifted = rows[[g in ("occlusion", "adversarial") or (s not in ("none", "ood", "cost", ""))
+                    for s, g in zip(rows["shift"], row_groups(rows))]]
     paths: list[Path] = []
     for family, fam in shifted.groupby("shift", sort=True):
         fam = fam.assign(x=[severity_value(s) for s in fam["severity"]])
@@ -279,7 +282,7 @@ def write_plots(runs: RunSet, out_dir: Path, methods: list[str] | None = None,
     chosen = select(methods, present, "method") if methods else present
     keep = set(PLOT_GROUPS)
     if groups:  # matched as the tables match them
-        in_runs = sorted({group_of(s, g) for s, g in zip(runs.rows["shift"], runs.rows["group"])})
+        in_runs = sorted(set(row_groups(runs.rows)))
         wanted = set(select(groups, in_runs, "group"))
         keep = {k for k, gs in PLOT_GROUPS.items() if gs & wanted}
     paths: list[Path] = []

@@ -14,7 +14,9 @@ from pathlib import Path
 
 from bench.errors import UsageError
 from bench.export import CSV_FIELDS
-from bench.report import GROUPS, MEAN_SET, OTHER_SHIFT_METRICS, Cell, Column, ReportTable, metric_info, select, short_set
+from bench.groups import MEAN_SET, group_spec
+from bench.metric_facts import metric_info
+from bench.report import Cell, Column, ReportTable, select, short_set
 
 
 def _float(text: str) -> float:
@@ -65,8 +67,7 @@ def read_report_csv(path: str | Path, alpha: float = 0.05, ci: bool = False, met
                 r["best"] == "1", math.isfinite(p_holm) and p_holm >= alpha, p_holm if math.isfinite(p_holm) else None)
         if ci and not any(math.isfinite(c.ci_low) for c in cells.values()):
             raise UsageError(f"{p} holds no bootstrap intervals for group {gkey}; write it with --ci, or leave --ci out")
-        title = GROUPS.get(gkey, (f"{gkey.capitalize()} shift: accuracy and misclassification AUROC",
-                                  OTHER_SHIFT_METRICS))[0]
+        title = group_spec(gkey)[0]
         present = [m for m in keep_methods if any(r["method"] == m for r in g)]
         tables.append(ReportTable(gkey, title, present, columns, cells, max(c.n for c in cells.values()), ci, alpha))
     if not tables:

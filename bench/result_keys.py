@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 #: what a run computes: every top-level key but the placement keys (``method_options``: each method's own config)
-RESULT_KEYS = ("profile", "methods", "backbone", "datasets", "seeds", "folds", "ood", "train", "split", "eval",
+RESULT_KEYS = ("profile", "methods", "backbone", "datasets", "ood", "train", "split", "eval", "folds", "seeds",
                "method_options")
 #: where a run executes and keeps its files, not what it computes: a run may be resumed, reported and compared under
 #: other values

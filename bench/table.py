@@ -7,11 +7,17 @@ from typing import Any
 import pandas as pd
 from rich.table import Table
 
-ID_COLUMNS = [("accuracy", "Acc %"), ("auroc", "AUROC"), ("aupr_error", "AUPR-Err"), ("fpr95", "FPR95"),
-              ("aurc", "AURC"), ("ece", "ECE %")]
-COST_COLUMNS = [("sec_per_epoch", "s/epoch"), ("peak_cuda_mem_mb", "peak CUDA MiB"), ("peak_rss_mb", "peak RSS MiB"),
-                ("params", "params"), ("infer_ms_per_1k", "ms/1k img")]
-DIGITS = {"infer_ms_per_1k": 1, "params": 0, "peak_cuda_mem_mb": 0, "peak_rss_mb": 0}
+from bench.metric_facts import metric_info
+
+ID_COLUMNS = ("accuracy", "auroc", "aupr_error", "fpr95", "aurc", "ece")
+COST_COLUMNS = ("sec_per_epoch", "peak_cuda_mem_mb", "peak_rss_mb", "params", "infer_ms_per_1k")
+# Headers are the metrics' display names (bench/metric_facts.py); the in-distribution table's title says "%", and
+# its two headers that name a fraction of images rather than a score say it too.
+PERCENT_HEADERS = ("accuracy", "ece")
+
+
+def _header(metric: str) -> str:
+    return metric_info(metric).label + (" %" if metric in PERCENT_HEADERS else "")
 
 
 def aggregate(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -39,7 +45,7 @@ def _table(title: str, agg: pd.DataFrame, cols: list[tuple[str, str, str]]) -> T
         cells = []
         for eval_set, metric, _ in cols:
             r = index.get((method, eval_set, metric))
-            cells.append("" if r is None else fmt(r.mean, r.std, r.count, DIGITS.get(metric, 2)))
+            cells.append("" if r is None else fmt(r.mean, r.std, r.count, metric_info(metric).digits))
         table.add_row(method, *cells)
     return table
 
@@ -66,7 +72,7 @@ def summary_tables(rows: list[dict[str, Any]], groups: dict[str, dict[str, str]]
     n = int(agg["count"].max())
     spread = f"mean ± std over {n} seeds/folds" if n > 1 else "one seed"
     tables = [_table(f"{id_set} test: accuracy and misclassification detection (%; {spread})", agg,
-                     [(id_set, m, label) for m, label in ID_COLUMNS if (id_set, m) in present])]
+                     [(id_set, m, _header(m)) for m in ID_COLUMNS if (id_set, m) in present])]
     for fam in dict.fromkeys(family.values()):
         cols = [(s, "accuracy", _short(s)) for s in shifted if family[s] == fam]
         tables.append(_table(f"accuracy % under shift: {fam}", agg, cols))
@@ -77,5 +83,5 @@ def summary_tables(rows: list[dict[str, Any]], groups: dict[str, dict[str, str]]
         cols = [(s, "ood_auroc", f"{label[s]} ({group[s]})" if group[s] else label[s]) for s in ordered]
         tables.append(_table(f"OOD detection AUROC (%; {id_set} test = positive)", agg, cols))
     tables.append(_table("cost (training on the run's device; peak RSS is the whole process's)", agg,
-                         [("cost", m, label) for m, label in COST_COLUMNS if ("cost", m) in present]))
+                         [("cost", m, _header(m)) for m in COST_COLUMNS if ("cost", m) in present]))
     return tables

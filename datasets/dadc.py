@@ -28,5 +28,5 @@ def _dadc(ctx: EvalContext, params: str) -> EvalData:
     return EvalData(f"dadc:{params}", data.images[:n], data.labels[:n], "id", "dadc", extra={"examples": float(n)})
 
 
-EVAL_SETS.add("dadc", EvalSetSpec(_dadc, offline=True, family=True, defaults=("dadc:",)),
+EVAL_SETS.add("dadc", EvalSetSpec(_dadc, offline=True, family=True, defaults=("dadc:",), report_group="dadc"),
               "human-made adversarial digits collected by bench serve: dadc:RUN (a run directory)")

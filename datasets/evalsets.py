@@ -70,27 +70,30 @@ class EvalSetSpec:
     #: ``check(params)`` of a family: raises UsageError for bad parameters, else returns them parsed (with their
     #: defaults), so that bad or duplicate parameters are refused before any training (bench/validate.py)
     check: Callable[[str], object] | None = None
+    #: the report table its rows go to (bench/groups.py): id, occlusion, adversarial, shift, ood-near, ood-far, ood,
+    #: or a group of its own; '' = the group of the rows' shift family
+    report_group: str = ""
 
 
 EVAL_SETS: Registry = Registry("eval set")
 
 
-def _register(name: str, description: str, offline: bool):
+def _register(name: str, description: str, offline: bool, report_group: str):
     def deco(fn: Callable[[EvalContext], EvalData]):
-        EVAL_SETS.add(name, EvalSetSpec(fn, offline), description)
+        EVAL_SETS.add(name, EvalSetSpec(fn, offline, report_group=report_group), description)
         return fn
 
     return deco
 
 
-@_register("mnist", "MNIST test set (10k), in-distribution", offline=True)
+@_register("mnist", "MNIST test set (10k), in-distribution", offline=True, report_group="id")
 def _mnist(ctx: EvalContext) -> EvalData:
     test = ctx.embedded("mnist", "test")
     n = ctx.cap(len(test))
     return EvalData("mnist", test.images[:n], test.labels[:n], kind="id")
 
 
-@_register("ood:fashion", "Fashion-MNIST test set (10k, embedded), near OOD", offline=True)
+@_register("ood:fashion", "Fashion-MNIST test set (10k, embedded), near OOD", offline=True, report_group="ood-near")
 def _fashion(ctx: EvalContext) -> EvalData:
     test = ctx.embedded("fashion", "test")
     n = ctx.cap(len(test))
@@ -103,13 +106,14 @@ def _noise(name: str, ctx: EvalContext, draw: Callable[[torch.Generator, tuple],
     return EvalData(name, images, torch.full((n,), -1), "ood", "ood", group="far")
 
 
-@_register("ood:uniform", "Uniform noise images U[0,1] (10k, fixed seed), far OOD", offline=True)
+@_register("ood:uniform", "Uniform noise images U[0,1] (10k, fixed seed), far OOD", offline=True,
+           report_group="ood-far")
 def _uniform(ctx: EvalContext) -> EvalData:
     return _noise("ood:uniform", ctx, lambda g, s: torch.rand(s, generator=g))
 
 
 @_register("ood:gaussian", "Gaussian noise images N(0.5, 0.25^2) clipped to [0,1] (10k, fixed seed), far OOD",
-           offline=True)
+           offline=True, report_group="ood-far")
 def _gaussian(ctx: EvalContext) -> EvalData:
     return _noise("ood:gaussian", ctx, lambda g, s: 0.5 + 0.25 * torch.randn(s, generator=g))
 
@@ -141,7 +145,8 @@ def _from_pil_dataset(ds, n: int, transform: Callable | None = None) -> torch.Te
     return torch.from_numpy(np.stack(imgs)).unsqueeze(1)
 
 
-@_register("ood:kmnist", "Kuzushiji-MNIST test set (downloaded via torchvision), near OOD", offline=False)
+@_register("ood:kmnist", "Kuzushiji-MNIST test set (downloaded via torchvision), near OOD", offline=False,
+           report_group="ood-near")
 def _kmnist(ctx: EvalContext) -> EvalData:
     from torchvision.datasets import KMNIST
 
@@ -152,7 +157,7 @@ def _kmnist(ctx: EvalContext) -> EvalData:
 
 
 @_register("ood:emnist-letters", "EMNIST letters test set, transposed to MNIST orientation, near OOD",
-           offline=False)
+           offline=False, report_group="ood-near")
 def _emnist(ctx: EvalContext) -> EvalData:
     from torchvision.datasets import EMNIST
 
@@ -164,7 +169,7 @@ def _emnist(ctx: EvalContext) -> EvalData:
 
 
 @_register("ood:cifar10-grey", "CIFAR-10 test set, greyscale (ITU-R 601 luma), resized to 28x28, far OOD",
-           offline=False)
+           offline=False, report_group="ood-far")
 def _cifar(ctx: EvalContext) -> EvalData:
     from PIL import Image
     from torchvision.datasets import CIFAR10

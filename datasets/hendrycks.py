@@ -20,5 +20,5 @@ def _gaussian(ctx: EvalContext) -> EvalData:
     return EvalData("hg:gaussian", images, torch.full((n,), -1), "ood", "ood", group="far")
 
 
-EVAL_SETS.add("hg:gaussian", EvalSetSpec(_gaussian, offline=True),
+EVAL_SETS.add("hg:gaussian", EvalSetSpec(_gaussian, offline=True, report_group="ood-far"),
               "Hendrycks & Gimpel's Gaussian noise: N(0, 1) per pixel, not clipped (10k, fixed seed), far OOD")

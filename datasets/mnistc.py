@@ -189,6 +189,7 @@ def _build(ctx: EvalContext, params: str) -> EvalData:
     return EvalData(f"mnistc:{name}", images, labels, "id", "mnistc")
 
 
-EVAL_SETS.add("mnistc", EvalSetSpec(_build, offline=True, family=True, defaults=DEFAULTS, check=check_name),
+EVAL_SETS.add("mnistc", EvalSetSpec(_build, offline=True, family=True, defaults=DEFAULTS, check=check_name,
+                                    report_group="shift"),
               "MNIST-C (Mu & Gilmer 2019), the test set under 15 corruptions, generated with fixed seeds and cached: "
               f"mnistc:{'|'.join(NAMES)}")

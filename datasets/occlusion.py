@@ -111,11 +111,12 @@ def _sweep_only(ctx: EvalContext, params: str) -> EvalData:
 PMNIST_DEFAULTS = tuple(f"pmnist:{c}" for c in PMNIST_CUTS)
 SQUARES_DEFAULTS = tuple(f"occlusion:random-squares={f:g}" for f in FRACTIONS)
 
-EVAL_SETS.add("pmnist", EvalSetSpec(_pmnist, offline=True, family=True, defaults=PMNIST_DEFAULTS),
+EVAL_SETS.add("pmnist", EvalSetSpec(_pmnist, offline=True, family=True, defaults=PMNIST_DEFAULTS,
+                                    report_group="occlusion"),
               "Partial MNIST test: pmnist:horizontal|vertical|diagonal|triple (fixed cuts, pixels set to 0)")
 EVAL_SETS.add("occlusion", EvalSetSpec(_random_squares, offline=True, family=True, defaults=SQUARES_DEFAULTS,
-                                       check=parse_fraction),
+                                       check=parse_fraction, report_group="occlusion"),
               "MNIST test with seeded random 7x7 squares removed: occlusion:random-squares=F (fraction F >= removed)")
 EVAL_SETS.add("occlusion:random-squares", EvalSetSpec(_sweep_only, offline=True, family=True,
-                                                     defaults=SQUARES_DEFAULTS),
+                                                     defaults=SQUARES_DEFAULTS, report_group="occlusion"),
               f"random-squares sweep at removed fractions {', '.join(f'{f:g}' for f in FRACTIONS)}")

@@ -223,6 +223,7 @@ def _build(ctx: EvalContext, method, params: str) -> EvalData:
 
 
 EVAL_SETS.add("uap", EvalSetSpec(_build, offline=True, needs_model=True, family=True, defaults=DEFAULTS,
+                                 report_group="adversarial",
                                  check=lambda t: sorted(parse(t).items())),
               "universal adversarial perturbation per model: uap:xi=XI,p=inf|2[,algo=sgd|deepfool,n=,passes=,"
               "budget=s,delta=,lr=,batch=,beta=]")

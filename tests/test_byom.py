@@ -100,7 +100,7 @@ def test_evaluate_a_model_defined_here_gives_the_run_rows_and_leaves_it_as_found
 
 
 def test_out_writes_a_run_directory_that_report_reads(trained, tmp_path):
-    from bench.report import load_runs
+    from bench.runs import load_runs
 
     bench.evaluate(trained, methods="msp", datasets=["mnist"], device="cpu", out=tmp_path / "mine", options=FAST)
     runs = load_runs([tmp_path / "mine"])  # complete: the manifest lists the labelled cells

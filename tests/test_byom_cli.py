@@ -77,7 +77,7 @@ def test_bench_score_on_a_runs_predictions_gives_its_metrics(msp_run, tmp_path, 
     assert code == 0 and "Acc" in capsys.readouterr().out
     run = {k: v for k, v in values(read_rows(msp_run / "run")).items() if k[0] in ("mnist", "ood:uniform")}
     assert values(read_rows(out)) == run  # the same functions on the same arrays: equal, not merely close
-    from bench.report import load_runs
+    from bench.runs import load_runs
 
     assert set(load_runs([out]).rows.eval_set) == {"mnist", "ood:uniform"}
 

@@ -13,7 +13,7 @@ from _runs import write_run
 from bench import compare as gate
 from bench.cli import main
 from bench.errors import UsageError
-from bench.report import load_runs
+from bench.runs import load_runs
 
 REPO = Path(__file__).resolve().parents[1]
 

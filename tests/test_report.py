@@ -16,23 +16,17 @@ from bench import report
 from bench.cli import main
 from bench.errors import UsageError
 from bench.export import render, to_csv, to_latex, to_markdown
-from bench.report import (
-    Verdict,
-    bootstrap_ci,
-    build_tables,
-    compare_to_best,
-    holm,
-    load_runs,
-    paired_t_test,
-)
+from bench.report import build_tables
+from bench.runs import load_runs
+from bench.stats import Verdict, bootstrap_ci, compare_to_best, holm, paired_t_test, summarize
 
 
 # ------------------------------------------------------------------------------------------------ statistics
 def test_summarize_mean_sample_std_and_drops_nan():
-    assert report.summarize([1.0, 2.0, 3.0]) == (2.0, 1.0, 3)  # var = ((1)^2 + 0 + 1^2) / (3 - 1) = 1
-    mean, std, n = report.summarize([4.0, float("nan")])
+    assert summarize([1.0, 2.0, 3.0]) == (2.0, 1.0, 3)  # var = ((1)^2 + 0 + 1^2) / (3 - 1) = 1
+    mean, std, n = summarize([4.0, float("nan")])
     assert (mean, n) == (4.0, 1) and math.isnan(std)
-    assert report.summarize([])[2] == 0
+    assert summarize([])[2] == 0
 
 
 def test_bootstrap_exact_enumeration_hand_cases():
@@ -99,6 +93,49 @@ def test_load_runs_reads_rows_and_groups(tmp_path):
     assert set(runs.rows["method"]) == {"alpha", "beta", "gamma"}
     assert runs.ood_groups == {"ood:fashion": "near", "ood:uniform": "far"}
     assert runs.rows["value"].dtype == float
+
+
+def test_an_old_run_gets_its_groups_from_the_registry_without_building_a_set(tmp_path, monkeypatch):
+    from bench.datasets import evalsets
+    from bench.store import RunStore
+
+    run = write_run(tmp_path)
+    m = RunStore(run).read_manifest()
+    del m["eval_set_groups"]  # as written before the runner recorded groups
+    RunStore(run).write_manifest(m)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a report must not build an eval set")
+
+    monkeypatch.setattr(evalsets, "build", refuse)
+    runs = load_runs([run])
+    assert runs.ood_groups == {"ood:fashion": "near", "ood:uniform": "far"}  # as their registry entries declare
+    assert [t.key for t in build_tables(runs)] == ["id", "adversarial", "ood-near", "ood-far", "cost"]
+
+
+def test_each_eval_set_declares_the_group_its_rows_say():
+    """The declared report group agrees with what the set builds: OOD sets by their near/far group, the rest by the
+    table their shift family belonged to before families declared it (report.py's shift lists)."""
+    from bench.datasets import evalsets
+    from bench.groups import GROUPS
+
+    by_shift = {"none": "id", "pmnist": "occlusion", "occlusion": "occlusion", "fgsm": "adversarial",
+                "pgd": "adversarial", "fgsm-transfer": "adversarial", "uap": "adversarial", "mnistc": "shift"}
+    ctx = evalsets.EvalContext(max_eval=2, allow_download=False)
+    for name in evalsets.EVAL_SETS.names():
+        spec = evalsets.EVAL_SETS.get(name)
+        if name in ("ood:kmnist", "ood:emnist-letters", "ood:cifar10-grey"):  # downloads: not built here
+            assert spec.report_group in ("ood-near", "ood-far"), name
+            continue
+        if name.startswith("ood:") and name not in ("ood:fashion", "ood:uniform", "ood:gaussian"):
+            continue  # a user's --ood set registered by another test: grouped by its rows' shift
+        assert spec.report_group in GROUPS or spec.report_group == name.split(":")[0], name
+        if not spec.family and not spec.needs_model:
+            d = evalsets.build(name, ctx)
+            expected = f"ood-{d.group}" if d.shift == "ood" else by_shift[d.shift]
+            assert spec.report_group == expected, name
+        elif name in by_shift:
+            assert spec.report_group == by_shift[name], name
 
 
 def test_combines_runs_with_other_seeds(tmp_path):
@@ -187,8 +224,9 @@ def test_holm_p_in_table_matches_hand_value(tmp_path):
 
 def test_ood_mean_column_when_a_group_has_several_sets(tmp_path):
     runs = load_runs([write_run(tmp_path)])
-    runs.rows["group"] = "far"  # put both OOD sets in one group
-    runs.rows.loc[runs.rows["shift"] != "ood", "group"] = ""
+    ood = runs.rows["shift"] == "ood"  # two OOD sets no family declares, both recorded far: one group
+    runs.rows.loc[ood, "eval_set"] = runs.rows.loc[ood, "eval_set"].map({"ood:fashion": "ood:a", "ood:uniform": "ood:b"})
+    runs.rows.loc[ood, "group"] = "far"
     far = _table(build_tables(runs), "ood-far")
     mean = _cell(far, "beta", "mean", "ood_auroc")
     assert mean.mean == pytest.approx((85 + 97) / 2 + 1)

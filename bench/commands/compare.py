@@ -34,7 +34,7 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
         tracked_values,
         write_baseline,
     )
-    from bench.report import load_runs
+    from bench.runs import load_runs
 
     overrides = parse_tolerances(args.tolerance)
     runs = load_runs([args.run])

@@ -66,7 +66,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace, out: Console, err: Console) -> int:
     from bench.export import format_for, render
-    from bench.report import build_tables, load_runs
+    from bench.report import build_tables
+    from bench.runs import load_runs
     from bench.utils import atomic_write_text
     from bench.validate import check_file_writable, check_writable
 

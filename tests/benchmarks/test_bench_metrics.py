@@ -31,7 +31,8 @@ def test_ood_metrics_10k_vs_10k(benchmark):
 def test_report_tables(benchmark, tmp_path):
     from _runs import write_run
 
-    from bench.report import build_tables, load_runs
+    from bench.report import build_tables
+    from bench.runs import load_runs
 
     runs = load_runs([write_run(tmp_path)])
     tables = benchmark(build_tables, runs, None, None, True)
