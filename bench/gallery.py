@@ -307,11 +307,6 @@ def _save(fig, out_dir: Path, name: str, caption: str) -> list[Path]:
     return [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
 
 
-def _pred_text(probs: np.ndarray, conf: float) -> tuple[int, str]:
-    pred = int(np.argmax(probs))
-    return pred, f"{pred} ({conf:.2f})"
-
-
 # ------------------------------------------------------------------------------------------------ sections
 @dataclass
 class SamplePanel:

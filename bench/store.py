@@ -245,25 +245,3 @@ class RunStore:
         else:
             path.unlink(missing_ok=True)
 
-    def record_checkpoint(self, method: str, seed: int, fold: int, key: str, path: Path) -> None:
-        self.record_checkpoints([(method, seed, fold, key, str(path))])
-
-    def record_checkpoints(self, entries: list[tuple[str, int, int, str, str]]) -> None:
-        """``checkpoints.json``: which cached checkpoint holds each fitted (method, seed, fold) of this run, so
-        later commands (predict, serve) can load the trained methods. Entries are (method, seed, fold, key, path).
-        Records each entry, then rewrites the index from all records (driver only)."""
-        if not entries:
-            return
-        for method, seed, fold, key, path in entries:
-            self.record_fitted(method, seed, fold, key, path)
-        atomic_write_text(self.dir / "checkpoints.json", json.dumps(self.fitted(), indent=2, sort_keys=True))
-
-    def checkpoints(self) -> dict[str, Any]:
-        p = self.dir / "checkpoints.json"
-        return json.loads(p.read_text()) if p.exists() else {}
-
-    def write_errors(self, errors: list[dict[str, Any]]) -> None:
-        """Record these failures and rewrite errors.json from all failure records (driver only)."""
-        for e in errors:
-            self.record_failure(e)
-        self._write_errors_index()

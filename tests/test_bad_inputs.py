@@ -338,7 +338,8 @@ def world(tmp_path_factory):
     cell = sorted((paths["malformed_cell"] / "cells").glob("*.json"))[0]
     cell.write_text('{"rows": []}')
     store = RunStore(paths["ckpt_run"])
-    store.record_checkpoint("msp", 0, 0, "msp-0000", root / "cache" / "msp-0000.pt")  # never written: "deleted"
+    store.record_fitted("msp", 0, 0, "msp-0000", root / "cache" / "msp-0000.pt")  # never written: "deleted"
+    store.rebuild_indices()  # checkpoints.json, as the runner writes it
     paths["foreign"] = root / "foreign"
     paths["foreign"].mkdir()
     (paths["foreign"] / "results.csv").write_text("mine\n")

@@ -237,7 +237,8 @@ def fake_run(small, tmp_path_factory):
     store.ensure_writable()
     store.write_manifest({"config": {"backbone": "lenet", "cache_dir": str(root / "cache"),
                                      "method_options": {"trustgan": dataclasses.asdict(cfg)}}})
-    store.record_checkpoint("trustgan", 3, 0, "trustgan-abc", cache.path("trustgan-abc"))
+    store.record_fitted("trustgan", 3, 0, "trustgan-abc", cache.path("trustgan-abc"))
+    store.rebuild_indices()  # checkpoints.json, as the runner writes it
     return root, m
 
 
