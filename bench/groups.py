@@ -2,8 +2,9 @@
 far OOD, cost), their titles and default columns, and which group an eval set's rows belong to.
 
 Each eval-set family declares its group on its registry entry (``EvalSetSpec.report_group``, datasets/); a report
-looks it up by the set's name, so reports of old runs need no rebuilt eval set. Rows of a set the registry does not
-know (a user's OOD folder, ``bench transfer`` and ``bench score`` rows) are grouped by their shift family.
+looks it up by the set's name (for an OOD set, its near/far group when the run did not record it), so a report of an
+old run builds no eval set. Rows of a set the registry does not know (a user's OOD folder, ``bench transfer`` and
+``bench score`` rows) are grouped by their shift family.
 """
 
 from __future__ import annotations
@@ -47,19 +48,17 @@ def declared_group(name: str) -> str:
 
 
 def report_group(eval_set: str, shift: str, ood_group: str = "") -> str:
-    """The group of an eval set's rows: the one its family declares; else, from the rows' shift family: 'none' is
-    in-distribution, 'ood' is near or far OOD by the near/far group the run recorded (else ungrouped OOD), a shift
-    that names a registered family is that family's group, any other shift is a group of its own."""
+    """The group of an eval set's rows. In-distribution ('none') and cost rows say it themselves, OOD rows by their
+    near/far group (bench/runs.py fills it from the run's manifest, else from the set's declared group); any other
+    shift family's rows go where the family declares (looked up by the set's name, else by the shift's), else to a
+    group of their own. So the registry (and the eval-set modules it imports) is loaded only for shifted sets."""
     if shift == COST_SET:
         return "cost"
-    declared = declared_group(eval_set)
-    if declared:
-        return declared
     if shift in ("none", ""):
         return "id"
     if shift == "ood":
         return f"ood-{ood_group}" if ood_group in ("near", "far") else "ood"
-    return declared_group(shift) or shift
+    return declared_group(eval_set) or declared_group(shift) or shift
 
 
 def row_groups(rows) -> list[str]:

@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from bench.errors import BenchError, UsageError
-from bench.groups import COST_SET, report_group
+from bench.groups import COST_SET, declared_group
 from bench.result_keys import CELL_KEYS, PLACEMENT_KEYS
 from bench.store import ROW_FIELDS, cell_key
 
@@ -123,7 +123,7 @@ def _ood_group(name: str, manifest: dict[str, Any]) -> str:
     info = (manifest.get("eval_set_groups") or {}).get(name)
     if isinstance(info, dict) and info.get("group"):
         return str(info["group"])
-    declared = report_group(name, "ood")
+    declared = declared_group(name)
     return declared.removeprefix("ood-") if declared in ("ood-near", "ood-far") else ""
 
 
