@@ -1,4 +1,4 @@
-"""``python -m bench gallery RUN --out DIR``: pictures of what the models see (bench/gallery.py)."""
+"""``python -m bench gallery RUN --out DIR``: pictures of what the models see (bench/gallery/)."""
 
 from __future__ import annotations
 
