@@ -20,6 +20,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from bench.commands.run_config import add_config_flags, config_from_flags
 from bench.errors import UsageError
 
 ATTACKS = ("fgsm", "pgd")
@@ -33,10 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--inits", type=int, default=2, help="initialisations (seeds 0..N-1) per backbone (default 2)")
     p.add_argument("--attack", default="fgsm", choices=ATTACKS)
     p.add_argument("--eps", default="0.1,0.2,0.3", help="comma-separated L-inf radii in [0, 1] pixel units")
-    p.add_argument("--profile", default="quick", help="training recipe and split: smoke | quick | paper")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
-    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--cache-dir", help="checkpoint cache (default results/cache)")
+    add_config_flags(p)
     p.add_argument("--out", type=Path, help="output directory (default results/runs/transfer-<timestamp>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(handler=run)
@@ -106,10 +104,8 @@ def matrix_table(rows: list[dict], eps: float, attack: str) -> Table:
 def run(args: argparse.Namespace, out: Console, err: Console) -> int:
     from bench.cache import CheckpointCache
     from bench.cli import _split_names
-    from bench.config import load_profile, parse_set, resolve
     from bench.datasets.mnist import load_embedded
     from bench.datasets.splits import SplitSpec, split
-    from bench.methods import METHODS
     from bench.methods.backbones import BACKBONES
     from bench.methods.base import FitContext
     from bench.progress import Bars
@@ -129,12 +125,7 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
     if args.inits < 1:
         raise UsageError(f"--inits must be >= 1, got {args.inits}")
     eps_list = parse_eps(args.eps)
-    layers = [load_profile(args.profile), parse_set(args.set)]
-    if args.device:
-        layers.insert(1, {"device": args.device})
-    if args.cache_dir:
-        layers.insert(1, {"cache_dir": args.cache_dir})
-    cfg = resolve(layers, {name: METHODS.get(name).Config for name in METHODS.names()})
+    cfg = config_from_flags(args)
     device = resolve_device(cfg.device)
     from bench.validate import check_writable
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from bench.commands.run_config import add_config_flags, config_from_flags
 from bench.errors import UsageError
 
 LINF = "0.05,0.1,0.15,0.2,0.25,0.3"
@@ -35,10 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--l2", default=L2, help=f"L2 radii (default {L2}; '' = none)")
     p.add_argument("--params", default="", help="extra uap parameters for every set, e.g. n=500,budget=60")
     p.add_argument("--seed", type=int, default=0, help="training seed of the methods (default 0)")
-    p.add_argument("--profile", default="quick", help="training recipe and split: smoke | quick | paper")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
-    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--cache-dir", help="checkpoint and perturbation cache (default results/cache)")
+    add_config_flags(p, "checkpoint and perturbation cache (default results/cache)")
     p.add_argument("--out", type=Path, help="output directory (default results/runs/uap-sweep-<timestamp>)")
     p.set_defaults(handler=run)
 
@@ -117,7 +115,6 @@ def table(rows: list[dict], methods: list[str], algos: list[str]) -> Table:
 def run(args: argparse.Namespace, out: Console, err: Console) -> int:
     from bench.cache import CheckpointCache
     from bench.cli import _split_names
-    from bench.config import load_profile, parse_set, resolve
     from bench.datasets import evalsets
     from bench.datasets.evalsets import EvalContext
     from bench.datasets.mnist import load_embedded
@@ -135,12 +132,7 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
         if a not in ALGOS:
             raise UsageError(f"--algos: unknown algo {a!r}; use {','.join(ALGOS)}")
     sets = set_names(algos, parse_radii(args.linf, "--linf"), parse_radii(args.l2, "--l2"), args.params)
-    layers = [load_profile(args.profile), parse_set(args.set)]
-    if args.device:
-        layers.insert(1, {"device": args.device})
-    if args.cache_dir:
-        layers.insert(1, {"cache_dir": args.cache_dir})
-    cfg = resolve(layers, {name: METHODS.get(name).Config for name in METHODS.names()})
+    cfg = config_from_flags(args)
     device = resolve_device(cfg.device)
     store = RunStore(args.out or Path("results/runs") / time.strftime("uap-sweep-%Y%m%d-%H%M%S"))
     if store.has_results():
