@@ -31,7 +31,7 @@ from torch import nn
 
 from bench.cache import CheckpointCache
 from bench.config import RunConfig
-from bench.datasets import evalsets
+from bench.datasets import evalsets, user_data
 from bench.datasets.evalsets import EvalContext, EvalData
 from bench.datasets.idx import read_idx
 from bench.datasets.mnist import DATA_ROOT, FILES, load_embedded
@@ -185,19 +185,22 @@ def preflight(cfg: RunConfig, methods: list[str], nets: Callable[[str, Any], lis
     """Each method's checks that need its network or the training-split size (k-NN's k, a backbone without
     penultimate features), run before any training; returns the hyper-parameters each method will use.
     ``nets(method, config)`` gives the networks to check (default: an untrained backbone of the run's)."""
-    n_all = len(read_idx(DATA_ROOT / FILES["mnist"]["train_labels"][0]))  # the labels file only: fast
+    data = user_data.activate(cfg)  # None: MNIST
+    n_all = data.spec.n_train if data else len(read_idx(DATA_ROOT / FILES["mnist"]["train_labels"][0]))  # labels: fast
     n_train = smallest_train_size(n_all, cfg.folds, cfg.split.val_fraction, cfg.split.max_train)
     out = {}
-    for m in methods:
-        cls = METHODS.get(m)
-        config = cls.Config(**cfg.options_for(m))
-        for net in (nets or _untrained_backbone(cfg))(m, config):
-            out[m] = to_jsonable(cls.preflight(config, net, n_train))
+    with user_data.shape_context(data):  # networks built for the data's C x H x W
+        for m in methods:
+            cls = METHODS.get(m)
+            config = cls.Config(**cfg.options_for(m))
+            for net in (nets or _untrained_backbone(cfg))(m, config):
+                out[m] = to_jsonable(cls.preflight(config, net, n_train))
     return out
 
 
 def _untrained_backbone(cfg: RunConfig) -> Callable[[str, Any], list[nn.Module]]:
-    return lambda method, config: [create_backbone(getattr(config, "backbone", "") or cfg.backbone, 10)]
+    classes = user_data.num_classes(user_data.activate(cfg))
+    return lambda method, config: [create_backbone(getattr(config, "backbone", "") or cfg.backbone, classes)]
     return out
 
 
@@ -227,8 +230,10 @@ class UnitWorker:
         self.bars = bars if bars is not None else Bars(Console(stderr=True), enabled=False)
         self.tensorboard = tensorboard
         self.on_cell = on_cell  # called after each finished cell (the in-process progress bar)
+        self.data = user_data.activate(cfg)  # the user's --data (None: MNIST); id_set is its test part's name
+        self.id_set = user_data.id_set(self.data)
         self.eval_ctx = EvalContext(data_dir=Path(cfg.data_dir), max_eval=cfg.eval.max_eval, device=device,
-                                    cache_dir=Path(cfg.cache_dir))
+                                    cache_dir=Path(cfg.cache_dir), data=self.data, ood_resize=cfg.ood_resize)
         self._eval_data: dict[tuple[str, str], EvalData] = {}
         self._logits: dict[tuple[str, str], torch.Tensor] = {}
         self._features: dict[tuple[str, str], torch.Tensor] = {}  # penultimate features, when a scorer reads them
@@ -252,7 +257,7 @@ class UnitWorker:
 
     def build_static(self) -> dict[str, dict[str, Any]]:
         """Build the sets that need no model up front (a missing one fails before any training)."""
-        for name in ["mnist", *self.datasets]:
+        for name in [self.id_set, *self.datasets]:
             if not evalsets.needs_model(name):
                 self.eval_data(name)
         return dict(self._groups)
@@ -260,17 +265,18 @@ class UnitWorker:
     def run_unit(self, unit: Unit) -> UnitResult:
         out = UnitResult(unit)
         if self._train_full is None:
-            self._train_full = load_embedded("mnist", "train")
+            self._train_full = self.data.train if self.data else load_embedded("mnist", "train")
         spec = SplitSpec(self.cfg.split.val_fraction, self.cfg.split.split_seed, self.cfg.folds, unit.fold,
-                         self.cfg.split.max_train)
+                         self.cfg.split.max_train, data=self.data.spec.split_name if self.data else "mnist-train")
         marker = self.store.dir / ".running" / f"{unit.marker}.{os.getpid()}"
         marker.parent.mkdir(exist_ok=True)
         marker.touch()
         # with a feature scorer in the unit, the one shared pass per eval set yields features and logits together
         self._unit_features = any(METHODS.get(m).uses_features for m in unit.methods)
         try:
-            for method in unit.methods:
-                self._run_method(out, spec, method, unit.seed)
+            with user_data.shape_context(self.data):  # every network is built for the data's C x H x W
+                for method in unit.methods:
+                    self._run_method(out, spec, method, unit.seed)
         finally:  # what belongs to this unit's models is not needed by the next unit
             self._logits.clear()
             self._features.clear()
@@ -330,10 +336,10 @@ class UnitWorker:
         (needed by OOD sets), computing them if this set needs them first."""
         data = self.eval_data(ds, m, model_key)
         pred = self._predict(m, model_key, ds, data)
-        if ds == "mnist":
+        if ds == self.id_set:
             id_pred = pred
         elif data.kind != "id" and id_pred is None:
-            id_pred = self._predict(m, model_key, "mnist", self.eval_data("mnist"))
+            id_pred = self._predict(m, model_key, self.id_set, self.eval_data(self.id_set))
         rows = tidy({**metric_rows(data, pred, id_pred), **data.extra},  # extra: e.g. UAP fooling rate
                     {**base, "eval_set": ds, "shift": data.shift, "severity": data.severity})
         arrays = {"probs": pred.probs.numpy(), "confidence": pred.confidence.numpy(),
@@ -342,7 +348,7 @@ class UnitWorker:
         return id_pred
 
     def _score_cost(self, m: ConfidenceMethod, key: str, base: dict[str, Any]) -> None:
-        imgs = self.eval_data("mnist").images[: self.cfg.eval.cost_images]
+        imgs = self.eval_data(self.id_set).images[: self.cfg.eval.cost_images]
         ms = inference_ms_per_1k(m, imgs, self.cfg.eval.batch_size)
         self.store.write_cell(key, tidy(cost_rows(m, ms), {**base, "eval_set": COST_SET, "shift": "cost",
                                                             "severity": ""}))
@@ -367,7 +373,8 @@ class UnitWorker:
         ctx = FitContext(device=self.device, recipe=self.cfg.train, split_id=spec.split_id, cache=self.cache,
                          progress=self.bars, on_epoch=_scalar_logger(writer) if writer else None)
         try:
-            m = ctx.fit_method(method, self.cfg.backbone, 10, seed, *split(self._train_full, spec), config=config)
+            m = ctx.fit_method(method, self.cfg.backbone, user_data.num_classes(self.data), seed,
+                               *split(self._train_full, spec), config=config)
         finally:
             if writer is not None:
                 writer.close()
@@ -403,7 +410,8 @@ class Runner:
         ray = cfg.executor.kind == "ray"
         self.device = torch.device("cpu") if ray else resolve_device(cfg.device)
         self.methods = METHODS.expand(list(cfg.methods))
-        self.datasets = evalsets.expand(list(cfg.datasets)) if cfg.datasets else evalsets.offline_sets()
+        data = user_data.activate(cfg)  # --data: its test part is the ID set; its own default sets
+        self.datasets = evalsets.expand(list(cfg.datasets)) if cfg.datasets else user_data.default_sets(data)
         self.console = console or Console(stderr=True)
         self.retrain = retrain
         self.show_progress = progress
@@ -413,8 +421,11 @@ class Runner:
         from bench.validate import check_run
 
         check_run(cfg, self.datasets)  # the run's values first, then what the methods check against the network
+        user_data.check_run(cfg, self.datasets, self.methods)  # --data: sets, methods and split for its shape
         self.hyperparameters = preflight(cfg, self.methods, self._preflight_nets())  # one-line errors, before training
         self.lock = RunLock(run_dir)
+        if resume:  # --resume only on the data the run was made with (content hash)
+            user_data.check_resume(RunStore(run_dir).read_manifest(), data, run_dir)
         if RunStore(run_dir).foreign_entry() is None:  # else prepare_store refuses, before writing anything
             self.lock.acquire()  # released at the end of run(), or by the kernel if this process dies
         try:
@@ -429,6 +440,8 @@ class Runner:
         self.grid_keys: set[str] = set()
         manifest = self.store.read_manifest() or {}
         manifest["hyperparameters"] = self.hyperparameters  # every method's, defaults included
+        if data is not None:
+            manifest["data"] = user_data.manifest_entry(data.spec)  # its content hash: no mixing of datasets
         self.store.write_manifest(manifest)
         self.cell_names: dict[str, str] = {}
 

@@ -198,9 +198,9 @@ def prepare(model: nn.Module | Sequence[nn.Module], *, methods: str | Sequence[s
     from bench.methods import METHODS
     from bench.utils import resolve_device
 
-    if data not in DATA_CLASSES:
-        raise UsageError(f"data={data!r}: only 'mnist' is available for a model you bring (your own dataset is "
-                         "not supported yet); use data='mnist'")
+    if data not in DATA_CLASSES and "=" not in str(data):
+        raise UsageError(f"data={data!r}: use 'mnist' or your own labelled dataset as 'NAME=PATH' (an .npz, IDX "
+                         "files IMAGES,LABELS or a folder of class subfolders; docs/your-data.md)")
     raw = list(model) if isinstance(model, (list, tuple)) else [model]
     if not raw:
         raise UsageError("no model given; pass an nn.Module or a list of them")
@@ -213,6 +213,8 @@ def prepare(model: nn.Module | Sequence[nn.Module], *, methods: str | Sequence[s
             flags["datasets"] = [datasets] if isinstance(datasets, str) else list(datasets)
         layers = [load_profile(profile), flags, _options(options)]
     layers = [*layers, {"backbone": "+".join(model_names)}]
+    if data not in DATA_CLASSES:  # the user's own data (datasets/user_data.py): its test part is the ID set
+        layers.append({"data": data})
     probe_cfg = resolve(layers, {n: METHODS.get(n).Config for n in METHODS.names()})
     method_names = METHODS.expand(list(probe_cfg.methods))
     if "ensemble" in method_names:  # one member per model given
@@ -227,10 +229,15 @@ def prepare(model: nn.Module | Sequence[nn.Module], *, methods: str | Sequence[s
     try:  # a failed check takes the hooks off the user's modules again
         for m, n in zip(raw, model_names):
             adapted.append(UserModel(m, n, feature_layer))
-        probe = load_embedded(data, "test").images[:PROBE_IMAGES].float().div(255.0).to(dev)
+        from bench.datasets.user_data import activate
+
+        own = activate(cfg)
+        test = own.test if own is not None else load_embedded(data, "test")
+        probe = test.images[:PROBE_IMAGES].float().div(255.0).to(dev)
         for a in adapted:
             a.to(dev)
-            a.probe(probe, DATA_CLASSES[data], data)
+            a.probe(probe, own.spec.num_classes if own is not None else DATA_CLASSES[data],
+                    own.spec.name if own is not None else data)
         check_methods(method_names, adapted)
     except BaseException:
         for a in adapted:
