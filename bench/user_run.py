@@ -222,6 +222,9 @@ def prepare(model: nn.Module | Sequence[nn.Module], *, methods: str | Sequence[s
     cfg = resolve(layers, {n: METHODS.get(n).Config for n in METHODS.names()})
     if cfg.executor.kind != "local" or cfg.executor.jobs != 1:
         raise UsageError("models you bring are scored in this process; drop --jobs / --executor")
+    from bench.datasets.user_data import activate
+
+    own = activate(cfg)  # the user's --data (None: MNIST), its test part registered as an eval set
     if cfg.datasets:
         evalsets.expand(list(cfg.datasets))  # an unknown set fails here, before the models run
     dev = resolve_device(cfg.device)
@@ -229,9 +232,6 @@ def prepare(model: nn.Module | Sequence[nn.Module], *, methods: str | Sequence[s
     try:  # a failed check takes the hooks off the user's modules again
         for m, n in zip(raw, model_names):
             adapted.append(UserModel(m, n, feature_layer))
-        from bench.datasets.user_data import activate
-
-        own = activate(cfg)
         test = own.test if own is not None else load_embedded(data, "test")
         probe = test.images[:PROBE_IMAGES].float().div(255.0).to(dev)
         for a in adapted:

@@ -204,6 +204,10 @@ def test_end_to_end_run_then_resume_on_other_content_is_refused(tmp_path):
         sets = {r["eval_set"] for r in csv.DictReader(f)}
     assert {"toy", "ood:uniform", "fgsm:eps=0.1", "occlusion:random-squares=0.3"} <= sets
     assert "toy test: accuracy" in stdout
+    from bench.loading import load_method
+
+    fitted = load_method(out, "msp")  # rebuilt at the data's shape and classes, from the manifest
+    assert fitted.predict(torch.from_numpy(x[:5])).probs.shape == (5, 3)
     _npz(path, images=255 - x, labels=y)  # same name and path, other content
     code, _, err = run_main([*args, "--resume"])
     assert code == 2 and "cannot resume" in err and "sha256" in err
@@ -242,3 +246,25 @@ def test_backbones_take_the_data_shape_or_refuse():
             with pytest.raises(UsageError, match=f"backbone {name} is built for 28x28 grey images"):
                 create_backbone(name, 4)
     assert create_backbone("lenet", 10)(torch.rand(1, 1, 28, 28)).shape == (1, 10)  # MNIST outside the block
+
+
+def test_evaluate_a_users_model_on_a_users_data(tmp_path):
+    import bench
+    from torch import nn
+
+    x, y = _learnable(40, shape=(3, 6, 6), classes=2)
+    path = _npz(tmp_path / "e.npz", images=x, labels=y)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 6 * 6, 2))
+    rows = bench.evaluate(model, methods=["msp"], datasets=["e", "fgsm:eps=0.1"], data=f"e={path}",
+                          device="cpu", options={"eval.max_eval": 8})
+    acc = rows.query("eval_set == 'e' and metric == 'accuracy'")["value"].item()
+    test = user_data.load(f"e={path}").test
+    with torch.no_grad():  # the same accuracy computed here from the model's own outputs
+        expected = 100 * float((model(test.images[:8].float() / 255).argmax(1) == test.labels[:8]).float().mean())
+    assert acc == pytest.approx(expected)
+    assert set(rows["eval_set"]) == {"e", "fgsm:eps=0.1", "cost"}
+    with pytest.raises(UsageError, match="returns 2 logits per image but e has 3 classes|fails on e images"):
+        bad = np.concatenate([y[:-1], [2]])  # a third class: the model's 2 logits no longer fit
+        bench.evaluate(model, methods=["msp"], data=f"e={_npz(tmp_path / 'f.npz', images=x, labels=bad)}",
+                       device="cpu")
