@@ -23,6 +23,18 @@ from bench.methods.backbones import create_backbone, data_shape
 from bench.methods.base import FitContext
 
 
+@pytest.fixture(autouse=True)
+def scratch_registry(monkeypatch):
+    """The eval sets these tests register (--data NAME, --ood NAME) vanish afterwards: other tests see bench's own."""
+    from bench.datasets import user_ood
+
+    monkeypatch.setattr(evalsets.EVAL_SETS, "_items", dict(evalsets.EVAL_SETS._items))
+    monkeypatch.setattr(evalsets.EVAL_SETS, "_docs", dict(evalsets.EVAL_SETS._docs))
+    monkeypatch.setattr(user_ood, "_PATHS", {})
+    monkeypatch.setattr(user_data, "_REGISTERED", set())
+    monkeypatch.setattr(user_data, "_LOADED", {})
+
+
 def _learnable(n: int, shape=(1, 8, 8), classes: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Class k lights up row band k: learnable in one epoch."""
     rng = np.random.default_rng(seed)
