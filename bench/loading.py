@@ -37,6 +37,12 @@ def fitted_entries(run_dir: str | Path) -> list[dict]:
     return sorted(index.values(), key=lambda e: (e["method"], e["seed"], e["fold"]))
 
 
+def run_data(run_dir: str | Path) -> dict | None:
+    """The manifest's ``data`` entry of a run made on a user's --data (None: an MNIST run)."""
+    path = Path(run_dir) / "manifest.json"
+    return _read_json(path, "run").get("data") if path.exists() else None
+
+
 def load_method(run_dir: str | Path, method: str, seed: int | None = None, fold: int = 0,
                 device: torch.device | str = "cpu") -> ConfidenceMethod:
     """The fitted ``method`` of the run in ``run_dir`` (``seed`` None: the smallest seed fitted for that fold),

@@ -220,6 +220,8 @@ def test_end_to_end_run_then_resume_on_other_content_is_refused(tmp_path):
 
     fitted = load_method(out, "msp")  # rebuilt at the data's shape and classes, from the manifest
     assert fitted.predict(torch.from_numpy(x[:5])).probs.shape == (5, 3)
+    code, _, err = run_main(["predict", str(path), "--run", str(out), "--method", "msp"])
+    assert code == 2 and "reads MNIST-like images only" in err
     _npz(path, images=255 - x, labels=y)  # same name and path, other content
     code, _, err = run_main([*args, "--resume"])
     assert code == 2 and "cannot resume" in err and "sha256" in err
