@@ -207,13 +207,16 @@ def test_end_to_end_run_then_resume_on_other_content_is_refused(tmp_path):
     path = _npz(tmp_path / "d.npz", images=x, labels=y)
     out, cache = tmp_path / "run", tmp_path / "cache"
     args = [*RUN, "--methods", "msp,energy", "--data", f"toy={path}", "--datasets", "toy,ood:uniform,fgsm:eps=0.1,"
-            "occlusion:random-squares=0.3", "--set", "eval.max_eval=20", "--out", str(out), "--cache-dir", str(cache)]
+            "occlusion:random-squares=0.3", "--set", "eval.max_eval=20", "--folds", "2", "--out", str(out),
+            "--cache-dir", str(cache)]
     code, stdout, err = run_main(args)
     assert code == 0, err
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["data"]["shape"] == [1, 8, 8] and manifest["data"]["num_classes"] == 3
     with open(out / "results.csv") as f:
-        sets = {r["eval_set"] for r in csv.DictReader(f)}
+        rows = list(csv.DictReader(f))
+    sets = {r["eval_set"] for r in rows}
+    assert {r["fold"] for r in rows} == {"0", "1"}  # k-fold over the data's training part
     assert {"toy", "ood:uniform", "fgsm:eps=0.1", "occlusion:random-squares=0.3"} <= sets
     assert "toy test: accuracy" in stdout
     from bench.loading import load_method
