@@ -269,7 +269,9 @@ def evaluate(model: nn.Module | Sequence[nn.Module], *, methods: str | Sequence[
     models: rows for each; ``methods`` containing ``ensemble``: also one ensemble of them). ``methods``: names or
     wildcards of methods that only read a trained classifier (msp, energy, maxlogit, entropy, temperature,
     mcdropout, trustscore, confidnet, ensemble). ``datasets``: eval sets as for ``bench run --datasets`` (None: MNIST
-    test plus the offline OOD sets). ``out``: also keep the run directory there (for ``bench report``/``compare``).
+    test plus the offline OOD sets). ``data``: "mnist", or your own labelled dataset as "NAME=PATH" (an .npz, IDX
+    files IMAGES,LABELS or a folder of class subfolders; docs/your-data.md), whose test part is then the eval set
+    NAME and whose training part fits temperature, trust score and ConfidNet's head. ``out``: also keep the run directory there (for ``bench report``/``compare``).
     ``feature_layer``: submodule whose output is the penultimate features, for models without timm's
     ``forward_features``/``forward_head``. ``profile``/``options``: as ``bench run --profile``/``--set``
     (e.g. ``{"mcdropout.passes": 10, "eval.max_eval": 1000}``).

@@ -477,8 +477,8 @@ def read_ood(path: Path, spec: DataSpec, resize: bool, name: str) -> torch.Tenso
         arrs = [_read_image(f) for f in files]
         sizes = {a.shape for a in arrs}
         if len(sizes) > 1 and not resize:
-            raise UsageError(f"{name}: {path} holds images of different sizes; make them one size or pass "
-                             "--ood-resize")
+            raise UsageError(f"{name}: {path} holds images of different sizes or channels; make them one shape "
+                             "or pass --ood-resize")
         sets = [to_images((a.transpose(2, 0, 1) if a.ndim == 3 else a[None])[None], str(f))
                 for a, f in zip(arrs, files)]
         if len(sizes) == 1:
