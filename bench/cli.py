@@ -87,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--ood", action="append", default=[], metavar="NAME=PATH",
                      help="add a user OOD set ood:NAME from a folder of images, an .npz or an IDX file (repeatable)")
+    run.add_argument("--data", metavar="NAME=PATH",
+                     help="your own labelled dataset instead of MNIST: an .npz, IDX files IMAGES,LABELS or a folder of "
+                          "class subfolders (docs/your-data.md)")
+    run.add_argument("--ood-resize", action="store_true",
+                     help="with --data: resize --ood sets of another shape to the data's (else they are refused)")
     run.add_argument("--tensorboard", action="store_true",
                      help="write per-epoch scalars live to <run>/tensorboard (needs the tensorboard extra)")
     run.add_argument("--executor", choices=["local", "ray"],
@@ -186,6 +191,10 @@ def _layers(args: argparse.Namespace, run_dir: Path | None = None) -> list[dict[
         flags["cache_dir"] = args.cache_dir
     if args.ood:
         flags["ood"] = list(args.ood)
+    if args.data is not None:
+        flags["data"] = args.data
+    if args.ood_resize:
+        flags["ood_resize"] = True
     executor = {k: v for k, v in (("kind", args.executor), ("jobs", args.jobs), ("address", args.ray_address))
                 if v is not None}
     if executor:

@@ -77,6 +77,8 @@ class RunConfig:
     data_dir: str = "data"
     cache_dir: str = "results/cache"
     ood: tuple[str, ...] = ()  # user OOD sets, NAME=PATH (folder of images, .npz or IDX) -> eval set ood:NAME
+    data: str = ""  # a user's labelled dataset NAME=PATH instead of MNIST (datasets/user_data.py); "" = MNIST
+    ood_resize: bool = False  # with data: resize user OOD sets of another shape (else they are refused)
     train: TrainRecipe = field(default_factory=TrainRecipe)
     split: SplitConfig = field(default_factory=SplitConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

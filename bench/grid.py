@@ -14,6 +14,7 @@ from torch import nn
 
 from bench.cache import CheckpointCache
 from bench.config import RunConfig
+from bench.datasets import user_data
 from bench.datasets.idx import read_idx
 from bench.datasets.mnist import DATA_ROOT, FILES
 from bench.datasets.splits import smallest_train_size
@@ -91,19 +92,22 @@ def preflight(cfg: RunConfig, methods: list[str], nets: Callable[[str, Any], lis
     """Each method's checks that need its network or the training-split size (k-NN's k, a backbone without
     penultimate features), run before any training; returns the hyper-parameters each method will use.
     ``nets(method, config)`` gives the networks to check (default: an untrained backbone of the run's)."""
-    n_all = len(read_idx(DATA_ROOT / FILES["mnist"]["train_labels"][0]))  # the labels file only: fast
+    data = user_data.activate(cfg)  # None: MNIST
+    n_all = data.spec.n_train if data else len(read_idx(DATA_ROOT / FILES["mnist"]["train_labels"][0]))  # labels: fast
     n_train = smallest_train_size(n_all, cfg.folds, cfg.split.val_fraction, cfg.split.max_train)
     out = {}
-    for m in methods:
-        cls = METHODS.get(m)
-        config = cls.Config(**cfg.options_for(m))
-        for net in (nets or _untrained_backbone(cfg))(m, config):
-            out[m] = to_jsonable(cls.preflight(config, net, n_train))
+    with user_data.shape_context(data):  # networks built for the data's C x H x W
+        for m in methods:
+            cls = METHODS.get(m)
+            config = cls.Config(**cfg.options_for(m))
+            for net in (nets or _untrained_backbone(cfg))(m, config):
+                out[m] = to_jsonable(cls.preflight(config, net, n_train))
     return out
 
 
 def _untrained_backbone(cfg: RunConfig) -> Callable[[str, Any], list[nn.Module]]:
-    return lambda method, config: [create_backbone(getattr(config, "backbone", "") or cfg.backbone, 10)]
+    classes = user_data.num_classes(user_data.activate(cfg))
+    return lambda method, config: [create_backbone(getattr(config, "backbone", "") or cfg.backbone, classes)]
 
 
 def eval_names(datasets: list[str]) -> list[str]:

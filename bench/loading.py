@@ -37,6 +37,12 @@ def fitted_entries(run_dir: str | Path) -> list[dict]:
     return sorted(index.values(), key=lambda e: (e["method"], e["seed"], e["fold"]))
 
 
+def run_data(run_dir: str | Path) -> dict | None:
+    """The manifest's ``data`` entry of a run made on a user's --data (None: an MNIST run)."""
+    path = Path(run_dir) / "manifest.json"
+    return _read_json(path, "run").get("data") if path.exists() else None
+
+
 def load_method(run_dir: str | Path, method: str, seed: int | None = None, fold: int = 0,
                 device: torch.device | str = "cpu") -> ConfidenceMethod:
     """The fitted ``method`` of the run in ``run_dir`` (``seed`` None: the smallest seed fitted for that fold),
@@ -58,7 +64,9 @@ def load_method(run_dir: str | Path, method: str, seed: int | None = None, fold:
     config = manifest["config"]
     options = dict(config.get("method_options", {}).get(method, {}))
     cls = METHODS.get(method)
-    m = cls(cls.Config(**options), backbone=config["backbone"], seed=entry["seed"])
+    data = manifest.get("data")  # a run on the user's own --data: its classes and image shape
+    m = cls(cls.Config(**options), backbone=config["backbone"], seed=entry["seed"],
+            num_classes=data["num_classes"] if data else 10)
     path = Path(entry["path"])
     if not path.exists():  # the run moved with its cache: look in the cache dir named in the manifest
         path = CheckpointCache(config.get("cache_dir", "results/cache")).path(entry["key"])
@@ -66,4 +74,9 @@ def load_method(run_dir: str | Path, method: str, seed: int | None = None, fold:
     if hit is None:
         raise UsageError(f"checkpoint {entry['path']} of {method} seed {entry['seed']} is missing or unreadable; "
                          f"restore it with: {resume_command(run_dir)}")
-    return m.load_checkpoint(hit, device)
+    if data is None:
+        return m.load_checkpoint(hit, device)
+    from bench.methods.backbones import data_shape
+
+    with data_shape(tuple(data["shape"])):
+        return m.load_checkpoint(hit, device)

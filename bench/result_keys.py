@@ -11,7 +11,7 @@ from typing import Any
 
 #: what a run computes: every top-level key but the placement keys (``method_options``: each method's own config)
 RESULT_KEYS = ("profile", "methods", "backbone", "datasets", "ood", "train", "split", "eval", "folds", "seeds",
-               "method_options")
+               "method_options", "data", "ood_resize")
 #: where a run executes and keeps its files, not what it computes: a run may be resumed, reported and compared under
 #: other values
 PLACEMENT_KEYS = ("device", "data_dir", "cache_dir", "executor")

@@ -24,7 +24,7 @@ from torch import nn
 
 from bench.cache import CheckpointCache
 from bench.config import RunConfig
-from bench.datasets import evalsets
+from bench.datasets import evalsets, user_data
 from bench.errors import UsageError
 from bench.executors import GridJob, Payload, check_executor, make_executor
 from bench.grid import Unit, UnitResult, eval_names, fitted_ok, plan_units, preflight
@@ -70,7 +70,8 @@ class Runner:
         ray = cfg.executor.kind == "ray"
         self.device = torch.device("cpu") if ray else resolve_device(cfg.device)
         self.methods = METHODS.expand(list(cfg.methods))
-        self.datasets = evalsets.expand(list(cfg.datasets)) if cfg.datasets else evalsets.offline_sets()
+        data = user_data.activate(cfg)  # --data: its test part is the ID set; its own default sets
+        self.datasets = evalsets.expand(list(cfg.datasets)) if cfg.datasets else user_data.default_sets(data)
         self.console = console or Console(stderr=True)
         self.show_progress = progress
         self.tensorboard = tensorboard
@@ -79,8 +80,11 @@ class Runner:
         from bench.validate import check_run
 
         check_run(cfg, self.datasets)  # the run's values first, then what the methods check against the network
+        user_data.check_run(cfg, self.datasets, self.methods)  # --data: sets, methods and split for its shape
         self.hyperparameters = preflight(cfg, self.methods, self._preflight_nets())  # one-line errors, before training
         self.lock = RunLock(run_dir)
+        if resume:  # --resume only on the data the run was made with (content hash)
+            user_data.check_resume(RunStore(run_dir).read_manifest(), data, run_dir)
         if RunStore(run_dir).foreign_entry() is None:  # else prepare_store refuses, before writing anything
             self.lock.acquire()  # released at the end of run(), or by the kernel if this process dies
         try:
@@ -94,6 +98,8 @@ class Runner:
         self.cache = CheckpointCache(cfg.cache_dir, ignore_existing=retrain)
         manifest = self.store.read_manifest() or {}
         manifest["hyperparameters"] = self.hyperparameters  # every method's, defaults included
+        if data is not None:
+            manifest["data"] = user_data.manifest_entry(data.spec)  # its content hash: no mixing of datasets
         self.store.write_manifest(manifest)
         self.cell_names: dict[str, str] = {}  # cell key -> readable name, every cell of the grid
 

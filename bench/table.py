@@ -56,10 +56,14 @@ def _short(name: str) -> str:
 
 
 def summary_tables(rows: list[dict[str, Any]], groups: dict[str, dict[str, str]] | None = None,
-                   id_set: str = "mnist") -> list[Table]:
+                   id_set: str | None = None) -> list[Table]:
     """Tables that fit a terminal: in-distribution metrics; accuracy on shifted sets, one table per shift family
     (occlusion, adversarial, ...); OOD AUROC, near sets before far; cost. ``groups`` is the manifest's
-    ``eval_set_groups`` (OOD near/far)."""
+    ``eval_set_groups`` (OOD near/far). ``id_set``: default the unshifted ID-kind set of ``groups`` (a --data
+    run's test part), else mnist."""
+    if id_set is None:
+        clean = [s for s, g in (groups or {}).items() if g.get("kind") == "id" and g.get("shift") == "none"]
+        id_set = clean[0] if len(clean) == 1 else "mnist"
     agg = aggregate(rows)
     if agg.empty:
         return []

@@ -200,9 +200,9 @@ def prepare(model: nn.Module | Sequence[nn.Module], *, methods: str | Sequence[s
     from bench.methods import METHODS
     from bench.utils import resolve_device
 
-    if data not in DATA_CLASSES:
-        raise UsageError(f"data={data!r}: only 'mnist' is available for a model you bring (your own dataset is "
-                         "not supported yet); use data='mnist'")
+    if data not in DATA_CLASSES and "=" not in str(data):
+        raise UsageError(f"data={data!r}: use 'mnist' or your own labelled dataset as 'NAME=PATH' (an .npz, IDX "
+                         "files IMAGES,LABELS or a folder of class subfolders; docs/your-data.md)")
     raw = list(model) if isinstance(model, (list, tuple)) else [model]
     if not raw:
         raise UsageError("no model given; pass an nn.Module or a list of them")
@@ -215,6 +215,8 @@ def prepare(model: nn.Module | Sequence[nn.Module], *, methods: str | Sequence[s
             flags["datasets"] = [datasets] if isinstance(datasets, str) else list(datasets)
         layers = [load_profile(profile), flags, _options(options)]
     layers = [*layers, {"backbone": "+".join(model_names)}]
+    if data not in DATA_CLASSES:  # the user's own data (datasets/user_data.py): its test part is the ID set
+        layers.append({"data": data})
     probe_cfg = resolve(layers, {n: METHODS.get(n).Config for n in METHODS.names()})
     method_names = METHODS.expand(list(probe_cfg.methods))
     if "ensemble" in method_names:  # one member per model given
@@ -222,6 +224,9 @@ def prepare(model: nn.Module | Sequence[nn.Module], *, methods: str | Sequence[s
     cfg = resolve(layers, {n: METHODS.get(n).Config for n in METHODS.names()})
     if cfg.executor.kind != "local" or cfg.executor.jobs != 1:
         raise UsageError("models you bring are scored in this process; drop --jobs / --executor")
+    from bench.datasets.user_data import activate
+
+    own = activate(cfg)  # the user's --data (None: MNIST), its test part registered as an eval set
     if cfg.datasets:
         evalsets.expand(list(cfg.datasets))  # an unknown set fails here, before the models run
     dev = resolve_device(cfg.device)
@@ -229,10 +234,12 @@ def prepare(model: nn.Module | Sequence[nn.Module], *, methods: str | Sequence[s
     try:  # a failed check takes the hooks off the user's modules again
         for m, n in zip(raw, model_names):
             adapted.append(UserModel(m, n, feature_layer))
-        probe = load_embedded(data, "test").images[:PROBE_IMAGES].float().div(255.0).to(dev)
+        test = own.test if own is not None else load_embedded(data, "test")
+        probe = test.images[:PROBE_IMAGES].float().div(255.0).to(dev)
         for a in adapted:
             a.to(dev)
-            a.probe(probe, DATA_CLASSES[data], data)
+            a.probe(probe, own.spec.num_classes if own is not None else DATA_CLASSES[data],
+                    own.spec.name if own is not None else data)
         check_methods(method_names, adapted)
     except BaseException:
         for a in adapted:
@@ -264,7 +271,9 @@ def evaluate(model: nn.Module | Sequence[nn.Module], *, methods: str | Sequence[
     models: rows for each; ``methods`` containing ``ensemble``: also one ensemble of them). ``methods``: names or
     wildcards of methods that only read a trained classifier (msp, energy, maxlogit, entropy, temperature,
     mcdropout, trustscore, confidnet, ensemble). ``datasets``: eval sets as for ``bench run --datasets`` (None: MNIST
-    test plus the offline OOD sets). ``out``: also keep the run directory there (for ``bench report``/``compare``).
+    test plus the offline OOD sets). ``data``: "mnist", or your own labelled dataset as "NAME=PATH" (an .npz, IDX
+    files IMAGES,LABELS or a folder of class subfolders; docs/your-data.md), whose test part is then the eval set
+    NAME and whose training part fits temperature, trust score and ConfidNet's head. ``out``: also keep the run directory there (for ``bench report``/``compare``).
     ``feature_layer``: submodule whose output is the penultimate features, for models without timm's
     ``forward_features``/``forward_head``. ``profile``/``options``: as ``bench run --profile``/``--set``
     (e.g. ``{"mcdropout.passes": 10, "eval.max_eval": 1000}``).

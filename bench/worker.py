@@ -19,7 +19,7 @@ from rich.console import Console
 from bench import faults
 from bench.cache import CheckpointCache
 from bench.config import RunConfig
-from bench.datasets import evalsets
+from bench.datasets import evalsets, user_data
 from bench.datasets.evalsets import EvalContext, EvalData
 from bench.datasets.mnist import load_embedded
 from bench.datasets.splits import SplitSpec, split
@@ -47,8 +47,10 @@ class UnitWorker:
         self.bars = bars if bars is not None else Bars(Console(stderr=True), enabled=False)
         self.tensorboard = tensorboard
         self.on_cell = on_cell  # called after each finished cell (the in-process progress bar)
+        self.data = user_data.activate(cfg)  # the user's --data (None: MNIST); id_set is its test part's name
+        self.id_set = user_data.id_set(self.data)
         self.eval_ctx = EvalContext(data_dir=Path(cfg.data_dir), max_eval=cfg.eval.max_eval, device=device,
-                                    cache_dir=Path(cfg.cache_dir))
+                                    cache_dir=Path(cfg.cache_dir), data=self.data, ood_resize=cfg.ood_resize)
         self._eval_data: dict[tuple[str, str], EvalData] = {}
         self._logits: dict[tuple[str, str], torch.Tensor] = {}
         self._features: dict[tuple[str, str], torch.Tensor] = {}  # penultimate features, when a scorer reads them
@@ -72,7 +74,7 @@ class UnitWorker:
 
     def build_static(self) -> dict[str, dict[str, Any]]:
         """Build the sets that need no model up front (a missing one fails before any training)."""
-        for name in ["mnist", *self.datasets]:
+        for name in [self.id_set, *self.datasets]:
             if not evalsets.needs_model(name):
                 self.eval_data(name)
         return dict(self._groups)
@@ -80,17 +82,18 @@ class UnitWorker:
     def run_unit(self, unit: Unit) -> UnitResult:
         out = UnitResult(unit)
         if self._train_full is None:
-            self._train_full = load_embedded("mnist", "train")
+            self._train_full = self.data.train if self.data else load_embedded("mnist", "train")
         spec = SplitSpec(self.cfg.split.val_fraction, self.cfg.split.split_seed, self.cfg.folds, unit.fold,
-                         self.cfg.split.max_train)
+                         self.cfg.split.max_train, data=self.data.spec.split_name if self.data else "mnist-train")
         marker = self.store.dir / ".running" / f"{unit.marker}.{os.getpid()}"
         marker.parent.mkdir(exist_ok=True)
         marker.touch()
         # with a feature scorer in the unit, the one shared pass per eval set yields features and logits together
         self._unit_features = any(METHODS.get(m).uses_features for m in unit.methods)
         try:
-            for method in unit.methods:
-                self._run_method(out, spec, method, unit.seed)
+            with user_data.shape_context(self.data):  # every network is built for the data's C x H x W
+                for method in unit.methods:
+                    self._run_method(out, spec, method, unit.seed)
         finally:  # what belongs to this unit's models is not needed by the next unit
             self._logits.clear()
             self._features.clear()
@@ -150,10 +153,10 @@ class UnitWorker:
         (needed by OOD sets), computing them if this set needs them first."""
         data = self.eval_data(ds, m, model_key)
         pred = self._predict(m, model_key, ds, data)
-        if ds == "mnist":
+        if ds == self.id_set:
             id_pred = pred
         elif data.kind != "id" and id_pred is None:
-            id_pred = self._predict(m, model_key, "mnist", self.eval_data("mnist"))
+            id_pred = self._predict(m, model_key, self.id_set, self.eval_data(self.id_set))
         rows = tidy({**metric_rows(data, pred, id_pred), **data.extra},  # extra: e.g. UAP fooling rate
                     {**base, "eval_set": ds, "shift": data.shift, "severity": data.severity})
         arrays = {"probs": pred.probs.numpy(), "confidence": pred.confidence.numpy(),
@@ -162,7 +165,7 @@ class UnitWorker:
         return id_pred
 
     def _score_cost(self, m: ConfidenceMethod, key: str, base: dict[str, Any]) -> None:
-        imgs = self.eval_data("mnist").images[: self.cfg.eval.cost_images]
+        imgs = self.eval_data(self.id_set).images[: self.cfg.eval.cost_images]
         ms = inference_ms_per_1k(m, imgs, self.cfg.eval.batch_size)
         self.store.write_cell(key, tidy(cost_rows(m, ms), {**base, "eval_set": COST_SET, "shift": "cost",
                                                             "severity": ""}))
@@ -187,7 +190,8 @@ class UnitWorker:
         ctx = FitContext(device=self.device, recipe=self.cfg.train, split_id=spec.split_id, cache=self.cache,
                          progress=self.bars, on_epoch=_scalar_logger(writer) if writer else None)
         try:
-            m = ctx.fit_method(method, self.cfg.backbone, 10, seed, *split(self._train_full, spec), config=config)
+            m = ctx.fit_method(method, self.cfg.backbone, user_data.num_classes(self.data), seed,
+                               *split(self._train_full, spec), config=config)
         finally:
             if writer is not None:
                 writer.close()

@@ -94,7 +94,7 @@ def fgsm(model: nn.Module, eps: float):
 
 
 def _test(ctx: EvalContext) -> tuple[torch.Tensor, torch.Tensor]:
-    test = ctx.embedded("mnist", "test")
+    test = ctx.id_part("test")  # MNIST test, or the user's --data test part
     n = ctx.cap(len(test))
     return test.images[:n], test.labels[:n]
 
@@ -226,12 +226,12 @@ def _check_transfer(params: str) -> tuple[float, str]:
 
 EVAL_SETS.add("fgsm", EvalSetSpec(_fgsm, offline=True, needs_model=True, family=True,
                                   defaults=tuple(f"fgsm:eps={e:g}" for e in EPS_SWEEP), check=check_fgsm,
-                                  report_group="adversarial"),
+                                  report_group="adversarial", any_shape=True),
               "white-box FGSM on each method's classifier: fgsm:eps=E[,eot=K] (bare fgsm: eps 0.05, 0.1, 0.2, 0.3;"
               " eot=K: stochastic methods attacked with dropout on, K gradient samples)")
 EVAL_SETS.add("pgd", EvalSetSpec(_pgd, offline=True, needs_model=True, family=True,
                                  defaults=tuple(f"pgd:eps={e:g}" for e in EPS_SWEEP), check=check_pgd,
-                                 report_group="adversarial"),
+                                 report_group="adversarial", any_shape=True),
               "white-box L-inf PGD (random start, 20 steps): pgd:eps=E[,steps=S,eot=K]")
 EVAL_SETS.add("fgsm-transfer", EvalSetSpec(_fgsm_transfer, offline=True, family=True,
                                            defaults=tuple(f"fgsm-transfer:eps={e:g}" for e in EPS_SWEEP),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -43,6 +43,8 @@ class EvalContext:
     allow_download: bool = True
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     cache_dir: Path | None = None
+    data: Any = None  # a user's dataset (datasets/user_data.py, --data); None = MNIST
+    ood_resize: bool = False  # --ood-resize: user OOD sets of another shape are resized to the data's
     _cache: dict = field(default_factory=dict)
 
     def embedded(self, dataset: str, part: str) -> ImageSet:
@@ -50,6 +52,15 @@ class EvalContext:
         if key not in self._cache:
             self._cache[key] = load_embedded(dataset, part)
         return self._cache[key]
+
+    def id_part(self, part: str) -> ImageSet:
+        """The in-distribution data's 'train' or 'test' part: the user's --data, else embedded MNIST."""
+        return self.data.part(part) if self.data is not None else self.embedded("mnist", part)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the in-distribution images."""
+        return self.data.spec.shape if self.data is not None else (1, 28, 28)
 
     def cap(self, n: int) -> int:
         return min(n, self.max_eval) if self.max_eval else n
@@ -73,14 +84,17 @@ class EvalSetSpec:
     #: the report table its rows go to (bench/groups.py): id, occlusion, adversarial, shift, ood-near, ood-far, ood,
     #: or a group of its own; '' = the group of the rows' shift family
     report_group: str = ""
+    #: True for sets made at the in-distribution data's shape (noise, attacks, occlusion fractions), so they work
+    #: on a user's --data; False (MNIST-only sets) are refused there with one line (datasets/user_data.py)
+    any_shape: bool = False
 
 
 EVAL_SETS: Registry = Registry("eval set")
 
 
-def _register(name: str, description: str, offline: bool, report_group: str):
+def _register(name: str, description: str, offline: bool, report_group: str, any_shape: bool = False):
     def deco(fn: Callable[[EvalContext], EvalData]):
-        EVAL_SETS.add(name, EvalSetSpec(fn, offline, report_group=report_group), description)
+        EVAL_SETS.add(name, EvalSetSpec(fn, offline, report_group=report_group, any_shape=any_shape), description)
         return fn
 
     return deco
@@ -102,18 +116,18 @@ def _fashion(ctx: EvalContext) -> EvalData:
 
 def _noise(name: str, ctx: EvalContext, draw: Callable[[torch.Generator, tuple], torch.Tensor]) -> EvalData:
     n = ctx.cap(10_000)
-    images = draw(torch.Generator().manual_seed(NOISE_SEED), (n, 1, 28, 28)).clamp_(0, 1)
+    images = draw(torch.Generator().manual_seed(NOISE_SEED), (n, *ctx.shape)).clamp_(0, 1)
     return EvalData(name, images, torch.full((n,), -1), "ood", "ood", group="far")
 
 
 @_register("ood:uniform", "Uniform noise images U[0,1] (10k, fixed seed), far OOD", offline=True,
-           report_group="ood-far")
+           report_group="ood-far", any_shape=True)
 def _uniform(ctx: EvalContext) -> EvalData:
     return _noise("ood:uniform", ctx, lambda g, s: torch.rand(s, generator=g))
 
 
 @_register("ood:gaussian", "Gaussian noise images N(0.5, 0.25^2) clipped to [0,1] (10k, fixed seed), far OOD",
-           offline=True, report_group="ood-far")
+           offline=True, report_group="ood-far", any_shape=True)
 def _gaussian(ctx: EvalContext) -> EvalData:
     return _noise("ood:gaussian", ctx, lambda g, s: 0.5 + 0.25 * torch.randn(s, generator=g))
 

@@ -30,9 +30,9 @@ TARGET_PROB = 0.99
 
 
 def fooling_images(model: torch.nn.Module, n: int, steps: int, eps: float, num_classes: int, device: torch.device,
-                   batch: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
-    """(images float [0, 1] on CPU, reached target posterior)."""
-    start = torch.rand((n, 1, 28, 28), generator=torch.Generator().manual_seed(FOOLING_SEED))
+                   batch: int = 1000, shape: tuple[int, int, int] = (1, 28, 28)) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images float [0, 1] on CPU, reached target posterior); ``shape`` (C, H, W) of the data's images."""
+    start = torch.rand((n, *shape), generator=torch.Generator().manual_seed(FOOLING_SEED))
     target = torch.arange(n) % num_classes
     out, probs = [], []
     for i in range(0, n, batch):
@@ -70,7 +70,8 @@ def _build(ctx: EvalContext, method, params: str = "") -> EvalData:
     model.eval()
     try:
         t0 = time.perf_counter()
-        images, reached = fooling_images(model, n, steps, eps, getattr(method, "num_classes", 10), device)
+        images, reached = fooling_images(model, n, steps, eps, getattr(method, "num_classes", 10), device,
+                                          shape=ctx.shape)
         seconds = time.perf_counter() - t0
     finally:
         for m, mode in modes:
@@ -84,6 +85,6 @@ def _build(ctx: EvalContext, method, params: str = "") -> EvalData:
 
 # ``fooling`` (defaults) and ``fooling:n=...,steps=...,eps=...`` (a family; the bare name builds the defaults).
 EVAL_SETS.add("fooling", EvalSetSpec(_build, offline=True, needs_model=True, family=True,
-                                     defaults=("fooling:eps=0.25",), check=parse, report_group="fooling"),
+                                     defaults=("fooling:eps=0.25",), check=parse, report_group="fooling", any_shape=True),
               "rubbish-class images per model: gradient ascent on a class posterior from noise "
               "(fooling:n=,steps=,eps=)")

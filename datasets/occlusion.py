@@ -14,6 +14,9 @@ nmilosev/negative-learning (DESIGN.md section 4):
 least a fraction F of the 784 pixels is removed (the last square may overshoot by under 49 pixels; the mean
 removed fraction is reported as an extra row). The positions come from a fixed seed, drawn for all 10k test images
 so that a capped set (``eval.max_eval``) is a prefix of the full one.
+
+On a user's --data of H x W the random squares are round(H/4) x round(W/4) (at least 1; 7x7 on 28x28, so MNIST's
+masks are unchanged) and F is a fraction of the H*W pixels; PMNIST's fixed cuts are MNIST-only.
 """
 
 from __future__ import annotations
@@ -53,25 +56,34 @@ def apply_mask(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return images * (keep.unsqueeze(-3) if keep.dim() == 3 else keep).to(images.dtype)
 
 
-def random_square_masks(n: int, fraction: float, seed: int = OCCLUSION_SEED, square: int = SQUARE) -> torch.Tensor:
-    """(n, 28, 28) masks: 7x7 squares at seeded random positions, added per image until >= ``fraction`` removed."""
-    target = fraction * SIZE * SIZE
+def random_square_masks(n: int, fraction: float, seed: int = OCCLUSION_SEED, square: int = SQUARE,
+                        size: tuple[int, int] = (SIZE, SIZE)) -> torch.Tensor:
+    """(n, H, W) masks (default 28x28): squares (``square`` pixels, or (rows, cols)) at seeded random positions,
+    added per image until >= ``fraction`` of the H*W pixels are removed."""
+    height, width = size
+    sq_h, sq_w = (square, square) if isinstance(square, int) else square
+    target = fraction * height * width
     g = torch.Generator().manual_seed(seed)
-    masks = torch.zeros(n, SIZE, SIZE, dtype=torch.bool)
-    coords = torch.arange(SIZE)
+    masks = torch.zeros(n, height, width, dtype=torch.bool)
+    rows_at, cols_at = torch.arange(height), torch.arange(width)
     while True:
         active = masks.flatten(1).sum(1) < target
         if not active.any():
             return masks
-        top = torch.randint(0, SIZE - square + 1, (n,), generator=g)
-        left = torch.randint(0, SIZE - square + 1, (n,), generator=g)
-        rows = (coords >= top[:, None]) & (coords < top[:, None] + square)
-        cols = (coords >= left[:, None]) & (coords < left[:, None] + square)
+        top = torch.randint(0, height - sq_h + 1, (n,), generator=g)
+        left = torch.randint(0, width - sq_w + 1, (n,), generator=g)
+        rows = (rows_at >= top[:, None]) & (rows_at < top[:, None] + sq_h)
+        cols = (cols_at >= left[:, None]) & (cols_at < left[:, None] + sq_w)
         masks |= rows[:, :, None] & cols[:, None, :] & active[:, None, None]
 
 
+def square_for(height: int, width: int) -> tuple[int, int]:
+    """The random square of an H x W image: a quarter of each side (7x7 on MNIST), at least one pixel."""
+    return max(1, round(height / 4)), max(1, round(width / 4))
+
+
 def _test_set(ctx: EvalContext) -> tuple[torch.Tensor, torch.Tensor]:
-    test = ctx.embedded("mnist", "test")
+    test = ctx.id_part("test")  # MNIST test, or the user's --data test part (PMNIST refuses that before)
     n = ctx.cap(len(test))
     return test.images[:n], test.labels[:n]
 
@@ -98,8 +110,9 @@ def parse_fraction(params: str) -> float:
 def _random_squares(ctx: EvalContext, params: str) -> EvalData:
     frac = parse_fraction(params)
     images, labels = _test_set(ctx)
-    full = len(ctx.embedded("mnist", "test"))
-    masks = random_square_masks(full, frac)[: len(images)]
+    full = len(ctx.id_part("test"))
+    h, w = images.shape[-2:]
+    masks = random_square_masks(full, frac, square=square_for(h, w), size=(h, w))[: len(images)]
     return EvalData(f"occlusion:{params}", apply_mask(images, masks), labels, "id", "occlusion",
                     severity=f"{frac:g}", extra={"removed_fraction": float(masks.float().mean()) * 100})
 
@@ -115,8 +128,8 @@ EVAL_SETS.add("pmnist", EvalSetSpec(_pmnist, offline=True, family=True, defaults
                                     report_group="occlusion"),
               "Partial MNIST test: pmnist:horizontal|vertical|diagonal|triple (fixed cuts, pixels set to 0)")
 EVAL_SETS.add("occlusion", EvalSetSpec(_random_squares, offline=True, family=True, defaults=SQUARES_DEFAULTS,
-                                       check=parse_fraction, report_group="occlusion"),
+                                       check=parse_fraction, report_group="occlusion", any_shape=True),
               "MNIST test with seeded random 7x7 squares removed: occlusion:random-squares=F (fraction F >= removed)")
 EVAL_SETS.add("occlusion:random-squares", EvalSetSpec(_sweep_only, offline=True, family=True,
-                                                     defaults=SQUARES_DEFAULTS, report_group="occlusion"),
+                                                     defaults=SQUARES_DEFAULTS, report_group="occlusion", any_shape=True),
               f"random-squares sweep at removed fractions {', '.join(f'{f:g}' for f in FRACTIONS)}")

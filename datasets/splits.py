@@ -14,13 +14,15 @@ from bench.errors import UsageError
 class SplitSpec:
     """How the 60k training images are divided. With ``folds`` > 1 fold ``fold`` is the validation part
     (``val_fraction`` is then ignored); otherwise a random ``val_fraction`` is held out. ``max_train`` keeps only
-    the first n training images of the split (smoke runs); 0 keeps all."""
+    the first n training images of the split (smoke runs); 0 keeps all. ``data`` names the images divided: MNIST's
+    60k, or a user's --data by its content hash (datasets/user_data.py), so checkpoints of two datasets never mix."""
 
     val_fraction: float = 0.1
     split_seed: int = 0
     folds: int = 1
     fold: int = 0
     max_train: int = 0
+    data: str = "mnist-train"
 
     def __post_init__(self) -> None:
         if self.folds < 1 or not 0 <= self.fold < self.folds:
@@ -31,7 +33,7 @@ class SplitSpec:
     @property
     def split_id(self) -> str:
         part = f"kfold{self.folds}-{self.fold}" if self.folds > 1 else f"val{self.val_fraction:g}"
-        return f"mnist-train:{part}:seed{self.split_seed}:max{self.max_train}"
+        return f"{self.data}:{part}:seed{self.split_seed}:max{self.max_train}"
 
 
 def fold_bounds(n: int, folds: int) -> list[int]:

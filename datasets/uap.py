@@ -194,7 +194,7 @@ def _build(ctx: EvalContext, method, params: str) -> EvalData:
         path = cache_path(ctx.cache_dir, model, q)
         hit = torch.load(path, map_location="cpu", weights_only=True) if path is not None and path.exists() else None
         if hit is None:
-            train = ctx.embedded("mnist", "train")
+            train = ctx.id_part("train")  # MNIST's 60k, or the user's --data training part
             idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(UAP_SEED))[: q["n"]]
             x = to_float(train.images[idx]).to(device)
             if q.get("algo") == "sgd":
@@ -210,7 +210,7 @@ def _build(ctx: EvalContext, method, params: str) -> EvalData:
                 torch.save(hit, buf)
                 atomic_write_bytes(path, buf.getvalue())
         v = hit["v"].to(device)
-        test = ctx.embedded("mnist", "test")
+        test = ctx.id_part("test")
         n = ctx.cap(len(test))
         x = to_float(test.images[:n]).to(device)
         fooled = (_predict(model, x, v) != _predict(model, x)).float().mean()
@@ -223,7 +223,7 @@ def _build(ctx: EvalContext, method, params: str) -> EvalData:
 
 
 EVAL_SETS.add("uap", EvalSetSpec(_build, offline=True, needs_model=True, family=True, defaults=DEFAULTS,
-                                 report_group="adversarial",
+                                 report_group="adversarial", any_shape=True,
                                  check=lambda t: sorted(parse(t).items())),
               "universal adversarial perturbation per model: uap:xi=XI,p=inf|2[,algo=sgd|deepfool,n=,passes=,"
               "budget=s,delta=,lr=,batch=,beta=]")

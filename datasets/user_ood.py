@@ -13,6 +13,8 @@ Reading rules (stated once, also in docs/evaluation-sets.md):
   bilinear resize with antialiasing, aspect ratio not kept (crop beforehand if it matters). Images are not
   inverted: MNIST digits are white on black, so dark-on-light sets are far from it by brightness alone.
 - The group is ``user`` (neither near nor far unless you say so in your own analysis).
+- On a run with ``--data`` (your own dataset) the set is read at its own shape and must match the data's C x H x W
+  (datasets/user_data.py ``read_ood``); ``--ood-resize`` converts it instead.
 """
 
 from __future__ import annotations
@@ -58,7 +60,8 @@ def register(specs: list[str] | tuple[str, ...]) -> list[str]:
         if full in EVAL_SETS and full not in _PATHS:
             raise UsageError(f"--ood {spec}: {full} is a built-in eval set; choose another NAME")
         if full not in EVAL_SETS:
-            EVAL_SETS.add(full, EvalSetSpec(lambda ctx, _n=full: load_user_set(_n, _PATHS[_n], ctx), offline=True),
+            EVAL_SETS.add(full, EvalSetSpec(lambda ctx, _n=full: load_user_set(_n, _PATHS[_n], ctx), offline=True,
+                                             any_shape=True),
                           "user OOD set (--ood)")
         _PATHS[full] = path
         names.append(full)
@@ -148,6 +151,11 @@ def read_images(path: Path) -> torch.Tensor:
 
 
 def load_user_set(name: str, path: Path, ctx: EvalContext) -> EvalData:
-    images = read_images(path)
+    if ctx.data is not None:  # a run on the user's own data: its shape, never a silent resize
+        from bench.datasets.image_files import read_ood
+
+        images = read_ood(path, ctx.data.spec, ctx.ood_resize, name)
+    else:
+        images = read_images(path)
     n = ctx.cap(len(images))
     return EvalData(name, images[:n], torch.full((n,), -1), "ood", "ood", severity="", group="user")

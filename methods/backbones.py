@@ -10,9 +10,17 @@ MC-dropout's cost floor: a backbone whose layers before its first dropout are de
 ``forward_tail(h) -> logits`` (the rest, from the first dropout on), with ``forward == forward_tail o forward_prefix``
 for any dropout mask. MC-dropout then runs the prefix once and only the tail T times, batched; a model without the
 declaration keeps T full passes.
+
+Shape: bench's registered backbones are built for MNIST (1 x 28 x 28). On a user's dataset (``--data``) the runner
+builds every network inside ``data_shape((C, H, W))``: ``timm:<model>`` then takes C input channels, a backbone
+marked ``any_shape`` (``tinycnn``) takes the whole shape, and the MNIST backbones refuse with one line.
 """
 
 from __future__ import annotations
+
+import contextlib
+import contextvars
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +30,26 @@ from bench.errors import UsageError
 from bench.methods.registry import BACKBONES
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+MNIST_SHAPE = (1, 28, 28)
+#: (C, H, W) of the images the networks being built will see; set by ``data_shape`` (None = MNIST). A context
+#: variable rather than a parameter so that every method's own ``create_backbone`` call (base, training, each
+#: method file) builds for the run's data without each of them passing it along.
+_SHAPE: contextvars.ContextVar[tuple[int, int, int] | None] = contextvars.ContextVar("bench_data_shape", default=None)
+
+
+@contextlib.contextmanager
+def data_shape(shape: tuple[int, int, int]) -> Iterator[None]:
+    """Backbones created inside this block are built for images of ``shape`` (C, H, W)."""
+    token = _SHAPE.set(tuple(int(d) for d in shape))  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        _SHAPE.reset(token)
+
+
+def current_shape() -> tuple[int, int, int]:
+    """(C, H, W) of the images networks are being built for (MNIST's outside ``data_shape``)."""
+    return _SHAPE.get() or MNIST_SHAPE
 
 
 class Backbone(nn.Module):
@@ -200,6 +228,45 @@ class HGMLP(Backbone):
         return self.fc4(d)
 
 
+@BACKBONES.register("tinycnn", "small CNN for any image shape (--data): conv32-conv64-maxpool-avgpool 4x4-fc128-"
+                               "drop0.5-fc; inputs (x - 0.5) / 0.5")
+class TinyCNN(Backbone):
+    """A small generic CNN for a user's data of any C x H x W (H, W >= 2), e.g. 8x8 digits or 32x32 colour images:
+    two 3x3 convolutions (padded, so no size is too small), a 2x2 max-pool, an adaptive average pool to at most 4x4,
+    then fc 128 -> dropout 0.5 -> fc K. The data's mean is unknown when it is built, so inputs are mapped from
+    [0, 1] to [-1, 1]. Its only dropout is the head's, so MC-dropout runs the body once."""
+
+    num_features = 128
+    stochastic_tail = True
+    any_shape = True
+
+    def __init__(self, num_classes: int = 10, shape: tuple[int, int, int] = MNIST_SHAPE):
+        super().__init__(mean=0.5, std=0.5)
+        c, h, w = shape
+        self.conv1 = nn.Conv2d(c, 32, 3, padding=1)
+        self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d((min(4, h // 2), min(4, w // 2)))
+        self.fc1 = nn.Linear(64 * min(4, h // 2) * min(4, w // 2), 128)
+        self.drop = nn.Dropout(0.5)
+        self.fc2 = nn.Linear(128, num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.conv2(F.relu(self.conv1(self.normalize(x)))))
+        return F.relu(self.fc1(self.pool(F.max_pool2d(x, 2)).flatten(1)))
+
+    def forward_prefix(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)  # the only dropout is the head's
+
+    def forward_tail(self, h: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(h)
+
+    def head_dropout(self, f: torch.Tensor) -> torch.Tensor:
+        return self.drop(f)
+
+    def forward_classifier(self, d: torch.Tensor) -> torch.Tensor:
+        return self.fc2(d)
+
+
 class TimmBackbone(Backbone):
     """Any timm model built with one input channel; features are timm's pre-logits."""
 
@@ -237,11 +304,20 @@ class TimmBackbone(Backbone):
         return self.model.get_classifier()(d)
 
 
-def create_backbone(name: str, num_classes: int = 10, in_chans: int = 1) -> Backbone:
-    """Build a registered backbone, or ``timm:<model>`` for any timm model (dropout 0.2 before its classifier)."""
+def create_backbone(name: str, num_classes: int = 10, in_chans: int | None = None) -> Backbone:
+    """Build a registered backbone, or ``timm:<model>`` for any timm model (dropout 0.2 before its classifier), for
+    images of ``current_shape()`` (MNIST unless inside ``data_shape``); ``in_chans`` overrides its channels."""
+    shape = current_shape()
     if name.startswith("timm:"):
-        return TimmBackbone(name[len("timm:"):], num_classes=num_classes, in_chans=in_chans, drop_rate=0.2)
-    return BACKBONES.get(name)(num_classes=num_classes, in_chans=in_chans)
+        return TimmBackbone(name[len("timm:"):], num_classes=num_classes, in_chans=in_chans or shape[0],
+                            drop_rate=0.2)
+    cls = BACKBONES.get(name)
+    if getattr(cls, "any_shape", False):
+        return cls(num_classes=num_classes, shape=(in_chans or shape[0], *shape[1:]))
+    if shape != MNIST_SHAPE:
+        raise UsageError(f"backbone {name} is built for 28x28 grey images (MNIST), not "
+                         f"{'x'.join(map(str, shape))} (C x H x W); use --backbone tinycnn or timm:<model>")
+    return cls(num_classes=num_classes, in_chans=in_chans or 1)
 
 
 def backbone_names(pattern: str | None = None) -> list[str]:

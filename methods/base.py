@@ -123,6 +123,9 @@ class ConfidenceMethod:
     needs_features: ClassVar[bool] = False
     #: True if the method needs dropout layers in the classifier (MC-dropout).
     needs_dropout: ClassVar[bool] = False
+    #: Why the method runs on 28x28 grey images only (nets of its own built for that shape); "" = any shape. A run
+    #: on a user's --data of another shape refuses it with this reason (datasets/user_data.py).
+    mnist_only: ClassVar[str] = ""
 
     def __init__(self, config: Any = None, *, backbone: str = "lenet", num_classes: int = 10, seed: int = 0):
         self.config = config if config is not None else self.Config()

@@ -34,7 +34,9 @@ def require_features(model: nn.Module, method: str) -> int:
     model.eval()
     try:
         p = next(model.parameters(), None)
-        x = torch.zeros(2, 1, 28, 28, device=p.device if p is not None else "cpu")
+        from bench.methods.backbones import current_shape  # the run's data shape (--data), MNIST's otherwise
+
+        x = torch.zeros(2, *current_shape(), device=p.device if p is not None else "cpu")
         with torch.inference_mode():
             try:
                 f = model.forward_features(x)

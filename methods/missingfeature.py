@@ -95,6 +95,7 @@ class MissingFeatureNet(nn.Module):
 
 @register("missingfeature", "Missing features: frozen conv, FC retrained on inverted conv features (Milosevic 2019)")
 class MissingFeature(ConfidenceMethod):
+    mnist_only = "it inverts the last-conv features of lenet or smallconvnet, which are MNIST backbones"
     Config = MissingFeatureConfig
 
     def build_model(self) -> nn.Module:

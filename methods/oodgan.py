@@ -96,6 +96,7 @@ def build_discriminator(ndf: int, channels: int = 1) -> nn.Sequential:
 
 @register("oodgan", "Confident classifier: joint DCGAN + KL-to-uniform on boundary samples (Lee et al. ICLR 2018)")
 class OODGAN(ConfidenceMethod):
+    mnist_only = "its DCGAN generator draws 28x28 grey images (1 -> 7 -> 14 -> 28)"
     Config = OODGANConfig
 
     def _fit(self, train, val, ctx: FitContext) -> None:

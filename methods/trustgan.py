@@ -90,6 +90,7 @@ def _snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
 
 @register("trustgan", "TrustGAN: target trained against a learned confidence attacker; confidence = MCP")
 class TrustGAN(ConfidenceMethod):
+    mnist_only = "its attacker and target nets are sized and checked for MNIST only"
     Config = TrustGANConfig
 
     def __init__(self, config=None, *, backbone: str = "lenet", num_classes: int = 10, seed: int = 0):

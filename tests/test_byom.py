@@ -180,7 +180,7 @@ class Out(nn.Module):
     (Wrong(), {"methods": "confidnet"}, "differs from model(x)"),
     (Net(), {"methods": "ensemble"}, "ensemble needs several models"),
     (Net(), {"feature_layer": "bdy"}, "did you mean body"),
-    (Net(), {"data": "cifar10"}, "only 'mnist'"),
+    (Net(), {"data": "cifar10"}, "use 'mnist' or your own labelled dataset as 'NAME=PATH'"),
     (Out(lambda x: x.flatten(1)[:, :10].unsqueeze(0)), {}, "must return logits of shape (N, K)"),
     (Out(lambda x: x.flatten(1)[:, :10] / 0.0), {}, "non-finite logits"),
     (Out(lambda x: x.flatten(1)[:, :7]), {}, "7 logits per image but mnist has 10 classes"),
