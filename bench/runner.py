@@ -42,7 +42,7 @@ from bench.rows import cost_rows, inference_ms_per_1k, metric_rows, tidy
 from bench.executors import check_executor
 from bench.methods import METHODS
 from bench.methods.backbones import create_backbone
-from bench.methods.base import ConfidenceMethod, FitContext, Prediction
+from bench.methods.base import ConfidenceMethod, FitContext, Prediction, Training
 from bench.plugins import load_plugins
 from bench.progress import Bars
 from bench.runlock import RunLock
@@ -159,7 +159,7 @@ class UnitResult:
 def shares_baseline(cls: type[ConfidenceMethod]) -> bool:
     """Methods whose network is the plain cached baseline: post-hoc scorers and those that keep the default
     ``_fit`` (msp, mcdropout, energy, maxlogit, entropy, temperature)."""
-    return cls.posthoc or cls._fit is ConfidenceMethod._fit
+    return cls.training is Training.SHARED_BASELINE
 
 
 def plan_units(cfg: RunConfig, methods: list[str]) -> list[Unit]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from bench.errors import UsageError
-from bench.methods.base import ConfidenceMethod, register
+from bench.methods.base import ConfidenceMethod, Training, register
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,7 @@ class EnergyConfig:
 @register("energy", "Post-hoc: negative free energy T*logsumexp(logits/T) of the baseline logits (Liu et al. 2020)")
 class Energy(ConfidenceMethod):
     Config = EnergyConfig
+    training = Training.SHARED_BASELINE
     posthoc = True
 
     def score_logits(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

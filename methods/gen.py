@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from bench.errors import UsageError
-from bench.methods.base import ConfidenceMethod, register
+from bench.methods.base import ConfidenceMethod, Training, register
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,7 @@ def generalized_entropy(logits: torch.Tensor, gamma: float, m: int) -> torch.Ten
 @register("gen", "Post-hoc: negative generalized entropy of the top-M softmax probabilities (Liu et al. 2023)")
 class GEN(ConfidenceMethod):
     Config = GENConfig
+    training = Training.SHARED_BASELINE
     posthoc = True
     contract_cached_baseline = True
 

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from bench.errors import UsageError
-from bench.methods.base import ConfidenceMethod, register
+from bench.methods.base import ConfidenceMethod, Training, register
 
 VARIANTS = ("mcp", "entropy", "mi")
 
@@ -68,6 +68,7 @@ def _entropy(p: torch.Tensor) -> torch.Tensor:
 @register("mcdropout", "MC-dropout: T passes with dropout on; confidence mean-MCP, -entropy or -mutual information")
 class MCDropout(ConfidenceMethod):
     Config = MCDropoutConfig
+    training = Training.SHARED_BASELINE
     needs_dropout = True
     stochastic = True
 

@@ -21,7 +21,7 @@ import torch
 from pytorch_ood.detector import ODIN as _ODIN
 
 from bench.errors import UsageError
-from bench.methods.base import ConfidenceMethod, register
+from bench.methods.base import ConfidenceMethod, Training, register
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,7 @@ class ODINConfig:
           "pytorch-ood)")
 class ODIN(ConfidenceMethod):
     Config = ODINConfig
+    training = Training.SHARED_BASELINE
     needs_grad = True
     contract_cached_baseline = True
 

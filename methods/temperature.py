@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from bench.datasets.mnist import ImageSet
 from bench.errors import NotFittedError, UsageError
-from bench.methods.base import ConfidenceMethod, FitContext, register
+from bench.methods.base import ConfidenceMethod, FitContext, Training, register
 from bench.methods.training import map_batches
 
 
@@ -58,6 +58,7 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, init: float = 1.
 @register("temperature", "Post-hoc: temperature scaling fitted on validation NLL, MCP of the scaled softmax")
 class Temperature(ConfidenceMethod):
     Config = TemperatureConfig
+    training = Training.SHARED_BASELINE
     posthoc = True
 
     def __init__(self, *args, **kwargs):

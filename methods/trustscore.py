@@ -26,7 +26,7 @@ from sklearn.neighbors import NearestNeighbors
 
 from bench.datasets.mnist import ImageSet
 from bench.errors import NotFittedError, UsageError
-from bench.methods.base import ConfidenceMethod, FitContext, register
+from bench.methods.base import ConfidenceMethod, FitContext, Training, register
 from bench.methods.training import map_batches
 
 
@@ -84,7 +84,7 @@ class TrustScorer:
 @register("trustscore", "Trust score: k-NN distance ratio on penultimate features (Jiang et al. 2018)")
 class TrustScore(ConfidenceMethod):
     Config = TrustScoreConfig
-    frozen_classifier = True  # reads the baseline, never trains it
+    training = Training.FROZEN_BASELINE
     needs_features = True
 
     def __init__(self, *args, **kwargs):
