@@ -242,7 +242,3 @@ def create_backbone(name: str, num_classes: int = 10, in_chans: int = 1) -> Back
     if name.startswith("timm:"):
         return TimmBackbone(name[len("timm:"):], num_classes=num_classes, in_chans=in_chans, drop_rate=0.2)
     return BACKBONES.get(name)(num_classes=num_classes, in_chans=in_chans)
-
-
-def backbone_names(pattern: str | None = None) -> list[str]:
-    return BACKBONES.names(pattern) + ([] if pattern and not pattern.startswith("timm") else ["timm:<name>"])

@@ -150,9 +150,6 @@ class ConfidenceMethod:
     uses_features: ClassVar[bool] = False
     #: True if predict needs input gradients (ODIN): it then runs outside inference_mode.
     needs_grad: ClassVar[bool] = False
-    #: True for detectors that only read the plain baseline (its training is msp's): the contract suite fits them
-    #: on one cached baseline per seed instead of training one per fit.
-    contract_cached_baseline: ClassVar[bool] = False
     #: Bump when this method's training changes what it learns; 0 keeps the key as it was before the field existed.
     training_version: ClassVar[int] = 0
     #: Contract-suite checks this method declares it cannot meet, ``{"check name": "why"}``: each becomes a strict

@@ -85,7 +85,6 @@ class FeatureScorer(ConfidenceMethod):
     posthoc = True
     uses_features = True
     needs_features = True  # a user's model without penultimate features is refused up front (bench.evaluate)
-    contract_cached_baseline = True
     #: True if the detector learns statistics of the training features (Mahalanobis, KNN, ViM, ReAct, DICE).
     fits_on_train: ClassVar[bool] = True
     #: True if the detector needs the last layer as (W, b) (ViM, DICE).

@@ -3,7 +3,7 @@ every declared range (a one-line UsageError naming ``section.key``, the range an
 
     @dataclass(frozen=True)
     class MyConfig(Options):
-        section: ClassVar[str] = "mymethod"
+        section = "mymethod"  # errors name mymethod.<key>
         lr: float = option(1e-3, gt=0)
         mode: str = option("fast", one_of=("fast", "exact"))
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping
+from typing import Any, Mapping
 
 from bench.errors import UsageError
 
@@ -75,7 +75,8 @@ def check_values(cls: type, section: str, values: Mapping[str, Any]) -> None:
 class Options:
     """Base of a method's config: declared ranges are checked on construction (see the module docstring)."""
 
-    section: ClassVar[str] = "options"
+    # no annotation: not a field, and not a key of the run's config (bench.config reads the type hints)
+    section = "options"
 
     def __post_init__(self) -> None:
         check_values(type(self), self.section, {f.name: getattr(self, f.name) for f in dataclasses.fields(self)})

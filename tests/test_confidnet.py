@@ -8,10 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from bench.cache import CheckpointCache
 from bench.errors import UsageError
 from bench.methods import METHODS
-from bench.methods.base import FitContext
 from bench.methods.confidnet import ConfidNetConfig, confidence_head
 
 
@@ -31,9 +29,8 @@ def test_config_errors_name_the_key():
 
 
 @pytest.fixture(scope="module")
-def cached_ctx(tiny_ctx, tmp_path_factory):
-    return FitContext(device=tiny_ctx.device, recipe=tiny_ctx.recipe,
-                      cache=CheckpointCache(tmp_path_factory.mktemp("ckpt")))
+def cached_ctx(cached_tiny_ctx):
+    return cached_tiny_ctx  # the session's cache: the baseline is the one the contract suite trained
 
 
 def test_classifier_frozen_and_head_selected_by_val_aupr_error(tiny, cached_ctx):
