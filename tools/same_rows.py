@@ -1,15 +1,16 @@
-"""Do two runs give the same results? Compares the results.csv of two run directories cell by cell, exactly, on
-every metric except the measured costs (wall times, inference time, peak memory), which differ run to run.
+"""Do two runs give the same results? Compares the result rows of two run directories (their ``cells/*.json``,
+so a run still in progress can be compared on the cells it has finished) exactly, on every metric except the
+measured costs (wall times, inference time, peak memory), which differ run to run.
 
     python tools/same_rows.py /tmp/before /tmp/after
 
-Prints each row that differs (or exists in one run only) and exits 1 if any does; used to check that a refactor
-moves no result (issue 18's smoke-grid comparison).
+Prints each row that differs, exits 1 if any does, and says how many cells only one run has; used to check that a
+refactor moves no result (issue 18's smoke-grid comparison).
 """
 
 from __future__ import annotations
 
-import csv
+import json
 import sys
 from pathlib import Path
 
@@ -19,9 +20,13 @@ TIMING = {"infer_ms_per_1k", "first_epoch_sec", "sec_per_epoch", "train_sec_tota
 KEY = ("method", "backbone", "seed", "fold", "eval_set", "shift", "severity", "metric")
 
 
-def rows(run: Path) -> dict[tuple[str, ...], str]:
-    with open(run / "results.csv", newline="") as f:
-        return {tuple(r[k] for k in KEY): r["value"] for r in csv.DictReader(f) if r["metric"] not in TIMING}
+def rows(run: Path) -> dict[str, dict[tuple[str, ...], float]]:
+    """cell file name -> {row key: value} (timing rows left out)."""
+    out = {}
+    for cell in sorted((run / "cells").glob("*.json")):
+        out[cell.name] = {tuple(str(r[k]) for k in KEY): r["value"] for r in json.loads(cell.read_text())
+                          if r["metric"] not in TIMING}
+    return out
 
 
 def main(argv: list[str]) -> int:
@@ -29,10 +34,17 @@ def main(argv: list[str]) -> int:
         print("usage: python tools/same_rows.py RUN_A RUN_B", file=sys.stderr)
         return 2
     a, b = (rows(Path(p)) for p in argv)
-    differ = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
-    for k in differ:
-        print(" ".join(x for x in k if x), ":", a.get(k, "(missing)"), "->", b.get(k, "(missing)"))
-    print(f"{len(a)} vs {len(b)} non-timing rows; {len(differ)} differ")
+    both = sorted(a.keys() & b.keys())
+    n_rows, differ = 0, 0
+    for cell in both:
+        ra, rb = a[cell], b[cell]
+        n_rows += len(ra.keys() | rb.keys())
+        for k in sorted(ra.keys() | rb.keys()):
+            if ra.get(k) != rb.get(k):
+                differ += 1
+                print(" ".join(x for x in k if x), ":", ra.get(k, "(missing)"), "->", rb.get(k, "(missing)"))
+    print(f"{len(both)} cells in both runs ({n_rows} non-timing rows): {differ} rows differ; cells only in the "
+          f"first: {len(a.keys() - b.keys())}, only in the second: {len(b.keys() - a.keys())}")
     return 1 if differ else 0
 
 
