@@ -20,7 +20,7 @@ from bench.datasets.mnist import DATA_ROOT, FILES
 from bench.datasets.splits import smallest_train_size
 from bench.methods import METHODS
 from bench.methods.backbones import create_backbone
-from bench.methods.base import ConfidenceMethod
+from bench.methods.base import ConfidenceMethod, Training
 from bench.store import RunStore
 from bench.utils import to_jsonable
 
@@ -66,7 +66,7 @@ def failed_result(unit: Unit, message: str) -> UnitResult:
 def shares_baseline(cls: type[ConfidenceMethod]) -> bool:
     """Methods whose network is the plain cached baseline: post-hoc scorers and those that keep the default
     ``_fit`` (msp, mcdropout, energy, maxlogit, entropy, temperature)."""
-    return cls.posthoc or cls._fit is ConfidenceMethod._fit
+    return cls.training is Training.SHARED_BASELINE
 
 
 def plan_units(cfg: RunConfig, methods: list[str]) -> list[Unit]:

@@ -21,7 +21,7 @@ from rich.console import Console
 from torch import nn
 
 from bench.errors import BenchError, UsageError
-from bench.methods.base import ConfidenceMethod
+from bench.methods.base import ConfidenceMethod, Training
 from bench.progress import Bars
 from bench.grid import COST_SET, Unit, shares_baseline
 from bench.runner import RunOutcome, Runner
@@ -55,7 +55,7 @@ class UserUnit(Unit):
 
 def supports(cls: type[ConfidenceMethod]) -> bool:
     """A method runs on a user's model when it only reads a trained classifier."""
-    return shares_baseline(cls) or cls.frozen_classifier
+    return shares_baseline(cls) or cls.training is Training.FROZEN_BASELINE
 
 
 def check_methods(methods: list[str], models: list[UserModel]) -> None:

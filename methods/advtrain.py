@@ -21,36 +21,23 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
 from bench.datasets.mnist import ImageSet
 from bench.methods.attacks import ATTACKS, perturb
-from bench.methods.base import ConfidenceMethod, FitContext, register
-from bench.methods.training import fit_loop, new_classifier
-
-from bench.errors import UsageError
+from bench.methods.base import ConfidenceMethod, FitContext, Training, register
+from bench.methods.options import Options, option
+from bench.methods.training import eval_mode, fit_loop, new_classifier
 
 
 @dataclass(frozen=True)
-class AdvTrainConfig:
-    attack: str = "pgd"  # pgd (Madry) | fgsm_rs (Wong et al. 2020) | fgsm (Goodfellow et al. 2015)
-    eps: float = 0.3  # l_inf radius in [0, 1] pixel units (Madry MNIST: 0.3)
-    steps: int = 10  # PGD iterations (Madry MNIST: 40; fewer here for the CPU budget)
-    step_size: float = 0.0  # 0 = automatic: 2.5 eps / steps (pgd), 1.25 eps (fgsm_rs), eps (fgsm)
-    clean_weight: float = 0.0  # weight of the clean-batch loss (Madry: 0; Goodfellow et al.: 0.5)
-    eps_warmup: float = 2.0  # epochs over which eps ramps up linearly from 0, per batch (0 = no ramp)
-
-    def __post_init__(self) -> None:
-        if self.attack not in ATTACKS:
-            raise UsageError(f"advtrain.attack {self.attack!r} is not one of {', '.join(ATTACKS)}")
-        if not 0 <= self.eps <= 1:
-            raise UsageError(f"advtrain.eps must be in [0, 1] (pixel units), got {self.eps}")
-        if self.steps < 1:
-            raise UsageError(f"advtrain.steps must be >= 1, got {self.steps}")
-        if self.step_size < 0:
-            raise UsageError(f"advtrain.step_size must be >= 0 (0 = automatic), got {self.step_size}")
-        if not 0 <= self.clean_weight < 1:
-            raise UsageError(f"advtrain.clean_weight must be in [0, 1), got {self.clean_weight}")
-        if self.eps_warmup < 0:
-            raise UsageError(f"advtrain.eps_warmup must be >= 0 epochs, got {self.eps_warmup}")
+class AdvTrainConfig(Options):
+    section = "advtrain"
+    attack: str = option("pgd", one_of=ATTACKS)  # pgd (Madry) | fgsm_rs (Wong et al. 2020) | fgsm (Goodfellow)
+    eps: float = option(0.3, ge=0, le=1)  # l_inf radius in [0, 1] pixel units (Madry MNIST: 0.3)
+    steps: int = option(10, ge=1)  # PGD iterations (Madry MNIST: 40; fewer here for the CPU budget)
+    step_size: float = option(0.0, ge=0)  # 0 = automatic: 2.5 eps / steps (pgd), 1.25 eps (fgsm_rs), eps (fgsm)
+    clean_weight: float = option(0.0, ge=0, lt=1)  # weight of the clean-batch loss (Madry: 0; Goodfellow: 0.5)
+    eps_warmup: float = option(2.0, ge=0)  # epochs over which eps ramps up linearly from 0, per batch (0 = no ramp)
 
     def eps_at(self, epochs_done: float) -> float:
         """eps after ``epochs_done`` epochs of training (fractional: the ramp advances per batch)."""
@@ -60,27 +47,25 @@ class AdvTrainConfig:
 @register("advtrain", "Adversarial training on PGD / FGSM batches in pixel space (Madry et al. 2018); MCP")
 class AdvTrain(ConfidenceMethod):
     Config = AdvTrainConfig
+    training = Training.OWN
 
     def _fit(self, train: ImageSet, val: ImageSet, ctx: FitContext) -> None:
         cfg, recipe = self.config, ctx.recipe
         model, stepper = new_classifier(self.backbone, self.num_classes, self.seed, recipe, ctx.device, len(train))
         n_batches = stepper.n_batches
-        gen = torch.Generator().manual_seed(self.seed + 7919)  # random starts, apart from the batch order
+        gen = self.generator(7919)  # random starts, apart from the batch order
 
         def step(x: torch.Tensor, y: torch.Tensor, epoch: int) -> torch.Tensor:
             eps = cfg.eps_at((stepper.count + 1) / n_batches)
-            model.eval()
-            adv = perturb(model, x, y, cfg.attack, eps, cfg.steps, cfg.step_size or None, gen)
-            model.train()
+            with eval_mode(model):
+                adv = perturb(model, x, y, cfg.attack, eps, cfg.steps, cfg.step_size or None, gen)
             loss = F.cross_entropy(model(adv), y)
             if cfg.clean_weight > 0:
                 loss = (1 - cfg.clean_weight) * loss + cfg.clean_weight * F.cross_entropy(model(x), y)
             return stepper(loss)
 
-        def record(epoch: int, log) -> None:
-            log.extra.setdefault("eps_end", []).append(cfg.eps_at(stepper.count / n_batches))
+        def eps_end(epoch: int) -> dict[str, float]:
+            return {"eps_end": cfg.eps_at(stepper.count / n_batches)}
 
-        self.train_log = fit_loop(model, train, val, recipe, ctx.device, self.seed, step,
-                                  label=f"advtrain {self.backbone} seed {self.seed}", progress=ctx.progress,
-                                  on_epoch_end=record, on_epoch=ctx.on_epoch)
+        self.train_log = fit_loop(model, step, train, val, recipe, self.loop(ctx), after_epoch=eps_end)
         self.model = model

@@ -17,24 +17,18 @@ from dataclasses import dataclass
 
 from pytorch_ood.detector import ASH as _ASH
 
-from bench.errors import UsageError
 from bench.methods.base import register
+from bench.methods.options import Options, option
 from bench.methods.features import FeatureScorer
 
 VARIANTS = ("ash-s", "ash-p", "ash-b")
 
 
 @dataclass(frozen=True)
-class ASHConfig:
-    variant: str = "ash-s"  # Djurisic et al. 2023: ASH-S is their best variant
-    percentile: float = 0.90  # fraction of activations pruned per image (ASH-S@90)
-
-    def __post_init__(self) -> None:
-        if self.variant not in VARIANTS:
-            raise UsageError(f"ash.variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
-        if not 0.0 <= self.percentile < 1.0:
-            raise UsageError(f"ash.percentile must be in [0, 1) (1 would prune every activation), "
-                             f"got {self.percentile}")
+class ASHConfig(Options):
+    section = "ash"
+    variant: str = option("ash-s", one_of=VARIANTS)  # Djurisic et al. 2023: ASH-S is their best variant
+    percentile: float = option(0.90, ge=0, lt=1)  # fraction of activations pruned per image (ASH-S@90); 1: all
 
 
 @register("ash", "Post-hoc: energy after pruning and rescaling penultimate activations (Djurisic et al. 2023; "

@@ -318,7 +318,3 @@ def create_backbone(name: str, num_classes: int = 10, in_chans: int | None = Non
         raise UsageError(f"backbone {name} is built for 28x28 grey images (MNIST), not "
                          f"{'x'.join(map(str, shape))} (C x H x W); use --backbone tinycnn or timm:<model>")
     return cls(num_classes=num_classes, in_chans=in_chans or 1)
-
-
-def backbone_names(pattern: str | None = None) -> list[str]:
-    return BACKBONES.names(pattern) + ([] if pattern and not pattern.startswith("timm") else ["timm:<name>"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import enum
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, NamedTuple
 
@@ -20,7 +21,18 @@ from bench.cache import CheckpointCache
 from bench.datasets.mnist import ImageSet, to_float
 from bench.errors import NotFittedError
 from bench.methods.backbones import create_backbone
-from bench.methods.training import TrainLog, TrainRecipe, fit_loop, new_classifier, supervised_step
+from bench.methods.training import (
+    Loop,
+    TrainLog,
+    TrainRecipe,
+    eval_mode,
+    fit_loop,
+    forked_rng,
+    generator,
+    new_classifier,
+    seed_stream,
+    supervised_step,
+)
 from bench.utils import stable_hash
 
 CACHE_VERSION = 1  # bump when training code changes in a way that invalidates cached checkpoints
@@ -36,6 +48,21 @@ class NoConfig:
     """A method without options."""
 
 
+class Training(enum.Enum):
+    """How a method gets its classifier: every registered method declares one (``training = Training.X``);
+    ``register`` refuses a class that does not, so a trainer that forgets to say so fails at import instead of
+    silently sharing the baseline."""
+
+    #: its network IS the run's plain cached baseline (post-hoc scorers, MC-dropout; ``_fit`` may add fitted state
+    #: on top, e.g. a temperature): the runner fits these together on one baseline, and they run on a user's model
+    SHARED_BASELINE = "shared-baseline"
+    #: reads the cached baseline(s) and never trains them; fits only what it adds (ConfidNet's head, trust score's
+    #: training features, an ensemble's members): runs on a user's model, but in its own grid unit
+    FROZEN_BASELINE = "frozen-baseline"
+    #: trains its own classifier (overrides ``_fit``)
+    OWN = "own"
+
+
 @dataclass
 class FitContext:
     """What the runner lends a method during ``fit``: device, recipe, data identity, caches and progress."""
@@ -44,7 +71,6 @@ class FitContext:
     recipe: TrainRecipe = field(default_factory=TrainRecipe)
     split_id: str = "custom"
     cache: CheckpointCache | None = None
-    retrain: bool = False
     progress: Any = None
     #: called after every epoch of every fit as ``on_epoch(label, epoch, scalars)`` (TensorBoard, live logs)
     on_epoch: Callable[[str, int, dict[str, float]], None] | None = None
@@ -60,17 +86,22 @@ class FitContext:
         inference-only methods (msp, mcdropout, post-hoc scorers) share it instead of retraining."""
         key = self.baseline_key(backbone, num_classes, seed)
         with self._locked(key):  # parallel workers: one trains, the others wait and load
-            hit = None if (self.cache is None or self.retrain) else self.cache.get(key)
+            hit = None if self.cache is None else self.cache.get(key)
             model = create_backbone(backbone, num_classes)
             if hit is not None:
                 model.load_state_dict(hit["model"])
                 return model.to(self.device), TrainLog(**hit["log"]), key
-            model, stepper = new_classifier(backbone, num_classes, seed, self.recipe, self.device, len(train))
-            log = fit_loop(model, train, val, self.recipe, self.device, seed, supervised_step(model, stepper),
-                           label=f"{backbone} seed {seed}", progress=self.progress, on_epoch=self.on_epoch)
+            with forked_rng(self.device):
+                model, stepper = new_classifier(backbone, num_classes, seed, self.recipe, self.device, len(train))
+                log = fit_loop(model, supervised_step(model, stepper), train, val, self.recipe,
+                               self.loop(f"{backbone} seed {seed}", seed))
             if self.cache is not None:
                 self.cache.put(key, {"model": model.state_dict(), "log": dataclasses.asdict(log)})
         return model, log, key
+
+    def loop(self, label: str, seed: int) -> Loop:
+        """Where a training loop of this fit runs: the device, batch order from ``seed``, progress and logger."""
+        return Loop(self.device, seed, label, self.progress, self.on_epoch)
 
     def _locked(self, key: str):
         """The cache's cross-process lock of ``key`` (nothing to lock without a cache)."""
@@ -87,7 +118,7 @@ class FitContext:
         m = cls(config, backbone=backbone, num_classes=num_classes, seed=seed)
         key = m.cache_key(self)
         with self._locked(key):
-            hit = None if (self.cache is None or self.retrain) else self.cache.get(key)
+            hit = None if self.cache is None else self.cache.get(key)
             if hit is not None:
                 return m.load_checkpoint(hit, self.device)
             m.fit(train, val, self)
@@ -97,10 +128,19 @@ class FitContext:
 
 
 class ConfidenceMethod:
-    """Base class. Subclasses set ``name`` (via the registry), ``Config`` and implement ``_fit``; they override
-    ``score_logits`` (post-hoc scorers) or ``_predict_batch`` (methods with their own inference)."""
+    """Base class. Subclasses set ``name`` (via the registry), ``Config``, declare ``training``, implement ``_fit``
+    unless they share the baseline, and override ``score_logits`` (post-hoc scorers) or ``_predict_batch``
+    (methods with their own inference).
+
+    Training template: ``fit`` runs ``_fit`` in a forked random stream (a fit never shifts the caller's draws);
+    inside, ``seed_rng()`` seeds it right before the networks to train are built, ``generator(offset)`` gives a
+    stream of its own (coins, random starts), ``loop(ctx)`` says where ``fit_loop`` runs, ``eval_mode`` and
+    ``frozen`` (methods/training.py) switch modes and gradients and restore them, ``TrainLog.concat`` joins phases.
+    docs/adding-a-method.md walks through a complete training method."""
 
     Config: ClassVar[type] = NoConfig
+    #: How the method gets its classifier (see ``Training``); declared by every registered method.
+    training: ClassVar[Training | None] = None
     #: True if the confidence is a function of the baseline logits alone (logits are then shared per eval set).
     posthoc: ClassVar[bool] = False
     #: True if predict draws random numbers (it is then seeded from ``seed`` so it is reproducible).
@@ -110,15 +150,11 @@ class ConfidenceMethod:
     uses_features: ClassVar[bool] = False
     #: True if predict needs input gradients (ODIN): it then runs outside inference_mode.
     needs_grad: ClassVar[bool] = False
-    #: True for detectors that only read the plain baseline (its training is msp's): the contract suite fits them
-    #: on one cached baseline per seed instead of training one per fit.
-    contract_cached_baseline: ClassVar[bool] = False
     #: Bump when this method's training changes what it learns; 0 keeps the key as it was before the field existed.
     training_version: ClassVar[int] = 0
-    #: True if ``fit`` takes its classifier from ``ctx.train_baseline`` and never trains it, so the method also runs
-    #: on a user's own model (``bench.evaluate``). Methods that share the baseline (``posthoc`` or the default
-    #: ``_fit``) are such methods already; one that overrides ``_fit`` says so here.
-    frozen_classifier: ClassVar[bool] = False
+    #: Contract-suite checks this method declares it cannot meet, ``{"check name": "why"}``: each becomes a strict
+    #: xfail (tests/test_contract.py), so it is noticed the day the method starts meeting it.
+    contract_xfail: ClassVar[dict[str, str]] = {}
     #: True if the method reads penultimate features (``forward_features``, ``forward_head``, ``num_features``).
     needs_features: ClassVar[bool] = False
     #: True if the method needs dropout layers in the classifier (MC-dropout).
@@ -142,15 +178,32 @@ class ConfidenceMethod:
         ctx = ctx or FitContext()
         self.device = ctx.device
         train, val = train.to(ctx.device), val.to(ctx.device)
-        self._fit(train, val, ctx)
+        with forked_rng(ctx.device):  # the fit's draws (init, dropout, noise) never shift the caller's stream
+            self._fit(train, val, ctx)
         if self.model is None:
             raise RuntimeError(f"{type(self).__name__}._fit did not set self.model")
         return self
 
     def _fit(self, train: ImageSet, val: ImageSet, ctx: FitContext) -> None:
-        """Default: the cached baseline classifier of this backbone and seed."""
+        """Default (``Training.SHARED_BASELINE`` only): the cached baseline classifier of this backbone and seed."""
         self.model, self.train_log, self.baseline_key = ctx.train_baseline(
             self.backbone, self.num_classes, self.seed, train, val)
+
+    # --- training template (for ``_fit``) --------------------------------------------------------------------
+    def seed_rng(self) -> None:
+        """Seed the fit's random stream with the method's seed: call it once, right before building the networks
+        the method trains (their initialisation, then the dropout masks and noise of training, follow from it)."""
+        seed_stream(self.seed)
+
+    def generator(self, offset: int) -> torch.Generator:
+        """A generator of its own, seeded ``seed + offset`` (coins, random starts): it never shifts other draws."""
+        return generator(self.seed + offset)
+
+    def loop(self, ctx: FitContext, phase: str = "", order_seed: int | None = None) -> Loop:
+        """Where this method's ``fit_loop`` runs (device, progress, logger, label "<name> [phase] <backbone> seed
+        <s>"); the batch order follows ``order_seed`` (default: the method's seed)."""
+        label = " ".join(p for p in (self.name, phase, self.backbone, f"seed {self.seed}") if p)
+        return ctx.loop(label, self.seed if order_seed is None else order_seed)
 
     def build_model(self) -> nn.Module:
         """An untrained model of the right shape, for ``load_state_dict``."""
@@ -202,15 +255,10 @@ class ConfidenceMethod:
         stochastic methods; with autograd on for ``needs_grad`` methods); every module's train/eval mode is
         restored afterwards."""
         model = self._fitted_model()
-        modes = [(m, m.training) for m in model.modules()]
-        model.eval()
         no_grad = contextlib.nullcontext() if self.needs_grad else torch.inference_mode()
-        try:
-            with no_grad, _seeded(self.seed if self.stochastic else None, self.device):
-                return [fn(to_float(x[i : i + batch_size]).to(self.device)) for i in range(0, len(x), batch_size)]
-        finally:
-            for m, mode in modes:
-                m.train(mode)
+        rng = forked_rng(self.device, self.seed) if self.stochastic else contextlib.nullcontext()
+        with eval_mode(model), no_grad, rng:
+            return [fn(to_float(x[i : i + batch_size]).to(self.device)) for i in range(0, len(x), batch_size)]
 
     def predict_from_logits(self, logits: torch.Tensor) -> Prediction:
         """For post-hoc methods: score precomputed baseline logits (shared across scorers of one eval set)."""
@@ -293,33 +341,27 @@ class ConfidenceMethod:
     name: ClassVar[str] = "base"
 
 
-class _seeded:
-    """Fork the RNG and seed it (or do nothing for ``None``): reproducible stochastic inference without
-    touching the caller's random state."""
-
-    def __init__(self, seed: int | None, device: torch.device):
-        self.seed, self.device = seed, device
-
-    def __enter__(self) -> None:
-        if self.seed is None:
-            return
-        devices = [self.device.index or 0] if self.device.type == "cuda" else []
-        self._fork = torch.random.fork_rng(devices=devices)
-        self._fork.__enter__()
-        torch.manual_seed(self.seed)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.seed is not None:
-            self._fork.__exit__(*exc)
-
-
 def register(name: str, description: str | None = None):
     """Register a method class under ``name`` (sets ``cls.name``)."""
     from bench.methods.registry import METHODS
 
     def deco(cls: type[ConfidenceMethod]) -> type[ConfidenceMethod]:
+        check_declarations(cls, name)
         cls.name = name
         METHODS.add(name, cls, description)
         return cls
 
     return deco
+
+
+def check_declarations(cls: type[ConfidenceMethod], name: str) -> None:
+    """Refuse (TypeError, at import) a method class whose declared capabilities contradict its code."""
+    if not isinstance(cls.training, Training):
+        raise TypeError(f"method {name!r} ({cls.__name__}) must declare how it gets its classifier: training = "
+                        "Training.SHARED_BASELINE, FROZEN_BASELINE or OWN (methods/base.py)")
+    if cls.training is not Training.SHARED_BASELINE and cls._fit is ConfidenceMethod._fit:
+        raise TypeError(f"method {name!r} ({cls.__name__}) declares training = {cls.training} but does not "
+                        "override _fit, so it would fit the shared baseline")
+    if cls.posthoc and cls.training is not Training.SHARED_BASELINE:
+        raise TypeError(f"method {name!r} ({cls.__name__}) is posthoc (scores the baseline's logits), so its "
+                        "training must be Training.SHARED_BASELINE")

@@ -27,38 +27,37 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from bench.datasets.mnist import ImageSet
-from bench.errors import UsageError
 from bench.metrics import average_precision
 from bench.methods.backbones import create_backbone
-from bench.methods.base import ConfidenceMethod, FitContext, register
-from bench.methods.training import Stepper, TrainLog, TrainRecipe, batches, fit_loop
+from bench.methods.base import ConfidenceMethod, FitContext, Training, register
+from bench.methods.options import Options, option
+from bench.methods.training import (
+    Selection,
+    Stepper,
+    TrainLog,
+    TrainRecipe,
+    fit_loop,
+    frozen,
+    map_batches,
+)
 
 
 @dataclass(frozen=True)
-class ConfidNetConfig:
-    head_epochs: int = 20  # the head's own epochs (reference template: 500); see the module docstring
-    head_lr: float = 1e-4  # Adam, as the reference
-    hidden: int = 400
-    error_weight: float = 1.0  # reference ``loss.weighting``: MSE weight of misclassified samples
+class ConfidNetConfig(Options):
+    section = "confidnet"
+    head_epochs: int = option(20, ge=1)  # the head's own epochs (reference template: 500); see the module docstring
+    head_lr: float = option(1e-4, gt=0)  # Adam, as the reference
+    hidden: int = option(400, ge=1)
+    error_weight: float = option(1.0, gt=0)  # reference ``loss.weighting``: MSE weight of misclassified samples
     backbone_dropout: bool = True  # phase 1 keeps the classifier's dropout on (reference: model.train())
-    finetune_epochs: int = 0  # phase 2 (encoder copy fine-tuned, dropout off); 0 = off
-    finetune_lr: float = 1e-5  # our default for phase 2 (Adam); not a value taken from the reference
-
-    def __post_init__(self) -> None:
-        for name in ("head_epochs", "hidden"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"confidnet.{name} must be >= 1, got {getattr(self, name)}")
-        if self.finetune_epochs < 0:
-            raise UsageError(f"confidnet.finetune_epochs must be >= 0 (0 = no phase 2), got {self.finetune_epochs}")
-        for name in ("head_lr", "finetune_lr", "error_weight"):
-            if not getattr(self, name) > 0:
-                raise UsageError(f"confidnet.{name} must be > 0, got {getattr(self, name)}")
+    finetune_epochs: int = option(0, ge=0)  # phase 2 (encoder copy fine-tuned, dropout off); 0 = off
+    finetune_lr: float = option(1e-5, gt=0)  # our default for phase 2 (Adam); not a value taken from the reference
 
 
 def confidence_head(in_features: int, hidden: int = 400) -> nn.Sequential:
@@ -108,7 +107,7 @@ class ConfidNetModel(nn.Module):
 @register("confidnet", "ConfidNet: MLP head on frozen features regressing the true-class probability (2019)")
 class ConfidNet(ConfidenceMethod):
     Config = ConfidNetConfig
-    frozen_classifier = True  # trains only its head on the frozen baseline
+    training = Training.FROZEN_BASELINE
     needs_features = True
     training_version = 1  # 1: the head reads the post-dropout features (before: the clean ones)
 
@@ -126,31 +125,28 @@ class ConfidNet(ConfidenceMethod):
         cfg = self.config
         backbone, base_log, self.baseline_key = ctx.train_baseline(self.backbone, self.num_classes, self.seed,
                                                                    train, val)
-        torch.manual_seed(self.seed)
+        self.seed_rng()
         net = ConfidNetModel(backbone, cfg.hidden).to(ctx.device)
         net.backbone_dropout = cfg.backbone_dropout
-        for p in net.backbone.parameters():
-            p.requires_grad_(False)
         self.model = net
-        logs = [self._phase(net, train, val, ctx, 1, cfg.head_epochs, cfg.head_lr, list(net.head.parameters()))]
-        if cfg.finetune_epochs > 0:
-            net.encoder = copy.deepcopy(net.backbone)
-            for p in net.encoder.parameters():
-                p.requires_grad_(True)
-            net.phase = 2
-            params = list(net.encoder.parameters()) + list(net.head.parameters())
-            logs.append(self._phase(net, train, val, ctx, 2, cfg.finetune_epochs, cfg.finetune_lr, params))
+        with frozen(net.backbone):  # the classifier only gives features and TCP; attacks get its gradients back
+            logs = [base_log, self._phase(net, train, val, ctx, 1, cfg.head_epochs, cfg.head_lr, net.head)]
+            if cfg.finetune_epochs > 0:
+                net.encoder = copy.deepcopy(net.backbone)
+                net.encoder.requires_grad_(True)
+                logs.append(self._phase(net, train, val, ctx, 2, cfg.finetune_epochs, cfg.finetune_lr,
+                                        net.encoder, net.head))
         net.phase = 1
-        for p in net.backbone.parameters():
-            p.requires_grad_(True)  # frozen by the optimiser choice; attacks may need parameter grads
-        self.train_log = merge(base_log, logs)
+        self.train_log = TrainLog.concat(logs)  # costs count the classifier's epochs too
 
     def _phase(self, net: ConfidNetModel, train: ImageSet, val: ImageSet, ctx: FitContext, phase: int,
-               epochs: int, lr: float, params: list[nn.Parameter]) -> TrainLog:
-        """Train ``params`` for ``epochs`` with the TCP regression; keep the best validation AUPR-Error."""
+               epochs: int, lr: float, *trained: nn.Module) -> TrainLog:
+        """Train the ``trained`` modules for ``epochs`` with the TCP regression; keep the best validation
+        AUPR-Error (phase 2: the phase-1 result competes, as the weights the phase starts from)."""
         net.phase = phase
-        recipe = TrainRecipe(optimizer="adam", lr=lr, batch_size=ctx.recipe.batch_size, epochs=epochs,
-                             val_every=epochs)  # fit_loop's accuracy check is meaningless here (frozen classifier)
+        recipe = TrainRecipe().but("confidnet", optimizer="adam", lr=lr, batch_size=ctx.recipe.batch_size,
+                                   epochs=epochs)
+        params = [p for m in trained for p in m.parameters()]
         stepper = Stepper(params, recipe, math.ceil(len(train) / recipe.batch_size))
         w_err = self.config.error_weight
 
@@ -164,58 +160,18 @@ class ConfidNet(ConfidenceMethod):
             conf = net.confidence(x, d)  # phase 2: the encoder copy's features, with gradients
             return stepper((weight * (conf - tcp) ** 2).mean())
 
-        best = {"score": self._val_aupr_error(net, val, ctx.device), "state": copy.deepcopy(net.state_dict())}
-        if phase == 1:
-            best["score"] = -1.0  # the untrained head is not a candidate
-        series: list[float] = []
-
-        def on_epoch_end(epoch: int, log: TrainLog) -> None:
-            score = self._val_aupr_error(net, val, ctx.device)
-            series.append(score)
-            log.extra[f"phase{phase}_val_aupr_error"] = list(series)
-            if score > best["score"]:
-                best["score"], best["state"] = score, copy.deepcopy(net.state_dict())
-                log.extra[f"phase{phase}_best_epoch"] = [float(epoch)]
-
-        log = fit_loop(net, train, val, recipe, ctx.device, self.seed + 1000 * phase, step,
-                       label=f"confidnet phase {phase} {self.backbone} seed {self.seed}", progress=ctx.progress,
-                       on_epoch_end=on_epoch_end, on_epoch=ctx.on_epoch)
-        net.load_state_dict(best["state"])
-        return log
-
-    @staticmethod
-    def _val_aupr_error(net: ConfidNetModel, val: ImageSet, device: torch.device) -> float:
-        was_training = net.training
-        net.eval()
-        try:
-            with torch.inference_mode():
-                out = [(net.backbone(x).argmax(1) != y, net.confidence(x)) for x, y in batches(val, 2048, None,
-                                                                                              device)]
-        finally:
-            net.train(was_training)
-        errors = torch.cat([o[0] for o in out]).cpu().numpy()
-        conf = torch.cat([o[1] for o in out]).float().cpu().numpy()
-        if errors.all() or not errors.any():
-            return 0.0  # undefined without both classes: no epoch is preferred on this ground
-        return average_precision(-conf, errors)
+        select = Selection("val_aupr_error", val_aupr_error, every=1, include_start=phase == 2)
+        return fit_loop(net, step, train, val, recipe, self.loop(ctx, f"phase {phase}", self.seed + 1000 * phase),
+                        select=select)
 
 
-def merge(base: TrainLog, heads: list[TrainLog]) -> TrainLog:
-    """Total cost = classifier + head phases: epochs concatenated (the classifier's first), so train seconds
-    and epoch counts in the cost table are the whole method's. ``best_epoch`` counts from the first classifier
-    epoch; per-phase series are in ``extra``."""
-    out = replace(base, epoch_seconds=list(base.epoch_seconds), val_seconds=list(base.val_seconds),
-                  losses=list(base.losses), val_accuracy=dict(base.val_accuracy), extra=dict(base.extra))
-    offset = len(base.epoch_seconds)
-    for phase, h in enumerate(heads, start=1):
-        out.epoch_seconds += h.epoch_seconds
-        out.val_seconds += h.val_seconds
-        out.losses += h.losses
-        out.extra.update(h.extra)
-        out.peak_memory_mb = max(out.peak_memory_mb, h.peak_memory_mb)
-        best = h.extra.get(f"phase{phase}_best_epoch", [])
-        if best:
-            out.best_epoch = offset + int(best[0])
-        offset += len(h.epoch_seconds)
-    out.extra["classifier_epochs"] = [float(len(base.epoch_seconds))]
-    return out
+def val_aupr_error(net: ConfidNetModel, val: ImageSet, device: torch.device) -> float:
+    """AUPR-Error (%) of the confidence on ``val``, errors positive: ConfidNet's model-selection score."""
+    # one pass (eval mode, inference mode): columns = predicted class, confidence
+    out, labels = map_batches(lambda x: torch.stack([net.backbone(x).argmax(1).float(), net.confidence(x)], 1),
+                              net, val, device)
+    errors = (out[:, 0].long() != labels).cpu().numpy()
+    conf = out[:, 1].float().cpu().numpy()
+    if errors.all() or not errors.any():
+        return 0.0  # undefined without both classes: no epoch is preferred on this ground
+    return average_precision(-conf, errors)

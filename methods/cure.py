@@ -25,23 +25,23 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from bench.datasets.mnist import ImageSet
-from bench.methods.attacks import input_grad
-from bench.methods.base import ConfidenceMethod, FitContext, register
-from bench.methods.training import fit_loop, new_classifier
 from torch import nn
 
+from bench.datasets.mnist import ImageSet
 from bench.errors import UsageError
+from bench.methods.attacks import input_grad
+from bench.methods.base import ConfidenceMethod, FitContext, Training, register
+from bench.methods.options import Options, option
+from bench.methods.training import eval_mode, fit_loop, new_classifier
 
 
 @dataclass(frozen=True)
-class CureConfig:
-    lam: float = 4.0  # weight of the curvature penalty
+class CureConfig(Options):
+    section = "cure"
+    lam: float = option(4.0, ge=0)  # weight of the curvature penalty
     h: tuple[float, ...] = (0.1, 0.4, 0.8, 1.8, 3.0)  # h per epoch (pixel-space l2), the last value repeats
 
-    def __post_init__(self) -> None:
-        if self.lam < 0:
-            raise UsageError(f"cure.lam must be >= 0, got {self.lam}")
+    def check(self) -> None:
         if not self.h or any(v <= 0 for v in self.h):
             raise UsageError(f"cure.h must be one or more positive numbers (per epoch), got {self.h!r}; "
                              "e.g. --set cure.h=0.1,0.4,0.8,1.8,3")
@@ -70,27 +70,18 @@ def curvature_penalty(model: nn.Module, x: torch.Tensor, y: torch.Tensor, h: flo
 @register("cure", "CURE: CE + lam ||grad l(x+hz) - grad l(x)||^2, double backprop (Moosavi-Dezfooli et al. 2019); MCP")
 class Cure(ConfidenceMethod):
     Config = CureConfig
+    training = Training.OWN
 
     def _fit(self, train: ImageSet, val: ImageSet, ctx: FitContext) -> None:
         cfg, recipe = self.config, ctx.recipe
         model, stepper = new_classifier(self.backbone, self.num_classes, self.seed, recipe, ctx.device, len(train))
-        n_batches = stepper.n_batches
-        state = {"reg": torch.zeros((), device=ctx.device)}
 
-        def step(x: torch.Tensor, y: torch.Tensor, epoch: int) -> torch.Tensor:
-            model.eval()  # the penalty sees the deterministic network (dropout off), as in the reference
-            reg = curvature_penalty(model, x, y, cfg.h_at(epoch)).mean()
-            model.train()
+        def step(x: torch.Tensor, y: torch.Tensor, epoch: int) -> dict[str, torch.Tensor]:
+            with eval_mode(model):  # the penalty sees the deterministic network (dropout off), as the reference
+                reg = curvature_penalty(model, x, y, cfg.h_at(epoch)).mean()
             loss = stepper(F.cross_entropy(model(x), y) + cfg.lam * reg)
-            state["reg"] += reg.detach()
-            return loss
+            return {"loss": loss, "curvature": reg}
 
-        def record(epoch: int, log) -> None:
-            log.extra.setdefault("h", []).append(cfg.h_at(epoch))
-            log.extra.setdefault("curvature", []).append(float(state["reg"]) / n_batches)
-            state["reg"].zero_()
-
-        self.train_log = fit_loop(model, train, val, recipe, ctx.device, self.seed, step,
-                                  label=f"cure {self.backbone} seed {self.seed}", progress=ctx.progress,
-                                  on_epoch_end=record, on_epoch=ctx.on_epoch)
+        self.train_log = fit_loop(model, step, train, val, recipe, self.loop(ctx),
+                                  after_epoch=lambda epoch: {"h": cfg.h_at(epoch)})
         self.model = model

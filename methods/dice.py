@@ -15,18 +15,15 @@ from dataclasses import dataclass
 
 from pytorch_ood.detector import DICE as _DICE
 
-from bench.errors import UsageError
 from bench.methods.base import register
+from bench.methods.options import Options, option
 from bench.methods.features import FeatureScorer
 
 
 @dataclass(frozen=True)
-class DICEConfig:
-    p: float = 0.9  # Sun & Li 2022: sparsity of the last layer (CIFAR)
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.p < 1.0:
-            raise UsageError(f"dice.p must be in [0, 1) (1 would remove every weight), got {self.p}")
+class DICEConfig(Options):
+    section = "dice"
+    p: float = option(0.9, ge=0, lt=1)  # Sun & Li 2022: sparsity of the last layer (CIFAR); 1 would remove all
 
 
 @register("dice", "Post-hoc: energy of a last layer sparsified by mean-activation contribution (Sun & Li 2022; "

@@ -28,31 +28,25 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from bench.datasets.mnist import ImageSet
-from bench.methods.base import ConfidenceMethod, FitContext, register
-from bench.methods.training import (
-    accuracy_on,
-    fit_loop,
-    new_classifier,
-)
 from torch import nn
 
+from bench.datasets.mnist import ImageSet
 from bench.errors import UsageError
+from bench.methods.base import ConfidenceMethod, FitContext, Training, register
+from bench.methods.options import Options, option
+from bench.methods.training import accuracy_on, fit_loop, new_classifier
 
 
 @dataclass(frozen=True)
-class DistillConfig:
+class DistillConfig(Options):
+    section = "distill"
     teacher: str = "ensemble"  # any registered method, fitted with its default config
-    temperature: float = 4.0  # T
-    lam: float = 0.1  # weight of the hard-label cross-entropy; 1 - lam on the soft term
+    temperature: float = option(4.0, gt=0)  # T
+    lam: float = option(0.1, ge=0, le=1)  # weight of the hard-label cross-entropy; 1 - lam on the soft term
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         if self.teacher == "distill":
             raise UsageError("distill.teacher cannot be distill itself; choose e.g. ensemble or msp")
-        if not self.temperature > 0:
-            raise UsageError(f"distill.temperature must be > 0, got {self.temperature}")
-        if not 0 <= self.lam <= 1:
-            raise UsageError(f"distill.lam must be in [0, 1], got {self.lam}")
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logp: torch.Tensor, y: torch.Tensor, lam: float,
@@ -71,6 +65,7 @@ def n_params(module: nn.Module) -> int:
 @register("distill", "Distillation: student on T-softened teacher outputs + hard labels (Hinton et al. 2015); MCP")
 class Distill(ConfidenceMethod):
     Config = DistillConfig
+    training = Training.OWN
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -91,8 +86,7 @@ class Distill(ConfidenceMethod):
         def step(x: torch.Tensor, idx: torch.Tensor, epoch: int) -> torch.Tensor:
             return stepper(distillation_loss(model(x), teacher_logp[idx], labels[idx], cfg.lam, cfg.temperature))
 
-        log = fit_loop(model, indexed, val, recipe, ctx.device, self.seed, step,
-                       label=f"distill {self.backbone} seed {self.seed}", progress=ctx.progress, on_epoch=ctx.on_epoch)
+        log = fit_loop(model, step, indexed, val, recipe, self.loop(ctx))
         self.model = model
         self.report = {"teacher": cfg.teacher, "teacher_val_accuracy": teacher_val,
                        "student_val_accuracy": accuracy_on(model, val, ctx.device),

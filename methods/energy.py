@@ -10,22 +10,20 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.errors import UsageError
-from bench.methods.base import ConfidenceMethod, register
+from bench.methods.base import ConfidenceMethod, Training, register
+from bench.methods.options import Options, option
 
 
 @dataclass(frozen=True)
-class EnergyConfig:
-    temperature: float = 1.0  # T of the energy; 1 as in Liu et al.
-
-    def __post_init__(self) -> None:
-        if not self.temperature > 0:
-            raise UsageError(f"energy.temperature must be > 0, got {self.temperature}")
+class EnergyConfig(Options):
+    section = "energy"
+    temperature: float = option(1.0, gt=0)  # T of the energy; 1 as in Liu et al.
 
 
 @register("energy", "Post-hoc: negative free energy T*logsumexp(logits/T) of the baseline logits (Liu et al. 2020)")
 class Energy(ConfidenceMethod):
     Config = EnergyConfig
+    training = Training.SHARED_BASELINE
     posthoc = True
 
     def score_logits(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

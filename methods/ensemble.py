@@ -22,19 +22,16 @@ import torch
 from torch import nn
 
 from bench.datasets.mnist import ImageSet
-from bench.errors import UsageError
 from bench.methods.backbones import create_backbone
-from bench.methods.base import ConfidenceMethod, FitContext, register
+from bench.methods.base import ConfidenceMethod, FitContext, Training, register
+from bench.methods.options import Options, option
 from bench.methods.training import TrainLog
 
 
 @dataclass(frozen=True)
-class EnsembleConfig:
-    members: int = 5  # M, as in Lakshminarayanan et al.
-
-    def __post_init__(self) -> None:
-        if self.members < 1:
-            raise UsageError(f"ensemble.members must be >= 1, got {self.members}")
+class EnsembleConfig(Options):
+    section = "ensemble"
+    members: int = option(5, ge=1)  # M, as in Lakshminarayanan et al.
 
 
 class MeanProbEnsemble(nn.Module):
@@ -49,24 +46,13 @@ class MeanProbEnsemble(nn.Module):
         return torch.logsumexp(logp, dim=0) - math.log(len(self.members))
 
 
-def merge_logs(logs: list[TrainLog]) -> TrainLog:
-    """One log for the whole ensemble: epochs of all members in sequence (total cost is their sum)."""
-    out = TrainLog(device=logs[0].device, peak_memory_metric=logs[0].peak_memory_metric)
-    for log in logs:
-        out.epoch_seconds += log.epoch_seconds
-        out.val_seconds += log.val_seconds
-        out.losses += log.losses
-        out.peak_memory_mb = max(out.peak_memory_mb, log.peak_memory_mb)
-    out.best_epoch = logs[0].best_epoch
-    out.val_accuracy = dict(logs[0].val_accuracy)
-    out.extra = {"member_best_epoch": [float(log.best_epoch) for log in logs]}
-    return out
-
-
 @register("ensemble", "Deep ensemble of M baseline seeds (s..s+M-1); MCP of the mean softmax")
 class Ensemble(ConfidenceMethod):
     Config = EnsembleConfig
-    frozen_classifier = True  # members are baselines from ctx.train_baseline
+    training = Training.FROZEN_BASELINE
+    #: 1: the log is TrainLog.concat of the members' (best_epoch: the last member's, counted over all epochs;
+    #: before: member 0's in its own numbering)
+    training_version = 1
 
     @property
     def member_seeds(self) -> list[int]:
@@ -87,5 +73,5 @@ class Ensemble(ConfidenceMethod):
             logs.append(log)
             keys.append(key)
         self.model = MeanProbEnsemble(members).to(ctx.device)
-        self.train_log = merge_logs(logs)
+        self.train_log = TrainLog.concat(logs)  # members trained in turn: the cost is their sum
         self.baseline_key = ",".join(keys)

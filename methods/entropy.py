@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import torch
 
-from bench.methods.base import ConfidenceMethod, register
+from bench.methods.base import ConfidenceMethod, Training, register
 
 
 @register("entropy", "Post-hoc: negative entropy of the baseline softmax")
 class Entropy(ConfidenceMethod):
+    training = Training.SHARED_BASELINE
     posthoc = True
 
     def score_logits(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -19,8 +19,8 @@ from torch import nn
 
 from bench.datasets.mnist import ImageSet
 from bench.errors import NotFittedError, UsageError
-from bench.methods.base import ConfidenceMethod, FitContext
-from bench.methods.training import map_batches
+from bench.methods.base import ConfidenceMethod, FitContext, Training
+from bench.methods.training import eval_mode, map_batches
 
 CHUNK = 2048  # rows scored at once
 
@@ -30,20 +30,15 @@ def require_features(model: nn.Module, method: str) -> int:
     if not (callable(getattr(model, "forward_features", None)) and callable(getattr(model, "forward_head", None))):
         raise UsageError(f"{method} needs penultimate features, but {type(model).__name__} has no forward_features/"
                          "forward_head; use a bench backbone (bench list backbones) or add both methods")
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model), torch.inference_mode():
         p = next(model.parameters(), None)
         from bench.methods.backbones import current_shape  # the run's data shape (--data), MNIST's otherwise
 
         x = torch.zeros(2, *current_shape(), device=p.device if p is not None else "cpu")
-        with torch.inference_mode():
-            try:
-                f = model.forward_features(x)
-            except NotImplementedError:
-                f = None
-    finally:
-        model.train(was_training)
+        try:
+            f = model.forward_features(x)
+        except NotImplementedError:
+            f = None
     if not isinstance(f, torch.Tensor) or f.dim() != 2:
         got = "nothing" if f is None else f"shape {tuple(f.shape)}" if isinstance(f, torch.Tensor) else type(f).__name__
         raise UsageError(f"{method} needs penultimate features (N, F) from {type(model).__name__}.forward_features, "
@@ -54,19 +49,14 @@ def require_features(model: nn.Module, method: str) -> int:
 def linear_head(model: nn.Module, num_features: int, method: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(W (C, F), b (C,)) of the last layer, read through ``forward_head`` in eval mode: b = head(0) and column i of
     W = head(e_i) - b. Refused (UsageError) when the head is not affine in the features (ViM and DICE need W, b)."""
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model), torch.inference_mode():
         p = next(model.parameters())
-        with torch.inference_mode():
-            eye = torch.eye(num_features, device=p.device, dtype=p.dtype)
-            b = model.forward_head(torch.zeros(1, num_features, device=p.device, dtype=p.dtype))[0]
-            w = (model.forward_head(eye) - b).T.contiguous()
-            probe = torch.rand(8, num_features, generator=torch.Generator().manual_seed(0)).to(p.device) * 4
-            out = model.forward_head(probe)
-            affine = torch.allclose(out, probe @ w.T + b, rtol=1e-4, atol=1e-4 * (1 + float(out.abs().max())))
-    finally:
-        model.train(was_training)
+        eye = torch.eye(num_features, device=p.device, dtype=p.dtype)
+        b = model.forward_head(torch.zeros(1, num_features, device=p.device, dtype=p.dtype))[0]
+        w = (model.forward_head(eye) - b).T.contiguous()
+        probe = torch.rand(8, num_features, generator=torch.Generator().manual_seed(0)).to(p.device) * 4
+        out = model.forward_head(probe)
+        affine = torch.allclose(out, probe @ w.T + b, rtol=1e-4, atol=1e-4 * (1 + float(out.abs().max())))
     if not affine:
         raise UsageError(f"{method} needs a linear last layer (forward_head affine in the features); "
                          f"{type(model).__name__}'s is not")
@@ -79,7 +69,7 @@ def train_features(ctx: FitContext, model: nn.Module, baseline_key: str | None, 
     the checkpoint cache under the baseline's key, so every detector of that baseline (in any worker) reuses them."""
     key = f"features-{baseline_key}" if baseline_key else None
     with (ctx._locked(key) if key else contextlib.nullcontext()):
-        hit = None if (ctx.cache is None or key is None or ctx.retrain) else ctx.cache.get(key)
+        hit = None if (ctx.cache is None or key is None) else ctx.cache.get(key)
         if hit is not None:
             return hit["features"], hit["labels"]
         f, y = map_batches(lambda x: model.forward_features(x).float(), model, train, ctx.device)
@@ -93,10 +83,10 @@ class FeatureScorer(ConfidenceMethod):
     """Post-hoc detector on the cached baseline's penultimate features. Subclasses set ``fits_on_train`` and
     implement ``fit_features`` (training statistics; also rebuild from ``extra_state``) and ``confidence``."""
 
+    training = Training.SHARED_BASELINE
     posthoc = True
     uses_features = True
     needs_features = True  # a user's model without penultimate features is refused up front (bench.evaluate)
-    contract_cached_baseline = True
     #: True if the detector learns statistics of the training features (Mahalanobis, KNN, ViM, ReAct, DICE).
     fits_on_train: ClassVar[bool] = True
     #: True if the detector needs the last layer as (W, b) (ViM, DICE).
@@ -155,14 +145,8 @@ class FeatureScorer(ConfidenceMethod):
 
     def predict_from_features(self, features: torch.Tensor, logits: torch.Tensor):
         # eval mode for the scorers that run modified features through the head (its dropout must be off)
-        model = self._fitted_model()
-        modes = [(m, m.training) for m in model.modules()]
-        model.eval()
-        try:
+        with eval_mode(self._fitted_model()):
             return super().predict_from_features(features, logits)
-        finally:
-            for m, mode in modes:
-                m.train(mode)
 
     def _predict_batch(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         model = self._fitted_model()

@@ -19,20 +19,15 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.errors import UsageError
-from bench.methods.base import ConfidenceMethod, register
+from bench.methods.base import ConfidenceMethod, Training, register
+from bench.methods.options import Options, option
 
 
 @dataclass(frozen=True)
-class GENConfig:
-    gamma: float = 0.1  # Liu et al. 2023
-    M: int = 100  # top-M probabilities (paper, ImageNet); capped at the number of classes
-
-    def __post_init__(self) -> None:
-        if not self.gamma > 0:
-            raise UsageError(f"gen.gamma must be > 0, got {self.gamma}")
-        if self.M < 1:
-            raise UsageError(f"gen.M must be >= 1, got {self.M}")
+class GENConfig(Options):
+    section = "gen"
+    gamma: float = option(0.1, gt=0)  # Liu et al. 2023
+    M: int = option(100, ge=1)  # top-M probabilities (paper, ImageNet); capped at the number of classes
 
 
 def generalized_entropy(logits: torch.Tensor, gamma: float, m: int) -> torch.Tensor:
@@ -56,8 +51,8 @@ def generalized_entropy(logits: torch.Tensor, gamma: float, m: int) -> torch.Ten
 @register("gen", "Post-hoc: negative generalized entropy of the top-M softmax probabilities (Liu et al. 2023)")
 class GEN(ConfidenceMethod):
     Config = GENConfig
+    training = Training.SHARED_BASELINE
     posthoc = True
-    contract_cached_baseline = True
 
     def score_logits(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         g = generalized_entropy(logits, self.config.gamma, self.config.M)

@@ -20,16 +20,14 @@ from pytorch_ood.detector import KNN as _KNN
 
 from bench.errors import UsageError
 from bench.methods.base import register
+from bench.methods.options import Options, option
 from bench.methods.features import FeatureScorer
 
 
 @dataclass(frozen=True)
-class KNNConfig:
-    k: int = 50  # Sun et al. 2022, CIFAR-10
-
-    def __post_init__(self) -> None:
-        if self.k < 1:
-            raise UsageError(f"knn.k must be >= 1, got {self.k}")
+class KNNConfig(Options):
+    section = "knn"
+    k: int = option(50, ge=1)  # Sun et al. 2022, CIFAR-10
 
 
 @register("knn", "Post-hoc: distance to the k-th nearest normalised training feature (Sun et al. 2022; pytorch-ood)")

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import torch
 
-from bench.methods.base import ConfidenceMethod, register
+from bench.methods.base import ConfidenceMethod, Training, register
 
 
 @register("maxlogit", "Post-hoc: largest logit of the baseline classifier (Hendrycks et al. 2022)")
 class MaxLogit(ConfidenceMethod):
+    training = Training.SHARED_BASELINE
     posthoc = True
 
     def score_logits(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

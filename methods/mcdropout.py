@@ -20,21 +20,17 @@ import torch
 from torch import nn
 
 from bench.errors import UsageError
-from bench.methods.base import ConfidenceMethod, register
+from bench.methods.base import ConfidenceMethod, Training, register
+from bench.methods.options import Options, option
 
 VARIANTS = ("mcp", "entropy", "mi")
 
 
 @dataclass(frozen=True)
-class MCDropoutConfig:
-    passes: int = 50  # T; 50 as in ConfidNet's code
-    variant: str = "mcp"
-
-    def __post_init__(self) -> None:
-        if self.passes < 1:
-            raise UsageError(f"mcdropout.passes must be >= 1, got {self.passes}")
-        if self.variant not in VARIANTS:
-            raise UsageError(f"mcdropout.variant {self.variant!r} is not one of {', '.join(VARIANTS)}")
+class MCDropoutConfig(Options):
+    section = "mcdropout"
+    passes: int = option(50, ge=1)  # T; 50 as in ConfidNet's code
+    variant: str = option("mcp", one_of=VARIANTS)
 
 
 #: elements of the repeated prefix output per batched tail call: bounds memory (SmallConvNet's 9,216 values x 2,048
@@ -68,6 +64,7 @@ def _entropy(p: torch.Tensor) -> torch.Tensor:
 @register("mcdropout", "MC-dropout: T passes with dropout on; confidence mean-MCP, -entropy or -mutual information")
 class MCDropout(ConfidenceMethod):
     Config = MCDropoutConfig
+    training = Training.SHARED_BASELINE
     needs_dropout = True
     stochastic = True
 

@@ -19,18 +19,13 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from bench.methods.backbones import LeNet, SmallConvNet, create_backbone
-from bench.methods.base import ConfidenceMethod, FitContext, register
-from bench.methods.training import (
-    Stepper,
-    TrainLog,
-    TrainRecipe,
-    fit_loop,
-    supervised_step,
-)
 from torch import nn
 
 from bench.errors import UsageError
+from bench.methods.backbones import LeNet, SmallConvNet, create_backbone
+from bench.methods.base import ConfidenceMethod, FitContext, Training, register
+from bench.methods.options import Options, option
+from bench.methods.training import OPTIMIZERS, Stepper, TrainLog, TrainRecipe, fit_loop, frozen, supervised_step
 
 VARIANTS = ("hybrid", "hybrid_nr", "hybrid_alt")
 
@@ -43,28 +38,22 @@ FC_LAYERS = ("fc1", "fc2")
 
 
 @dataclass(frozen=True)
-class MissingFeatureConfig:
+class MissingFeatureConfig(Options):
     """Phase 2 (the inverted-feature retraining); phase 1 is the run's ``train.*`` baseline recipe."""
 
-    variant: str = "hybrid"  # hybrid (reset FC) | hybrid_nr (keep FC) | hybrid_alt (reset FC, alternate epochs)
-    epochs: int = 10  # reference: 10 standard + 10 inverted
-    optimizer: str = "sgd"
-    lr: float = 0.1  # reference (Dec 2018): SGD lr 0.1 momentum 0.5, batch 64
-    momentum: float = 0.5
-    batch_size: int = 64
+    section = "missingfeature"
+    # hybrid (reset FC) | hybrid_nr (keep FC) | hybrid_alt (reset FC, alternate epochs)
+    variant: str = option("hybrid", one_of=VARIANTS)
+    epochs: int = option(10, ge=1)  # reference: 10 standard + 10 inverted
+    optimizer: str = option("sgd", one_of=OPTIMIZERS)
+    lr: float = option(0.1, gt=0)  # reference (Dec 2018): SGD lr 0.1 momentum 0.5, batch 64
+    momentum: float = option(0.5, ge=0, lt=1)
+    batch_size: int = option(64, ge=1)
     freeze_conv_bias: bool = False  # reference: only conv weights are frozen
 
-    def __post_init__(self) -> None:
-        if self.variant not in VARIANTS:
-            raise UsageError(f"missingfeature.variant {self.variant!r} is not one of {', '.join(VARIANTS)}")
-        self.recipe()  # validates epochs, optimizer, lr, batch_size
-
     def recipe(self, val_every: int = 1) -> TrainRecipe:
-        try:
-            return TrainRecipe(optimizer=self.optimizer, lr=self.lr, momentum=self.momentum,
-                               batch_size=self.batch_size, epochs=self.epochs, val_every=val_every)
-        except UsageError as e:
-            raise UsageError(str(e).replace("train.", "missingfeature.")) from None
+        return TrainRecipe().but("missingfeature", optimizer=self.optimizer, lr=self.lr, momentum=self.momentum,
+                                 batch_size=self.batch_size, epochs=self.epochs, val_every=val_every)
 
 
 class MissingFeatureNet(nn.Module):
@@ -97,6 +86,7 @@ class MissingFeatureNet(nn.Module):
 class MissingFeature(ConfidenceMethod):
     mnist_only = "it inverts the last-conv features of lenet or smallconvnet, which are MNIST backbones"
     Config = MissingFeatureConfig
+    training = Training.OWN
 
     def build_model(self) -> nn.Module:
         return MissingFeatureNet(create_backbone(self.backbone, self.num_classes), self.backbone)
@@ -107,38 +97,22 @@ class MissingFeature(ConfidenceMethod):
         base, base_log, self.baseline_key = ctx.train_baseline(self.backbone, self.num_classes, self.seed,
                                                                train, val)
         net = MissingFeatureNet(base, self.backbone).to(ctx.device)
-        torch.manual_seed(self.seed)
+        self.seed_rng()
         if cfg.variant != "hybrid_nr":
             net.reset_fc()
-        frozen = net.conv_weights() + (net.conv_biases() if cfg.freeze_conv_bias else [])
-        for p in frozen:
-            p.requires_grad_(False)
         recipe = cfg.recipe(val_every=ctx.recipe.val_every)
         try:
-            stepper = Stepper([p for p in net.parameters() if p.requires_grad], recipe,
-                              math.ceil(len(train) / recipe.batch_size))
-            plain = supervised_step(net, stepper)
+            with frozen(*net.conv_weights(), *(net.conv_biases() if cfg.freeze_conv_bias else [])):
+                stepper = Stepper([p for p in net.parameters() if p.requires_grad], recipe,
+                                  math.ceil(len(train) / recipe.batch_size))
+                plain = supervised_step(net, stepper)
 
-            def step(x: torch.Tensor, y: torch.Tensor, epoch: int) -> torch.Tensor:
-                net.invert = not (cfg.variant == "hybrid_alt" and epoch % 2 == 1)
-                return plain(x, y, epoch)
+                def step(x: torch.Tensor, y: torch.Tensor, epoch: int) -> torch.Tensor:
+                    net.invert = not (cfg.variant == "hybrid_alt" and epoch % 2 == 1)
+                    return plain(x, y, epoch)
 
-            log = fit_loop(net, train, val, recipe, ctx.device, self.seed, step,
-                           label=f"missingfeature {self.backbone} seed {self.seed}", progress=ctx.progress,
-                           on_epoch=ctx.on_epoch)
+                log = fit_loop(net, step, train, val, recipe, self.loop(ctx))
         finally:
             net.invert = True
-            for p in frozen:
-                p.requires_grad_(True)
-        self.model, self.train_log = net, _join(base_log, log)
-
-
-def _join(a: TrainLog, b: TrainLog) -> TrainLog:
-    """Both phases in one log (phase 2's epochs numbered after phase 1's); ``extra['phase']`` says which."""
-    n = len(a.epoch_seconds)
-    return TrainLog(epoch_seconds=a.epoch_seconds + b.epoch_seconds, val_seconds=a.val_seconds + b.val_seconds,
-                    losses=a.losses + b.losses,
-                    val_accuracy={**a.val_accuracy, **{n + k: v for k, v in b.val_accuracy.items()}},
-                    best_epoch=n + b.best_epoch, peak_memory_metric=b.peak_memory_metric,
-                    peak_memory_mb=max(a.peak_memory_mb, b.peak_memory_mb), device=b.device,
-                    extra={"phase": [1.0] * n + [2.0] * len(b.epoch_seconds)})
+        # phase 2's epochs numbered after the baseline's; extra["phase"] says which is which
+        self.model, self.train_log = net, TrainLog.concat([base_log, log])

@@ -20,28 +20,23 @@ from dataclasses import dataclass
 import torch
 from pytorch_ood.detector import ODIN as _ODIN
 
-from bench.errors import UsageError
-from bench.methods.base import ConfidenceMethod, register
+from bench.methods.base import ConfidenceMethod, Training, register
+from bench.methods.options import Options, option
 
 
 @dataclass(frozen=True)
-class ODINConfig:
-    temperature: float = 1000.0  # Liang et al. 2018
-    eps: float = 0.0014  # perturbation size in [0, 1] pixel units (Liang et al. 2018, CIFAR-10)
-
-    def __post_init__(self) -> None:
-        if not self.temperature > 0:
-            raise UsageError(f"odin.temperature must be > 0, got {self.temperature}")
-        if not self.eps >= 0:
-            raise UsageError(f"odin.eps must be >= 0, got {self.eps}")
+class ODINConfig(Options):
+    section = "odin"
+    temperature: float = option(1000.0, gt=0)  # Liang et al. 2018
+    eps: float = option(0.0014, ge=0)  # perturbation size in [0, 1] pixel units (Liang et al. 2018, CIFAR-10)
 
 
 @register("odin", "Temperature + input perturbation along the gradient of the max softmax (Liang et al. 2018; "
           "pytorch-ood)")
 class ODIN(ConfidenceMethod):
     Config = ODINConfig
+    training = Training.SHARED_BASELINE
     needs_grad = True
-    contract_cached_baseline = True
 
     @property
     def forward_passes(self) -> int:

@@ -30,32 +30,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.errors import UsageError
-from bench.methods.base import ConfidenceMethod, FitContext, register
+from bench.methods.base import ConfidenceMethod, FitContext, Training, register
+from bench.methods.options import Options, option
 from bench.methods.training import Stepper, TrainRecipe, fit_loop
 
 
 @dataclass(frozen=True)
-class OODGANConfig:
-    beta: float = 1.0  # weight of the KL-to-uniform term (reference: 1; 0.1 for its CIFAR-10 run)
-    lr: float = 2e-4  # Adam learning rate of classifier, G and D (reference)
-    nz: int = 100  # latent size (reference)
-    ngf: int = 16  # generator width (reference: 64, for 32x32 RGB; 16 keeps CPU runs affordable, see docs)
-    ndf: int = 16  # discriminator width (reference: 64)
-    lr_decay: float = 0.1  # reference ``droprate``
-    decay_at: float = 0.6  # fraction of the epochs after which the LRs decay (reference: epoch 60 of 100)
-    classifier_optimizer: str = "recipe"  # "recipe" = the run's train.* optimiser; "reference" = Adam(lr) (see docs)
-
-    def __post_init__(self) -> None:
-        if self.beta < 0:
-            raise UsageError(f"oodgan.beta must be >= 0, got {self.beta}")
-        for key in ("lr", "nz", "ngf", "ndf"):
-            if not getattr(self, key) > 0:
-                raise UsageError(f"oodgan.{key} must be > 0, got {getattr(self, key)}")
-        if not 0 < self.lr_decay <= 1 or not 0 <= self.decay_at <= 1:
-            raise UsageError("oodgan.lr_decay must be in (0, 1] and oodgan.decay_at in [0, 1]")
-        if self.classifier_optimizer not in ("reference", "recipe"):
-            raise UsageError(f"oodgan.classifier_optimizer {self.classifier_optimizer!r} is not reference or recipe")
+class OODGANConfig(Options):
+    section = "oodgan"
+    beta: float = option(1.0, ge=0)  # weight of the KL-to-uniform term (reference: 1; 0.1 for its CIFAR-10 run)
+    lr: float = option(2e-4, gt=0)  # Adam learning rate of classifier, G and D (reference)
+    nz: int = option(100, gt=0)  # latent size (reference)
+    ngf: int = option(16, gt=0)  # generator width (reference: 64, for 32x32 RGB; 16 keeps CPU runs affordable)
+    ndf: int = option(16, gt=0)  # discriminator width (reference: 64)
+    lr_decay: float = option(0.1, gt=0, le=1)  # reference ``droprate``
+    decay_at: float = option(0.6, ge=0, le=1)  # fraction of the epochs after which the LRs decay (ref.: 60 of 100)
+    # "recipe" = the run's train.* optimiser; "reference" = Adam(lr) (see docs)
+    classifier_optimizer: str = option("recipe", one_of=("recipe", "reference"))
 
 
 def kl_to_uniform(logits: torch.Tensor) -> torch.Tensor:
@@ -98,25 +89,24 @@ def build_discriminator(ndf: int, channels: int = 1) -> nn.Sequential:
 class OODGAN(ConfidenceMethod):
     mnist_only = "its DCGAN generator draws 28x28 grey images (1 -> 7 -> 14 -> 28)"
     Config = OODGANConfig
+    training = Training.OWN
 
     def _fit(self, train, val, ctx: FitContext) -> None:
         cfg, recipe, dev = self.config, ctx.recipe, ctx.device
-        torch.manual_seed(self.seed)
+        self.seed_rng()
         model = self.build_model().to(dev)
         gen, disc = build_generator(cfg.nz, cfg.ngf).to(dev), build_discriminator(cfg.ndf).to(dev)
         reference = cfg.classifier_optimizer == "reference"
         # the classifier's updates: the reference's plain Adam, or the run's recipe (optimiser, clipping, scheduler
         # stepped after each epoch's last batch)
-        clf_recipe = TrainRecipe(optimizer="adam", lr=cfg.lr) if reference else recipe
+        clf_recipe = TrainRecipe().but("oodgan", optimizer="adam", lr=cfg.lr) if reference else recipe
         stepper = Stepper(model.parameters(), clf_recipe, math.ceil(len(train) / recipe.batch_size))
         opt = stepper.opt
         opt_g = torch.optim.Adam(gen.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
         opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
         decay_epoch = round(cfg.decay_at * recipe.epochs)
-        sums = {k: torch.zeros((), device=dev) for k in ("loss_d", "loss_g", "kl_fake")}  # per-epoch series
-        count = [0]
 
-        def step(x: torch.Tensor, y: torch.Tensor, epoch: int) -> torch.Tensor:
+        def step(x: torch.Tensor, y: torch.Tensor, epoch: int) -> dict[str, torch.Tensor]:
             gen.train(), disc.train()
             n = len(x)
             ones, zeros = torch.ones(n, device=dev), torch.zeros(n, device=dev)
@@ -136,24 +126,15 @@ class OODGAN(ConfidenceMethod):
                 fake = gen(torch.randn(n, cfg.nz, 1, 1, device=dev))
             kl = kl_to_uniform(model(fake))
             loss = stepper(F.cross_entropy(model(x), y) + cfg.beta * kl)
-            for k, v in (("loss_d", loss_d), ("loss_g", loss_g), ("kl_fake", kl)):
-                sums[k] += v.detach()
-            count[0] += 1
-            return loss
+            return {"loss": loss, "loss_d": loss_d, "loss_g": loss_g, "kl_fake": kl}  # per-epoch means in the log
 
-        def on_epoch_end(epoch: int, log) -> None:
-            for k, v in sums.items():
-                log.extra.setdefault(k, []).append(float(v) / max(count[0], 1))
-                v.zero_()
-            count[0] = 0
+        def decay(epoch: int) -> None:
             if epoch == decay_epoch:
                 for o in ((opt, opt_g, opt_d) if reference else (opt_g, opt_d)):
                     for group in o.param_groups:
                         group["lr"] *= cfg.lr_decay
 
-        self.train_log = fit_loop(model, train, val, recipe, dev, self.seed, step,
-                                  label=f"oodgan {self.backbone} seed {self.seed}", progress=ctx.progress,
-                                  on_epoch_end=on_epoch_end, on_epoch=ctx.on_epoch)
+        self.train_log = fit_loop(model, step, train, val, recipe, self.loop(ctx), after_epoch=decay)
         self.model, self.generator = model, gen.eval()
 
     def extra_state(self) -> dict[str, Any]:

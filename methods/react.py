@@ -17,18 +17,15 @@ from dataclasses import dataclass
 import torch
 from pytorch_ood.detector import ReAct as _ReAct
 
-from bench.errors import UsageError
 from bench.methods.base import register
+from bench.methods.options import Options, option
 from bench.methods.features import FeatureScorer
 
 
 @dataclass(frozen=True)
-class ReActConfig:
-    percentile: float = 0.90  # Sun et al. 2021: clip at the 90th percentile of ID activations
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.percentile <= 1.0:
-            raise UsageError(f"react.percentile must be in (0, 1], got {self.percentile}")
+class ReActConfig(Options):
+    section = "react"
+    percentile: float = option(0.90, gt=0, le=1)  # Sun et al. 2021: clip at the 90th percentile of ID activations
 
 
 @register("react", "Post-hoc: energy of the logits of clipped penultimate activations (Sun et al. 2021; pytorch-ood)")

@@ -15,19 +15,15 @@ from dataclasses import dataclass
 
 from pytorch_ood.detector import SCALE as _SCALE
 
-from bench.errors import UsageError
 from bench.methods.base import register
+from bench.methods.options import Options, option
 from bench.methods.features import FeatureScorer
 
 
 @dataclass(frozen=True)
-class SCALEConfig:
-    percentile: float = 0.85  # Xu et al. 2024
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.percentile < 1.0:
-            raise UsageError(f"scale.percentile must be in [0, 1) (1 leaves no activation for s2), "
-                             f"got {self.percentile}")
+class SCALEConfig(Options):
+    section = "scale"
+    percentile: float = option(0.85, ge=0, lt=1)  # Xu et al. 2024; 1 would leave no activation for s2
 
 
 @register("scale", "Post-hoc: energy after scaling penultimate activations by exp(sum / top sum) (Xu et al. 2024; "

@@ -18,20 +18,16 @@ import torch.nn.functional as F
 
 from bench.datasets.mnist import ImageSet
 from bench.errors import NotFittedError, UsageError
-from bench.methods.base import ConfidenceMethod, FitContext, register
+from bench.methods.base import ConfidenceMethod, FitContext, Training, register
+from bench.methods.options import Options, option
 from bench.methods.training import map_batches
 
 
 @dataclass(frozen=True)
-class TemperatureConfig:
-    init: float = 1.5  # starting T, as in Guo et al.'s code
-    max_iter: int = 100  # L-BFGS iterations
-
-    def __post_init__(self) -> None:
-        if not self.init > 0:
-            raise UsageError(f"temperature.init must be > 0, got {self.init}")
-        if self.max_iter < 1:
-            raise UsageError(f"temperature.max_iter must be >= 1, got {self.max_iter}")
+class TemperatureConfig(Options):
+    section = "temperature"
+    init: float = option(1.5, gt=0)  # starting T, as in Guo et al.'s code
+    max_iter: int = option(100, ge=1)  # L-BFGS iterations
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, init: float = 1.5, max_iter: int = 100) -> float:
@@ -58,6 +54,7 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, init: float = 1.
 @register("temperature", "Post-hoc: temperature scaling fitted on validation NLL, MCP of the scaled softmax")
 class Temperature(ConfidenceMethod):
     Config = TemperatureConfig
+    training = Training.SHARED_BASELINE
     posthoc = True
 
     def __init__(self, *args, **kwargs):

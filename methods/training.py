@@ -1,23 +1,31 @@
-"""The shared training loop: seeded index-slice batches over in-memory tensors, per-epoch timing, validation
-every ``val_every`` epochs with best-accuracy model selection, NaN detection, optimiser/scheduler from a recipe.
+"""The training template: seeded index-slice batches over in-memory tensors, per-epoch timing, loss averaging and
+peak memory, NaN detection, pluggable model selection, optimiser/scheduler from a recipe, and the random stream a
+fit runs in.
 
-Model-selection rule (the same for every method): the weights kept are those of the epoch with the best
-validation accuracy among the checked epochs (every ``val_every`` epochs and the last one); ties keep the earlier.
+``fit_loop(model, step, train, val, recipe, loop)`` runs ``recipe.epochs`` epochs of ``step(x, y, epoch)``; the
+step owns its optimiser updates and returns its loss, or a dict of tensors with a ``"loss"`` entry (each entry is
+averaged per epoch over the batches that returned it: ``"loss"`` becomes ``TrainLog.losses``, the others per-epoch
+series in ``TrainLog.extra``, NaN for an epoch without any). ``after_epoch(epoch)`` may return more per-epoch
+scalars. Model selection (``Selection``): the weights kept are those of the checked epoch with the best score
+(default: validation accuracy, checked every ``val_every`` epochs and at the last one); ties keep the earlier.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping, Sequence, Union
 
 import torch
 from torch import nn
 
 from bench import faults
 from bench.datasets.mnist import ImageSet, to_float
-from bench.errors import TrainingError, UsageError
+from bench.errors import TrainingError
+from bench.methods.options import Options, check_values, option
 from bench.utils import Timer, peak_memory, reset_peak_memory
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "adadelta")
@@ -25,39 +33,29 @@ SCHEDULERS = ("none", "step", "cosine")
 
 
 @dataclass(frozen=True)
-class TrainRecipe:
+class TrainRecipe(Options):
     """How a classifier is trained. Part of every checkpoint's cache key."""
 
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    batch_size: int = 128
-    epochs: int = 3
-    val_every: int = 1
-    scheduler: str = "none"
-    step_size: int = 1
-    gamma: float = 0.7
-    grad_clip: float = 0.0
+    section = "train"
+    optimizer: str = option("adam", one_of=OPTIMIZERS)
+    lr: float = option(1e-3, gt=0)
+    momentum: float = option(0.9, ge=0, lt=1)
+    weight_decay: float = option(0.0, ge=0)
+    batch_size: int = option(128, ge=1)
+    epochs: int = option(3, ge=1)
+    val_every: int = option(1, ge=1)
+    scheduler: str = option("none", one_of=SCHEDULERS)
+    step_size: int = option(1, ge=1)
+    gamma: float = option(0.7, gt=0)
+    grad_clip: float = option(0.0, ge=0)
 
-    def __post_init__(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise UsageError(f"train.optimizer {self.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
-        if self.scheduler not in SCHEDULERS:
-            raise UsageError(f"train.scheduler {self.scheduler!r} is not one of {', '.join(SCHEDULERS)}")
-        for name in ("batch_size", "epochs", "val_every"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"train.{name} must be >= 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise UsageError(f"train.lr must be > 0, got {self.lr}")
-        for name in ("weight_decay", "grad_clip"):
-            if not getattr(self, name) >= 0:
-                raise UsageError(f"train.{name} must be >= 0, got {getattr(self, name)}")
-        if not 0 <= self.momentum < 1:
-            raise UsageError(f"train.momentum must be in [0, 1), got {self.momentum}")
-        if self.step_size < 1 or not self.gamma > 0:
-            raise UsageError(f"train.step_size must be >= 1 and train.gamma > 0, got {self.step_size} and "
-                             f"{self.gamma}")
+    def but(self, section: str, **changes: object) -> "TrainRecipe":
+        """The one way a method derives its own recipe: this recipe with ``changes`` (a change of None keeps this
+        recipe's value), checked against the declared ranges with errors naming ``section.key`` (the method's own
+        option, e.g. ``missingfeature.lr``). Start from ``TrainRecipe()`` for a recipe independent of the run's."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        check_values(TrainRecipe, section, changes)
+        return dataclasses.replace(self, **changes)
 
 
 @dataclass
@@ -68,17 +66,99 @@ class TrainLog:
     val_seconds: list[float] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
     val_accuracy: dict[int, float] = field(default_factory=dict)  # epoch (1-based) -> %
-    best_epoch: int = 0
+    best_epoch: int = 0  # the epoch whose weights were kept; 0 = the weights the loop started from
     peak_memory_metric: str = "peak_rss_mb"
     peak_memory_mb: float = 0.0
     device: str = "cpu"
-    extra: dict[str, list[float]] = field(default_factory=dict)  # method-specific per-epoch series
+    extra: dict[str, list[float]] = field(default_factory=dict)  # per-epoch series (and single facts, e.g. a T)
 
     @property
     def train_seconds(self) -> float:
         return sum(self.epoch_seconds) + sum(self.val_seconds)
 
+    @classmethod
+    def concat(cls, logs: Sequence["TrainLog"]) -> "TrainLog":
+        """One log for work done one after the other (a method's phases; an ensemble's members, trained in turn),
+        so that the cost table counts all of it. Epochs are numbered on from the first log's first epoch: the
+        per-epoch lists are concatenated, ``val_accuracy`` keys shifted. ``best_epoch`` is that of the last log
+        that kept one of its own epochs (best_epoch > 0), shifted; a later log with best_epoch 0 kept the weights
+        it started from, so the earlier choice stands. ``extra`` holds per-epoch series: each key's values in
+        order, NaN for the epochs of a log without that key, plus ``phase`` (1-based index of the log each epoch
+        came from). Peak memory: the largest; metric and device: the last log's."""
+        out = TrainLog(device=logs[-1].device, peak_memory_metric=logs[-1].peak_memory_metric)
+        keys = list(dict.fromkeys(k for log in logs for k in log.extra if k != "phase"))
+        out.extra = {k: [] for k in keys}
+        out.extra["phase"] = []
+        for i, log in enumerate(logs, start=1):
+            offset, n = len(out.epoch_seconds), len(log.epoch_seconds)
+            out.epoch_seconds += log.epoch_seconds
+            out.val_seconds += log.val_seconds
+            out.losses += log.losses
+            out.val_accuracy.update({offset + e: v for e, v in log.val_accuracy.items()})
+            if log.best_epoch > 0:
+                out.best_epoch = offset + log.best_epoch
+            out.peak_memory_mb = max(out.peak_memory_mb, log.peak_memory_mb)
+            for k in keys:
+                out.extra[k] += log.extra.get(k, [math.nan] * n)
+            out.extra["phase"] += [float(i)] * n
+        return out
 
+
+# --- the random stream ---------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def forked_rng(device: torch.device, seed: int | None = None) -> Iterator[None]:
+    """torch's global random stream forked: restored on exit (CPU, and ``device``'s CUDA stream), so what runs
+    inside never shifts the caller's draws; seeded with ``seed`` on entry when given. ``ConfidenceMethod.fit``
+    runs every fit inside one; stochastic inference runs seeded inside one."""
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        if seed is not None:
+            seed_stream(seed)
+        yield
+
+
+def seed_stream(seed: int) -> None:
+    """Seed torch's global stream (weight initialisation, dropout masks, ``torch.rand``), the one place training
+    does it; call it inside ``forked_rng`` (a fit is), right before building the networks a method trains."""
+    torch.manual_seed(seed)
+
+
+def generator(seed: int) -> torch.Generator:
+    """A CPU generator of its own (batch order, coins, random starts): draws from it never shift any other stream."""
+    return torch.Generator().manual_seed(seed)
+
+
+# --- mode and gradient switches -------------------------------------------------------------------------------
+@contextlib.contextmanager
+def eval_mode(*modules: nn.Module) -> Iterator[None]:
+    """``modules`` in eval mode inside; on exit every submodule gets back its own train/eval flag (set directly,
+    not through ``train()``, which a module may override), also when the body raises."""
+    saved = [(m, m.training) for module in modules for m in module.modules()]
+    for module in modules:
+        module.eval()
+    try:
+        yield
+    finally:
+        for m, mode in saved:
+            m.training = mode
+
+
+@contextlib.contextmanager
+def frozen(*params_or_modules: Union[nn.Module, nn.Parameter]) -> Iterator[None]:
+    """The given parameters (or all parameters of the given modules) with ``requires_grad`` off inside, each
+    parameter's own flag restored on exit: frozen weights get no gradients computed, not just no updates."""
+    params = [p for x in params_or_modules for p in (x.parameters() if isinstance(x, nn.Module) else [x])]
+    saved = [(p, p.requires_grad) for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in saved:
+            p.requires_grad_(flag)
+
+
+# --- optimisers and batches -----------------------------------------------------------------------------------
 def build_optimizer(params, recipe: TrainRecipe) -> torch.optim.Optimizer:
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
@@ -109,15 +189,10 @@ def batches(data: ImageSet, batch_size: int, generator: torch.Generator | None, 
 
 def map_batches(fn: Callable[[torch.Tensor], torch.Tensor], model: nn.Module, data: ImageSet,
                 device: torch.device, batch_size: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
-    """``fn(x)`` over every batch of ``data`` in order, with ``model`` in eval mode (its mode restored) under
+    """``fn(x)`` over every batch of ``data`` in order, with ``model`` in eval mode (its modes restored) under
     inference_mode: (concatenated outputs, labels), on ``device``."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            outs = [(fn(x), y) for x, y in batches(data, batch_size, None, device)]
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.inference_mode():
+        outs = [(fn(x), y) for x, y in batches(data, batch_size, None, device)]
     return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
 
 
@@ -134,66 +209,110 @@ def check_finite(loss: float, where: str) -> None:
                             "enable gradient clipping (--set train.grad_clip=1.0)")
 
 
-def fit_loop(
-    model: nn.Module,
-    train: ImageSet,
-    val: ImageSet,
-    recipe: TrainRecipe,
-    device: torch.device,
-    seed: int,
-    step: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor],
-    label: str = "train",
-    progress=None,
-    on_epoch_end: Callable[[int, TrainLog], None] | None = None,
-    on_epoch: Callable[[str, int, dict[str, float]], None] | None = None,
-) -> TrainLog:
-    """Run ``recipe.epochs`` epochs of ``step(x, y, epoch) -> loss`` (the step owns its optimiser updates) and
-    keep the best validated weights of ``model``. ``progress`` is an optional ``bench.progress.Bars``;
-    ``on_epoch_end(epoch, log)`` lets a method add its own series to ``log.extra``; ``on_epoch(label, epoch,
-    scalars)`` then receives the epoch's loss, time, validation accuracy and ``extra`` values (TensorBoard)."""
+# --- the loop -------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Selection:
+    """Which weights a loop keeps: those of the checked epoch with the best ``score(model, val, device)`` (higher
+    is better; ties keep the earlier). Epochs are checked every ``every`` epochs (None: the recipe's
+    ``val_every``) and at the last one. With ``include_start`` the weights the loop starts from compete too (scored
+    before the first epoch; kept as "epoch 0"). Scores go to ``TrainLog.val_accuracy`` for ``val_accuracy``, else
+    to the per-epoch series ``extra[name]`` (NaN for unchecked epochs)."""
+
+    name: str = "val_accuracy"
+    score: Callable[[nn.Module, ImageSet, torch.device], float] = accuracy_on
+    every: int | None = None
+    include_start: bool = False
+
+
+BEST_ACCURACY = Selection()
+
+
+@dataclass(frozen=True)
+class Loop:
+    """Where a loop runs and what it reports to: the device, the seed of its batch order, its label (progress bar,
+    error messages, live logs), the progress bars and the per-epoch logger ``on_epoch(label, epoch, scalars)``.
+    Methods get theirs from ``ConfidenceMethod.loop(ctx)``; the shared baseline from ``FitContext.loop``."""
+
+    device: torch.device
+    seed: int
+    label: str = "train"
+    progress: object = None
+    on_epoch: Callable[[str, int, dict[str, float]], None] | None = None
+
+
+Step = Callable[[torch.Tensor, torch.Tensor, int], Union[torch.Tensor, Mapping[str, torch.Tensor]]]
+
+
+def fit_loop(model: nn.Module, step: Step, train: ImageSet, val: ImageSet, recipe: TrainRecipe, loop: Loop, *,
+             select: Selection = BEST_ACCURACY,
+             after_epoch: Callable[[int], Mapping[str, float] | None] | None = None) -> TrainLog:
+    """Train ``model`` for ``recipe.epochs`` epochs of ``step`` over ``train`` in ``recipe.batch_size`` batches
+    and keep the weights ``select`` picks (see the module docstring). Per epoch the log gets the mean loss, the
+    step's other means, the training and validation seconds, ``after_epoch``'s scalars and the epoch's peak
+    memory (CUDA: the peak is reset after each epoch; ``peak_memory_mb`` is the largest)."""
+    device = loop.device
     log = TrainLog(device=str(device))
-    gen = torch.Generator().manual_seed(seed)
-    best_acc, best_state = -1.0, None
+    order = generator(loop.seed)
+    every = select.every or recipe.val_every
+    best_score, best_state = -math.inf, None
+    if select.include_start:
+        best_score, best_state = select.score(model, val, device), copy.deepcopy(model.state_dict())
     n_batches = math.ceil(len(train) / recipe.batch_size)
-    task = progress.add(label, total=recipe.epochs * n_batches) if progress else None
+    task = loop.progress.add(loop.label, total=recipe.epochs * n_batches) if loop.progress else None
     reset_peak_memory(device)
     try:
         for epoch in range(1, recipe.epochs + 1):
             model.train()
-            total = torch.zeros((), device=device)
+            sums: dict[str, torch.Tensor] = {}
+            counts: dict[str, int] = {}
             with Timer(device) as t:
-                for x, y in batches(train, recipe.batch_size, gen, device):
+                for x, y in batches(train, recipe.batch_size, order, device):
                     faults.hit("batch")  # tests: a kill during training (one env lookup when unset)
-                    total += step(x, y, epoch).detach()
+                    out = step(x, y, epoch)
+                    for k, v in (out.items() if isinstance(out, Mapping) else (("loss", out),)):
+                        if k not in sums:  # kept on the device: no host sync per batch
+                            sums[k], counts[k] = torch.zeros((), device=device), 0
+                        sums[k] += v.detach()
+                        counts[k] += 1
                     if task is not None:
-                        progress.advance(task)
+                        loop.progress.advance(task)
             log.epoch_seconds.append(t.seconds)
-            mean_loss = float(total) / n_batches
-            check_finite(mean_loss, f"{label}, epoch {epoch}")
+            if "loss" not in sums:
+                raise TypeError(f"{loop.label}: the step must return its loss (a tensor, or a dict with 'loss')")
+            mean_loss = float(sums.pop("loss")) / n_batches
+            check_finite(mean_loss, f"{loop.label}, epoch {epoch}")
             log.losses.append(mean_loss)
-            if epoch % recipe.val_every == 0 or epoch == recipe.epochs:
+            scalars = {k: float(v) / counts[k] for k, v in sums.items()}
+            if epoch % every == 0 or epoch == recipe.epochs:
                 with Timer(device) as tv:
-                    acc = accuracy_on(model, val, device)
+                    score = select.score(model, val, device)
                 log.val_seconds.append(tv.seconds)
-                log.val_accuracy[epoch] = acc
-                if acc > best_acc:
-                    best_acc, log.best_epoch = acc, epoch
+                if select.name == "val_accuracy":
+                    log.val_accuracy[epoch] = score
+                scalars[select.name] = score
+                if score > best_score:
+                    best_score, log.best_epoch = score, epoch
                     best_state = copy.deepcopy(model.state_dict())
-            if on_epoch_end is not None:
-                on_epoch_end(epoch, log)
-            if on_epoch is not None:
-                mem_name, mem = peak_memory(device)
-                scalars = {"loss": mean_loss, "epoch_seconds": t.seconds, mem_name: mem,
-                           **{k: v[-1] for k, v in log.extra.items() if v}}
-                if epoch in log.val_accuracy:
-                    scalars["val_accuracy"] = log.val_accuracy[epoch]
-                on_epoch(label, epoch, scalars)
+            scalars.update((after_epoch(epoch) if after_epoch is not None else None) or {})
+            mem_name, mem = peak_memory(device)
+            scalars[mem_name] = mem
+            reset_peak_memory(device)  # CUDA: per-epoch peaks; CPU peak RSS is process-wide and never resets
+            for k, v in scalars.items():
+                if k != "val_accuracy":
+                    series = log.extra.setdefault(k, [math.nan] * (epoch - 1))
+                    series.append(v)
+            for series in log.extra.values():
+                if len(series) < epoch:
+                    series.append(math.nan)
+            if loop.on_epoch is not None:
+                loop.on_epoch(loop.label, epoch, {"loss": mean_loss, "epoch_seconds": t.seconds, **scalars})
     finally:
         if task is not None:
-            progress.remove(task)
+            loop.progress.remove(task)
     if best_state is not None:
         model.load_state_dict(best_state)
-    log.peak_memory_metric, log.peak_memory_mb = peak_memory(device)
+    log.peak_memory_metric = mem_name
+    log.peak_memory_mb = max(log.extra[mem_name])
     return log
 
 
@@ -226,7 +345,7 @@ def new_classifier(backbone: str, num_classes: int, seed: int, recipe: TrainReci
     """A backbone initialised from ``seed`` and its ``Stepper`` for the recipe (batches per epoch from n_train)."""
     from bench.methods.backbones import create_backbone
 
-    torch.manual_seed(seed)
+    seed_stream(seed)
     model = create_backbone(backbone, num_classes).to(device)
     return model, Stepper(model.parameters(), recipe, math.ceil(n_train / recipe.batch_size))
 

@@ -18,70 +18,44 @@ checked epochs). See docs/trustgan.md for the differences from the reference cod
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from bench.datasets.mnist import ImageSet
-from bench.methods.backbones import create_backbone
-from bench.methods.base import ConfidenceMethod, FitContext, register
-from bench.methods.training import TrainLog, fit_loop
-from bench.methods.trustgan_nets import (
-    TARGET_LOSSES,
-    Attacker,
-    TrustGANNet,
-    attacker_loss,
-    target_loss,
-)
 from torch import nn
 
-from bench.errors import UsageError
-from bench.utils import peak_memory, reset_peak_memory
+from bench.datasets.mnist import ImageSet
+from bench.methods.backbones import create_backbone
+from bench.methods.base import ConfidenceMethod, FitContext, Training, register
+from bench.methods.options import Options, option
+from bench.methods.training import eval_mode, fit_loop, frozen
+from bench.methods.trustgan_nets import TARGET_LOSSES, Attacker, TrustGANNet, attacker_loss, target_loss
 
 GAN_SCHEDULES = ("cyclic", "none")
 
 
 @dataclass(frozen=True)
-class TrustGANConfig:
+class TrustGANConfig(Options):
+    section = "trustgan"
     backbone: str = ""  # target model; "" = the run's backbone (the paper profile sets trustgan-net)
-    net_size: int = 7  # trustgan-net size knob (7 = original, 86,046 params)
-    gan_size: int = 0  # attacker size knob (5 = original, 4,931 params); 0 = 5 with trustgan-net, else 3
-    epochs: int = 0  # 0 = the run's train.epochs
-    batch_size: int = 0  # 0 = the run's train.batch_size (reference: 512)
-    val_every: int = 0  # 0 = the run's train.val_every (follow-up study: 25)
-    lr: float = 1e-3  # AdamW, both networks
-    weight_decay: float = 0.05
-    grad_clip: float = 1.0
-    gan_lr_schedule: str = "cyclic"  # CyclicLR 1e-3..5e-3, 50 steps up, stepped per attacker step; "none" = 1e-3
-    nb_step_net_alone: int = 1  # first epochs: target alone
-    prop_net_alone: float = 0.0  # per-batch probability of skipping the attacker
-    nb_step_gan: int = 1
-    nb_step_net_gan: int = 1
-    replay_prob: float = 0.1  # probability of training the target on an earlier attacker snapshot
-    target_loss: str = "cross-entropy"  # on real data
-    attacker_sample_loss: str = ""  # on attacker samples; "" = same as target_loss
+    net_size: int = option(7, ge=2)  # trustgan-net size knob (7 = original, 86,046 params)
+    gan_size: int = option(0, ge=2, also=(0,))  # attacker size (5 = original, 4,931 params); 0 = 5 with trustgan-net, else 3
+    epochs: int = option(0, ge=0)  # 0 = the run's train.epochs
+    batch_size: int = option(0, ge=0)  # 0 = the run's train.batch_size (reference: 512)
+    val_every: int = option(0, ge=0)  # 0 = the run's train.val_every (follow-up study: 25)
+    lr: float = option(1e-3, gt=0)  # AdamW, both networks
+    weight_decay: float = option(0.05, ge=0)
+    grad_clip: float = option(1.0, ge=0)
+    gan_lr_schedule: str = option("cyclic", one_of=GAN_SCHEDULES)  # CyclicLR 1e-3..5e-3, 50 steps up, per attacker step
+    nb_step_net_alone: int = option(1, ge=0)  # first epochs: target alone
+    prop_net_alone: float = option(0.0, ge=0, le=1)  # per-batch probability of skipping the attacker
+    nb_step_gan: int = option(1, ge=0)
+    nb_step_net_gan: int = option(1, ge=0)
+    replay_prob: float = option(0.1, ge=0, le=1)  # probability of training the target on an earlier attacker snapshot
+    target_loss: str = option("cross-entropy", one_of=TARGET_LOSSES)  # on real data
+    attacker_sample_loss: str = option("", one_of=TARGET_LOSSES, also=("",))  # on attacker samples; "" = target_loss
     amp: bool = False  # bf16 autocast on CUDA (losses in float32); off: 3x slower than fp32 for the dilated convs on H100
-
-    def __post_init__(self) -> None:
-        for name in ("target_loss", "attacker_sample_loss"):
-            v = getattr(self, name)
-            if v not in TARGET_LOSSES and not (name == "attacker_sample_loss" and v == ""):
-                raise UsageError(f"trustgan.{name} {v!r} is not one of {', '.join(TARGET_LOSSES)}")
-        if self.gan_lr_schedule not in GAN_SCHEDULES:
-            raise UsageError(f"trustgan.gan_lr_schedule {self.gan_lr_schedule!r} is not one of cyclic, none")
-        for name in ("epochs", "batch_size", "val_every", "nb_step_net_alone", "nb_step_gan", "nb_step_net_gan"):
-            if getattr(self, name) < 0:
-                raise UsageError(f"trustgan.{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("prop_net_alone", "replay_prob"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise UsageError(f"trustgan.{name} must be in [0, 1], got {getattr(self, name)}")
-        if not self.lr > 0 or self.weight_decay < 0 or self.grad_clip < 0:
-            raise UsageError("trustgan.lr must be > 0 and trustgan.weight_decay, trustgan.grad_clip >= 0")
-        if self.net_size < 2 or (self.gan_size != 0 and self.gan_size < 2):
-            raise UsageError(f"trustgan.net_size must be >= 2 and trustgan.gan_size 0 (auto) or >= 2, got "
-                             f"{self.net_size} and {self.gan_size}")
 
 
 def _snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -92,6 +66,7 @@ def _snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
 class TrustGAN(ConfidenceMethod):
     mnist_only = "its attacker and target nets are sized and checked for MNIST only"
     Config = TrustGANConfig
+    training = Training.OWN
 
     def __init__(self, config=None, *, backbone: str = "lenet", num_classes: int = 10, seed: int = 0):
         super().__init__(config, backbone=backbone, num_classes=num_classes, seed=seed)
@@ -109,21 +84,15 @@ class TrustGAN(ConfidenceMethod):
 
     def _fit(self, train: ImageSet, val: ImageSet, ctx: FitContext) -> None:
         cfg, device = self.config, ctx.device
-        recipe = dataclasses.replace(ctx.recipe, epochs=cfg.epochs or ctx.recipe.epochs,
-                                     batch_size=cfg.batch_size or ctx.recipe.batch_size,
-                                     val_every=cfg.val_every or ctx.recipe.val_every)
-        torch.manual_seed(self.seed)
+        recipe = ctx.recipe.but("trustgan", epochs=cfg.epochs or None, batch_size=cfg.batch_size or None,
+                                val_every=cfg.val_every or None)
+        self.seed_rng()
         net = self.build_model().to(device)
         # channels_last: oneDNN's backward of the attacker's few-channel convs is many times faster in it
         gan = Attacker(train.images.shape[1], self.gan_size).to(device, memory_format=torch.channels_last)
         self.model, self.attacker = net, gan
-        run = _Trainer(net, gan, cfg, device, self.num_classes, self.seed)
-        log = fit_loop(net, train, val, recipe, device, self.seed, run.step, label=f"trustgan seed {self.seed}",
-                       progress=ctx.progress, on_epoch_end=run.end_epoch, on_epoch=ctx.on_epoch)
-        per_epoch = log.extra.get(log.peak_memory_metric, [])
-        if per_epoch:  # fit_loop's figure covers the last epoch only (we reset the CUDA peak every epoch)
-            log.peak_memory_mb = max(per_epoch)
-        self.train_log = log
+        run = _Trainer(net, gan, cfg, device, self.num_classes, self.generator(7919))  # CPU coins: no device sync
+        self.train_log = fit_loop(net, run.step, train, val, recipe, self.loop(ctx), after_epoch=run.end_epoch)
 
     def extra_state(self) -> dict:
         return {"attacker": self.attacker.state_dict() if self.attacker is not None else None}
@@ -136,10 +105,10 @@ class TrustGAN(ConfidenceMethod):
 
 
 class _Trainer:
-    """The three optimiser steps of one batch, and the per-epoch bookkeeping (losses, snapshots, memory)."""
+    """The three optimiser steps of one batch (returning their losses), and the attacker snapshots per epoch."""
 
     def __init__(self, net: nn.Module, gan: Attacker, cfg: TrustGANConfig, device: torch.device, classes: int,
-                 seed: int):
+                 coins: torch.Generator):
         self.net, self.gan, self.cfg, self.device, self.classes = net, gan, cfg, device, classes
         self.replayer = Attacker(gan.out.out_channels, len(gan.units) + 1).to(device,
                                                                              memory_format=torch.channels_last)  # holds a replayed snapshot
@@ -148,19 +117,14 @@ class _Trainer:
         self.gan_sched = (torch.optim.lr_scheduler.CyclicLR(self.gan_opt, base_lr=cfg.lr, max_lr=5 * cfg.lr,
                                                             step_size_up=50, cycle_momentum=False)
                           if cfg.gan_lr_schedule == "cyclic" else None)
-        self.coins = torch.Generator().manual_seed(seed + 7919)  # CPU coins: no device sync per batch
+        self.coins = coins  # replay and "target alone" coins, apart from every other stream
         self.forward = getattr(net, "forward_normalized", None)  # attacker samples in the net's own space
         self.amp = cfg.amp and device.type == "cuda"
         self.sample_loss = cfg.attacker_sample_loss or cfg.target_loss
         self.snapshots: list[dict[str, torch.Tensor]] = []
         self.best: dict[str, torch.Tensor] | None = None
         self.best_loss = torch.full((), math.inf, device=device)
-        self._reset_sums()
         self.snapshots.append(_snapshot(gan))  # the attacker at the start of epoch 1
-
-    def _reset_sums(self) -> None:
-        self.sums = {k: torch.zeros((), device=self.device) for k in ("attacker_loss", "attacker_sample_loss")}
-        self.attacker_batches = 0
 
     def _net_on_samples(self, g: torch.Tensor) -> torch.Tensor:
         """Target logits for attacker samples g in [-1, 1]: straight into a net that has a normalised entry
@@ -173,13 +137,11 @@ class _Trainer:
             nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
         opt.step()
 
-    def attacker_step(self, shape: torch.Size) -> None:
+    def attacker_step(self, shape: torch.Size) -> torch.Tensor:
         net, gan = self.net, self.gan
         gan.train()
-        net.eval()
-        for p in net.parameters():  # the target's weight gradients would be discarded: skip computing them
-            p.requires_grad_(False)
-        try:
+        # target in eval mode; its weight gradients would be discarded: skip computing them
+        with eval_mode(net), frozen(net):
             self.gan_opt.zero_grad(set_to_none=True)
             z = torch.rand(shape, device=self.device).contiguous(memory_format=torch.channels_last)
             with torch.autocast("cuda", torch.bfloat16, enabled=self.amp):
@@ -187,10 +149,6 @@ class _Trainer:
             logits = self._net_on_samples(g)
             loss = attacker_loss(z, g, logits)
             loss.backward()
-        finally:
-            for p in net.parameters():
-                p.requires_grad_(True)
-            net.train()
         # keep the lowest-loss attacker of the epoch (the state that produced this loss, before the update),
         # without a host sync: a masked copy on the device
         loss_d = loss.detach()
@@ -204,9 +162,9 @@ class _Trainer:
         self._clip_step(gan.parameters(), self.gan_opt)
         if self.gan_sched is not None:
             self.gan_sched.step()
-        self.sums["attacker_loss"] += loss_d
+        return loss_d
 
-    def net_on_attacker_step(self, shape: torch.Size) -> None:
+    def net_on_attacker_step(self, shape: torch.Size) -> torch.Tensor:
         z = torch.rand(shape, device=self.device).contiguous(memory_format=torch.channels_last)
         replay = float(torch.rand(1, generator=self.coins)) < self.cfg.replay_prob
         with torch.no_grad():
@@ -216,26 +174,27 @@ class _Trainer:
                 self.replayer.eval()
                 g = self.replayer(z)
             else:
-                self.gan.eval()
-                g = self.gan(z)
-                self.gan.train()
+                with eval_mode(self.gan):
+                    g = self.gan(z)
         self.net.train()
         self.net_opt.zero_grad(set_to_none=True)
         uniform = torch.full((len(g), self.classes), 1.0 / self.classes, device=self.device)
         loss = target_loss(self.sample_loss, self._net_on_samples(g), uniform)
         loss.backward()
         self._clip_step(self.net.parameters(), self.net_opt)
-        self.sums["attacker_sample_loss"] += loss.detach()
+        return loss.detach()
 
-    def step(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> torch.Tensor:
-        cfg = self.cfg
+    def step(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> dict[str, torch.Tensor]:
+        """The batch's steps; returns the target's loss on real data and, on attacker batches, the mean losses of
+        the attacker steps and of the target steps on attacker samples (fit_loop averages each per epoch)."""
+        cfg, out = self.cfg, {}
         if epoch > cfg.nb_step_net_alone and float(torch.rand(1, generator=self.coins)) >= cfg.prop_net_alone:
             shape = x.shape
-            for _ in range(cfg.nb_step_gan):
-                self.attacker_step(shape)
-            for _ in range(cfg.nb_step_net_gan):
-                self.net_on_attacker_step(shape)
-            self.attacker_batches += 1
+            if cfg.nb_step_gan:
+                out["attacker_loss"] = sum(self.attacker_step(shape) for _ in range(cfg.nb_step_gan)) / cfg.nb_step_gan
+            if cfg.nb_step_net_gan:
+                out["attacker_sample_loss"] = sum(self.net_on_attacker_step(shape)
+                                                  for _ in range(cfg.nb_step_net_gan)) / cfg.nb_step_net_gan
         self.net.train()
         self.net_opt.zero_grad(set_to_none=True)
         with torch.autocast("cuda", torch.bfloat16, enabled=self.amp):
@@ -243,20 +202,10 @@ class _Trainer:
         loss = target_loss(cfg.target_loss, logits, F.one_hot(y, self.classes).float())
         loss.backward()
         self._clip_step(self.net.parameters(), self.net_opt)
-        return loss
+        return {"loss": loss, **out}
 
-    def end_epoch(self, epoch: int, log: TrainLog) -> None:
-        n_gan, n_net = self.attacker_batches * self.cfg.nb_step_gan, self.attacker_batches * self.cfg.nb_step_net_gan
-        means = {"target_loss": log.losses[-1],
-                 "attacker_loss": float(self.sums["attacker_loss"]) / n_gan if n_gan else math.nan,
-                 "attacker_sample_loss": float(self.sums["attacker_sample_loss"]) / n_net if n_net else math.nan}
-        mem_name, mem = peak_memory(self.device)
-        means[mem_name] = mem
-        for k, v in means.items():
-            log.extra.setdefault(k, []).append(v)
-        reset_peak_memory(self.device)  # CUDA: per-epoch peaks; CPU peak RSS is process-wide and never resets
+    def end_epoch(self, epoch: int) -> None:
         if self.best is not None:  # this epoch's lowest-loss attacker joins the replay pool
             self.snapshots.append(self.best)
             self.best, self.best_loss = None, torch.full((), math.inf, device=self.device)
         self.snapshots.append(_snapshot(self.gan))  # the attacker at the start of the next epoch
-        self._reset_sums()

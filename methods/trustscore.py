@@ -26,26 +26,18 @@ from sklearn.neighbors import NearestNeighbors
 
 from bench.datasets.mnist import ImageSet
 from bench.errors import NotFittedError, UsageError
-from bench.methods.base import ConfidenceMethod, FitContext, register
+from bench.methods.base import ConfidenceMethod, FitContext, Training, register
+from bench.methods.options import Options, option
 from bench.methods.training import map_batches
 
 
 @dataclass(frozen=True)
-class TrustScoreConfig:
-    k: int = 10  # neighbours of the density filter (reference default)
-    alpha: float = 0.0  # fraction of lowest-density training points dropped per class (0 = none, as ConfidNet)
-    neighbor: int = 2  # which nearest neighbour's distance is used (reference: 2nd, from query(X, k=2))
-    min_dist: float = 1e-12
-
-    def __post_init__(self) -> None:
-        if self.k < 1:
-            raise UsageError(f"trustscore.k must be >= 1, got {self.k}")
-        if not 0.0 <= self.alpha < 1.0:
-            raise UsageError(f"trustscore.alpha must be in [0, 1), got {self.alpha}")
-        if self.neighbor < 1:
-            raise UsageError(f"trustscore.neighbor must be >= 1, got {self.neighbor}")
-        if not self.min_dist > 0:
-            raise UsageError(f"trustscore.min_dist must be > 0, got {self.min_dist}")
+class TrustScoreConfig(Options):
+    section = "trustscore"
+    k: int = option(10, ge=1)  # neighbours of the density filter (reference default)
+    alpha: float = option(0.0, ge=0, lt=1)  # fraction of lowest-density training points dropped per class (0 = none)
+    neighbor: int = option(2, ge=1)  # which nearest neighbour's distance is used (reference: 2nd, query(X, k=2))
+    min_dist: float = option(1e-12, gt=0)
 
 
 def density_filter(x: np.ndarray, k: int, alpha: float) -> np.ndarray:
@@ -84,7 +76,7 @@ class TrustScorer:
 @register("trustscore", "Trust score: k-NN distance ratio on penultimate features (Jiang et al. 2018)")
 class TrustScore(ConfidenceMethod):
     Config = TrustScoreConfig
-    frozen_classifier = True  # reads the baseline, never trains it
+    training = Training.FROZEN_BASELINE
     needs_features = True
 
     def __init__(self, *args, **kwargs):

@@ -22,16 +22,14 @@ from pytorch_ood.detector import ViM as _ViM
 
 from bench.errors import UsageError
 from bench.methods.base import register
+from bench.methods.options import Options, option
 from bench.methods.features import FeatureScorer
 
 
 @dataclass(frozen=True)
-class ViMConfig:
-    dim: int = 0  # principal-subspace dimension; 0 = the authors' rule from the feature dimension (see above)
-
-    def __post_init__(self) -> None:
-        if self.dim < 0:
-            raise UsageError(f"vim.dim must be >= 0 (0 = automatic), got {self.dim}")
+class ViMConfig(Options):
+    section = "vim"
+    dim: int = option(0, ge=0)  # principal-subspace dimension; 0 = the authors' rule from the feature dimension
 
 
 def principal_dim(num_features: int) -> int:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
+from bench.cache import CheckpointCache
 from bench.datasets.mnist import ImageSet, load_embedded
 from bench.methods.base import FitContext
 from bench.methods.training import TrainRecipe
@@ -30,3 +33,12 @@ def tiny(mnist_train, mnist_test):
 def tiny_ctx() -> FitContext:
     return FitContext(device=torch.device("cpu"), recipe=TrainRecipe(optimizer="adam", lr=2e-3, batch_size=64,
                                                                       epochs=2))
+
+
+@pytest.fixture(scope="session")
+def cached_tiny_ctx(tiny_ctx, tmp_path_factory) -> FitContext:
+    """``tiny_ctx`` with one checkpoint cache for the whole session: fits of the ``tiny`` slices (and only those:
+    the split id names them) share what they train, above all the baselines most methods read, so each baseline
+    of a seed trains once per session instead of once per method and check."""
+    return dataclasses.replace(tiny_ctx, split_id="tiny-1024-256",
+                               cache=CheckpointCache(tmp_path_factory.mktemp("session-checkpoints")))

@@ -114,7 +114,7 @@ CASES: list[tuple[list[str], int, str]] = [
     ([*RUN, "--set", "train.weight_decay=-1"], USAGE, "train.weight_decay must be >= 0"),
     ([*RUN, "--set", "train.grad_clip=-1"], USAGE, "train.grad_clip must be >= 0"),
     ([*RUN, "--set", "train.step_size=0"], USAGE, "train.step_size must be >= 1"),
-    ([*RUN, "--set", "train.gamma=0"], USAGE, "train.gamma > 0"),
+    ([*RUN, "--set", "train.gamma=0"], USAGE, "train.gamma must be > 0"),
     ([*RUN, "--set", "split.max_train=-5"], USAGE, "split.max_train must be >= 0"),
     ([*RUN, "--set", "split.max_train=x"], USAGE, "split.max_train='x' is not a valid int"),
     ([*RUN, "--set", "split.val_fraction=0"], USAGE, "split.val_fraction must be in (0, 1)"),

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
 
-from bench.cache import CheckpointCache
 from bench.errors import UsageError
 from bench.methods import METHODS
-from bench.methods.base import FitContext
 from bench.methods.confidnet import ConfidNetConfig, confidence_head
 
 
@@ -29,9 +29,8 @@ def test_config_errors_name_the_key():
 
 
 @pytest.fixture(scope="module")
-def cached_ctx(tiny_ctx, tmp_path_factory):
-    return FitContext(device=tiny_ctx.device, recipe=tiny_ctx.recipe,
-                      cache=CheckpointCache(tmp_path_factory.mktemp("ckpt")))
+def cached_ctx(cached_tiny_ctx):
+    return cached_tiny_ctx  # the session's cache: the baseline is the one the contract suite trained
 
 
 def test_classifier_frozen_and_head_selected_by_val_aupr_error(tiny, cached_ctx):
@@ -46,12 +45,13 @@ def test_classifier_frozen_and_head_selected_by_val_aupr_error(tiny, cached_ctx)
     torch.testing.assert_close(pred.probs, msp.predict(test.images).probs)
     assert ((pred.confidence > 0) & (pred.confidence < 1)).all()  # a sigmoid
     log = m.train_log
-    series = log.extra["phase1_val_aupr_error"]
-    assert len(series) == 4
-    best = int(log.extra["phase1_best_epoch"][0])
+    phase = log.extra["phase"]  # 1 = the classifier's epochs, 2 = the head's
+    n_cls = phase.count(1.0)
+    assert phase == [1.0] * n_cls + [2.0] * 4 and len(log.epoch_seconds) == n_cls + 4  # costs include the classifier
+    series = log.extra["val_aupr_error"][n_cls:]  # the head's epochs, each one checked
+    assert len(series) == 4 and all(math.isnan(v) for v in log.extra["val_aupr_error"][:n_cls])
+    best = log.best_epoch - n_cls
     assert series[best - 1] == max(series) and series.index(max(series)) == best - 1  # first best kept
-    n_cls = int(log.extra["classifier_epochs"][0])
-    assert len(log.epoch_seconds) == n_cls + 4 and log.best_epoch == n_cls + best  # costs include the classifier
 
 
 def test_head_regresses_tcp(tiny, cached_ctx):
@@ -76,11 +76,12 @@ def test_phase_two_finetunes_a_copy_of_the_encoder(tiny, cached_ctx):
     assert net.encoder is not None
     assert all(a.data_ptr() != b.data_ptr() for a, b in zip(net.encoder.parameters(), net.backbone.parameters()))
     changed = [k for k, v in net.encoder.state_dict().items() if not torch.equal(v, net.backbone.state_dict()[k])]
-    # the copy moves iff a phase-2 epoch beat the phase-1 head on validation AUPR-Error
-    assert bool(changed) == ("phase2_best_epoch" in m.train_log.extra)
+    # the copy moves iff a phase-2 epoch beat the phase-1 head on validation AUPR-Error (best epoch in phase 2)
+    log = m.train_log
+    assert bool(changed) == (log.extra["phase"][log.best_epoch - 1] == 3.0)
     msp = METHODS.get("msp")(backbone="lenet").fit(train, val, cached_ctx)
     torch.testing.assert_close(m.predict(test.images).probs, msp.predict(test.images).probs)
-    assert len(m.train_log.extra["phase2_val_aupr_error"]) == 2
+    assert log.extra["phase"].count(3.0) == 2
 
 
 def test_head_reads_the_dropped_out_vector_the_last_layer_turns_into_tcp(tiny, cached_ctx):

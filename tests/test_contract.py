@@ -1,21 +1,27 @@
 """The contract every registered method must meet (scikit-learn's ``parametrize_with_checks`` manner).
 
-A method that cannot meet a check declares it on its class as ``contract_xfail = {"check name": "why"}``; the
-check is then a strict xfail, so it is noticed when it starts passing.
+Each check is a function of one method's name, its fits and the tiny data; ``run_contract`` runs all of them for one
+method (tests/test_adding_a_method.py runs the example of docs/adding-a-method.md through it). A method that cannot
+meet a check declares it on its class as ``contract_xfail = {"check name": "why"}``; the check is then a strict
+xfail, so it is noticed when it starts passing.
+
+Fits share the session's checkpoint cache (``cached_tiny_ctx``), so the baselines most methods read train once per
+seed; that the baseline's own training is seeded is checked once, for real, by ``test_baseline_training_is_seeded``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import io
+from typing import Callable
 
 import pytest
 import torch
 
-from bench.cache import CheckpointCache
 from bench.errors import NotFittedError
 from bench.methods import METHODS
 from bench.methods.base import ConfidenceMethod, FitContext
+from bench.methods.options import Options
 
 NAMES = METHODS.names()
 
@@ -24,54 +30,44 @@ def make(name: str, seed: int = 0) -> ConfidenceMethod:
     return METHODS.get(name)(backbone="lenet", seed=seed)
 
 
+class Fits:
+    """The methods fitted on the tiny slices with ``ctx``, by (name, seed), each fitted once."""
+
+    def __init__(self, tiny, ctx: FitContext):
+        self.tiny, self.ctx = tiny, ctx
+        self._done: dict[tuple[str, int], ConfidenceMethod] = {}
+
+    def __call__(self, name: str, seed: int = 0) -> ConfidenceMethod:
+        if (name, seed) not in self._done:
+            self._done[(name, seed)] = self.fit(name, seed)
+        return self._done[(name, seed)]
+
+    def fit(self, name: str, seed: int = 0) -> ConfidenceMethod:
+        """A fresh fit (not the one kept)."""
+        train, val, _ = self.tiny
+        m = make(name, seed)
+        assert m.fit(train, val, self.ctx) is m, f"{name}.fit must return self"
+        return m
+
+
 @pytest.fixture(scope="module")
-def ctx_for(tiny_ctx, tmp_path_factory):
-    """The fit context of a method. Methods that declare ``contract_cached_baseline`` (the post-hoc detectors) only
-    read the plain baseline, whose training the msp checks cover: they share one cached baseline per seed, which
-    keeps the suite's fits few."""
-    shared = dataclasses.replace(tiny_ctx, cache=CheckpointCache(tmp_path_factory.mktemp("baselines")))
-
-    def get(name: str) -> FitContext:
-        return shared if METHODS.get(name).contract_cached_baseline else tiny_ctx
-
-    return get
+def fitted(tiny, cached_tiny_ctx) -> Fits:
+    return Fits(tiny, cached_tiny_ctx)
 
 
-@pytest.fixture(scope="module")
-def fitted(tiny, ctx_for):
-    cache: dict[tuple[str, int], ConfidenceMethod] = {}
-
-    def get(name: str, seed: int = 0) -> ConfidenceMethod:
-        if (name, seed) not in cache:
-            train, val, _ = tiny
-            m = make(name, seed)
-            assert m.fit(train, val, ctx_for(name)) is m, f"{name}.fit must return self"
-            cache[(name, seed)] = m
-        return cache[(name, seed)]
-
-    return get
-
-
-def xfail_if_declared(request: pytest.FixtureRequest, name: str, check: str) -> None:
-    """A check the method declares it cannot meet becomes a strict xfail: the test still runs to the end, and
-    fails (XPASS strict) the day the method starts meeting it."""
-    reason = getattr(METHODS.get(name), "contract_xfail", {}).get(check)
-    if reason:
-        request.applymarker(pytest.mark.xfail(reason=reason, strict=True))
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_config_is_frozen_dataclass_with_defaults(name):
+# --- the checks ---------------------------------------------------------------------------------------------------
+def check_config(name: str, fitted: Fits, tiny) -> None:
     cfg_cls = METHODS.get(name).Config
     assert dataclasses.is_dataclass(cfg_cls)
     cfg = cfg_cls()  # every field has a default
     if dataclasses.fields(cfg):
         with pytest.raises(dataclasses.FrozenInstanceError):
             setattr(cfg, dataclasses.fields(cfg)[0].name, None)
+        assert isinstance(cfg, Options), "options declare their ranges (methods/options.py), checked in one place"
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_construct_stores_config_only_and_predict_before_fit_raises(name, tiny):
+def check_construct(name: str, fitted: Fits, tiny) -> None:
+    """Construction stores the config only; predict before fit raises."""
     m = make(name)
     assert m.model is None
     with pytest.raises(NotFittedError):
@@ -80,9 +76,7 @@ def test_construct_stores_config_only_and_predict_before_fit_raises(name, tiny):
         _ = m.classifier
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_fit_returns_self_and_outputs_are_valid(name, fitted, tiny, request):
-    xfail_if_declared(request, name, "outputs")
+def check_outputs(name: str, fitted: Fits, tiny) -> None:
     m = fitted(name)
     x, y = tiny[2].images, tiny[2].labels
     pred = m.predict(x)
@@ -93,11 +87,8 @@ def test_fit_returns_self_and_outputs_are_valid(name, fitted, tiny, request):
     assert correct.float().mean() > 0.5, "a tiny fit should already beat chance by far"
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_confidence_direction(name, fitted, tiny, request):
-    """Higher = more trustworthy: correct predictions get more confidence than errors, on average, and noise gets
-    less than digits."""
-    xfail_if_declared(request, name, "direction")
+def check_direction(name: str, fitted: Fits, tiny) -> None:
+    """Higher = more trustworthy: correct predictions get more confidence than errors, on average."""
     m = fitted(name)
     x, y = tiny[2].images, tiny[2].labels
     pred = m.predict(x)
@@ -106,30 +97,26 @@ def test_confidence_direction(name, fitted, tiny, request):
     assert pred.confidence[correct].mean() > pred.confidence[~correct].mean()
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_seeded_determinism(name, fitted, tiny, ctx_for, request):
-    xfail_if_declared(request, name, "determinism")
-    train, val, test = tiny
+def check_determinism(name: str, fitted: Fits, tiny) -> None:
+    test = tiny[2]
     a = fitted(name).predict(test.images)
-    b = make(name).fit(train, val, ctx_for(name)).predict(test.images)
+    b = fitted.fit(name).predict(test.images)
     assert torch.equal(a.probs, b.probs) and torch.equal(a.confidence, b.confidence)
     c = fitted(name, seed=1).predict(test.images)
     assert not torch.equal(a.probs, c.probs), "a different seed should give a different model"
 
 
-@pytest.mark.parametrize("name", NAMES)
-@pytest.mark.parametrize("mode", [True, False])
-def test_predict_restores_mode(name, fitted, tiny, mode):
+def check_predict_restores_mode(name: str, fitted: Fits, tiny) -> None:
     m = fitted(name)
-    m.classifier.train(mode)
-    before = [mod.training for mod in m.classifier.modules()]
-    m.predict(tiny[2].images[:8])
-    assert [mod.training for mod in m.classifier.modules()] == before
+    for mode in (True, False):
+        m.classifier.train(mode)
+        before = [mod.training for mod in m.classifier.modules()]
+        m.predict(tiny[2].images[:8])
+        assert [mod.training for mod in m.classifier.modules()] == before
     m.classifier.eval()
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_predict_does_not_mutate_inputs(name, fitted, tiny):
+def check_inputs_not_mutated(name: str, fitted: Fits, tiny) -> None:
     m = fitted(name)
     x8 = tiny[2].images[:16].clone()
     xf = x8.float() / 255
@@ -139,8 +126,7 @@ def test_predict_does_not_mutate_inputs(name, fitted, tiny):
     torch.testing.assert_close(p8.probs, pf.probs)  # uint8 input means the same as [0, 1] floats
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_checkpoint_round_trip(name, fitted, tiny):
+def check_checkpoint_round_trip(name: str, fitted: Fits, tiny) -> None:
     m = fitted(name)
     buf = io.BytesIO()
     torch.save(m.state_dict(), buf)
@@ -150,8 +136,7 @@ def test_checkpoint_round_trip(name, fitted, tiny):
     assert torch.equal(a.probs, b.probs) and torch.equal(a.confidence, b.confidence)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_classifier_is_differentiable(name, fitted, tiny):
+def check_classifier_is_differentiable(name: str, fitted: Fits, tiny) -> None:
     m = fitted(name)
     x = (tiny[2].images[:4].float() / 255).requires_grad_(True)
     m.classifier.eval()
@@ -159,8 +144,8 @@ def test_classifier_is_differentiable(name, fitted, tiny):
     assert x.grad is not None and x.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if METHODS.get(n).posthoc and not METHODS.get(n).uses_features])
-def test_posthoc_scores_equal_direct_predict(name, fitted, tiny):
+def check_logit_scores_equal_predict(name: str, fitted: Fits, tiny) -> None:
+    """What the runner does for post-hoc scorers (one shared logits pass per eval set) gives what predict gives."""
     m = fitted(name)
     x = tiny[2].images.float() / 255
     with torch.inference_mode():
@@ -170,11 +155,81 @@ def test_posthoc_scores_equal_direct_predict(name, fitted, tiny):
     torch.testing.assert_close(a.confidence, b.confidence)
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if METHODS.get(n).uses_features])
-def test_feature_scores_equal_direct_predict(name, fitted, tiny):
-    """What the runner does (one shared features + logits pass per eval set) gives what predict gives."""
+def check_feature_scores_equal_predict(name: str, fitted: Fits, tiny) -> None:
+    """What the runner does for feature scorers (one shared features + logits pass) gives what predict gives."""
     m = fitted(name)
     x = tiny[2].images
     a, b = m.predict(x), m.predict_from_features(*m.features(x))
     torch.testing.assert_close(a.probs, b.probs)
     torch.testing.assert_close(a.confidence, b.confidence)
+
+
+Check = Callable[[str, Fits, tuple], None]
+#: check name -> (check, which method classes it applies to)
+CHECKS: dict[str, tuple[Check, Callable[[type], bool]]] = {
+    "config": (check_config, lambda cls: True),
+    "construct": (check_construct, lambda cls: True),
+    "outputs": (check_outputs, lambda cls: True),
+    "direction": (check_direction, lambda cls: True),
+    "determinism": (check_determinism, lambda cls: True),
+    "restores_mode": (check_predict_restores_mode, lambda cls: True),
+    "inputs_not_mutated": (check_inputs_not_mutated, lambda cls: True),
+    "round_trip": (check_checkpoint_round_trip, lambda cls: True),
+    "differentiable": (check_classifier_is_differentiable, lambda cls: True),
+    "shared_logits": (check_logit_scores_equal_predict, lambda cls: cls.posthoc and not cls.uses_features),
+    "shared_features": (check_feature_scores_equal_predict, lambda cls: cls.uses_features),
+}
+
+
+def checks_for(name: str) -> list[str]:
+    return [c for c, (_, applies) in CHECKS.items() if applies(METHODS.get(name))]
+
+
+def run_contract(name: str, tiny, ctx: FitContext) -> Fits:
+    """Every check that applies to method ``name`` (none may be declared as expected to fail); returns the fits."""
+    fits = Fits(tiny, ctx)
+    for check in checks_for(name):
+        CHECKS[check][0](name, fits, tiny)
+    return fits
+
+
+def xfail_if_declared(request: pytest.FixtureRequest, name: str, check: str) -> None:
+    """A check the method declares it cannot meet becomes a strict xfail: the test still runs to the end, and
+    fails (XPASS strict) the day the method starts meeting it."""
+    reason = METHODS.get(name).contract_xfail.get(check)
+    if reason:
+        request.applymarker(pytest.mark.xfail(reason=reason, strict=True))
+
+
+@pytest.mark.parametrize("name, check", [(n, c) for n in NAMES for c in checks_for(n)])
+def test_contract(name, check, fitted, tiny, request):
+    xfail_if_declared(request, name, check)
+    CHECKS[check][0](name, fitted, tiny)
+
+
+def test_baseline_training_is_seeded(fitted, tiny, tiny_ctx):
+    """The session cache lets the checks above reuse baselines; here one trains again, uncached, and must give the
+    very weights msp's cached fit has."""
+    train, val, _ = tiny
+    cached = fitted("msp").classifier.state_dict()
+    fresh, _, _ = tiny_ctx.train_baseline("lenet", 10, 0, train, val)
+    assert tiny_ctx.cache is None and cached.keys() == fresh.state_dict().keys()
+    assert all(torch.equal(cached[k], v) for k, v in fresh.state_dict().items())
+
+
+def test_a_declared_xfail_is_strict(monkeypatch):
+    """The mechanism itself: a declared check gets a strict xfail marker (XPASS fails the run), others none."""
+    class Request:
+        def __init__(self):
+            self.markers: list = []
+
+        def applymarker(self, marker) -> None:
+            self.markers.append(marker)
+
+    monkeypatch.setattr(METHODS.get("msp"), "contract_xfail", {"direction": "why not"})
+    declared, other = Request(), Request()
+    xfail_if_declared(declared, "msp", "direction")
+    xfail_if_declared(other, "msp", "outputs")
+    [marker] = declared.markers
+    assert marker.name == "xfail" and marker.kwargs == {"reason": "why not", "strict": True}
+    assert other.markers == []

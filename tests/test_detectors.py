@@ -278,7 +278,7 @@ def test_knn_k_larger_than_training_split_is_refused():
 
 
 @pytest.mark.parametrize(("name", "cfg", "match"), [
-    ("knn", {"k": 0}, "knn.k must be >= 1"), ("ash", {"variant": "ash-x"}, "ash.variant must be one of"),
+    ("knn", {"k": 0}, "knn.k must be >= 1"), ("ash", {"variant": "ash-x"}, "ash.variant 'ash-x' is not one of"),
     ("ash", {"percentile": 1.0}, "ash.percentile"), ("react", {"percentile": 0.0}, "react.percentile"),
     ("scale", {"percentile": -0.1}, "scale.percentile"), ("dice", {"p": 1.0}, "dice.p"),
     ("gen", {"gamma": 0.0}, "gen.gamma"), ("gen", {"M": 0}, "gen.M"), ("odin", {"temperature": 0.0}, "odin.temp"),
@@ -329,7 +329,7 @@ RUN = ["run", "--profile", "smoke", "--device", "cpu", "--no-progress", "--datas
 @pytest.mark.parametrize(("args", "msg"), [
     (["--methods", "knn", "--set", "knn.k=300"], "knn.k=300 is larger than the training split (256 images)"),
     (["--methods", "knn", "--set", "knn.foo=1"], "unknown key knn.foo (valid: knn.k)"),
-    (["--methods", "ash", "--set", "ash.variant=ash-q"], "ash.variant must be one of ash-s, ash-p, ash-b"),
+    (["--methods", "ash", "--set", "ash.variant=ash-q"], "ash.variant 'ash-q' is not one of ash-s, ash-p, ash-b"),
     (["--methods", "vim", "--set", "vim.dim=60"], "vim.dim=60 must be between 1 and the feature dimension - 1"),
 ])
 def test_bad_detector_input_fails_before_training(args, msg, tmp_path, capsys, monkeypatch):

@@ -96,6 +96,7 @@ def test_units_group_the_methods_that_share_a_baseline():
     assert len(units) == 2 * 2 * 2
 
 
+@pytest.mark.slow
 def test_local_jobs_gives_the_same_rows_as_sequential(sequential, tmp_path):
     run = tmp_path / "run"
     assert main([*GRID, "--jobs", "2", "--out", str(run), "--cache-dir", str(tmp_path / "cache")]) == 0
@@ -105,6 +106,7 @@ def test_local_jobs_gives_the_same_rows_as_sequential(sequential, tmp_path):
     assert not (run / "errors.json").exists() and not (run / ".running").exists()
 
 
+@pytest.mark.slow
 @needs_ray
 def test_ray_gives_the_same_rows_as_sequential(sequential, ray_instance, tmp_path):
     run = tmp_path / "run"
@@ -112,6 +114,7 @@ def test_ray_gives_the_same_rows_as_sequential(sequential, ray_instance, tmp_pat
     assert rows(run) == rows(sequential / "run")
 
 
+@pytest.mark.slow
 @needs_ray
 def test_a_sequential_run_resumes_on_ray(sequential, ray_instance, tmp_path, capsys):
     """The executor is not part of what determines results: a run resumes under another one."""
@@ -131,12 +134,14 @@ def _kill_grid(tmp_path, sequential, deaths: int, *extra: str) -> list[str]:
             "--out", str(tmp_path / "run"), *extra]
 
 
+@pytest.mark.slow
 def test_local_worker_killed_once_is_retried(sequential, testkill, tmp_path, capsys):
     assert main(_kill_grid(tmp_path, sequential, 1, "--jobs", "2")) == 0
     assert "worker died running testkill seed 0 fold 0; retrying it" in capsys.readouterr().err
     assert {r[0] for r in rows(tmp_path / "run")} == {"msp", "testkill"}
 
 
+@pytest.mark.slow
 def test_local_worker_killed_twice_is_reported_and_resume_finishes_the_grid(sequential, testkill, tmp_path,
                                                                              capsys):
     assert main(_kill_grid(tmp_path, sequential, 2, "--jobs", "2", "--set", "executor.max_retries=1")) == 1
@@ -154,6 +159,7 @@ def test_local_worker_killed_twice_is_reported_and_resume_finishes_the_grid(sequ
     assert not (tmp_path / "run" / "errors.json").exists()
 
 
+@pytest.mark.slow
 @needs_ray
 def test_ray_worker_killed_is_retried_then_reported(sequential, testkill, ray_instance, tmp_path, capsys):
     assert main(_kill_grid(tmp_path / "a", sequential, 1, "--executor", "ray")) == 0

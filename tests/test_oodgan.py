@@ -49,7 +49,7 @@ def test_tiny_fit_records_gan_series_and_round_trips_generator(tiny):
     train, val = tiny[0].subset(slice(0, 128)), tiny[1].subset(slice(0, 64))
     ctx = FitContext(recipe=TrainRecipe(optimizer="adam", lr=2e-3, batch_size=64, epochs=2))
     m = OODGAN(OODGANConfig(ngf=4, ndf=4, nz=8), seed=0).fit(train, val, ctx)
-    assert set(m.train_log.extra) == {"loss_d", "loss_g", "kl_fake"}
+    assert set(m.train_log.extra) == {"loss_d", "loss_g", "kl_fake", m.train_log.peak_memory_metric}
     assert all(len(v) == 2 and all(math.isfinite(x) for x in v) for v in m.train_log.extra.values())
     buf = io.BytesIO()
     torch.save(m.state_dict(), buf)

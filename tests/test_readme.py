@@ -21,6 +21,14 @@ def test_ci_runs_the_readme_test_command():
         assert step in ci, f"README step {step!r} is not in .ci/run"
 
 
+def test_the_readme_test_command_runs_the_slow_tests():
+    """CI runs ``python -m pytest -q``; the ``slow`` marker is only for ``-m "not slow"`` by hand, so the default
+    options must not deselect it."""
+    text = (ROOT / "pyproject.toml").read_text()
+    [addopts] = re.findall(r"^addopts = (.*)$", text, flags=re.M)
+    assert "slow" not in addopts and "-m" not in addopts.replace('"', " ").split()
+
+
 def test_every_registered_method_is_in_the_readme_table():
     readme = (ROOT / "README.md").read_text()
     documented = set(re.findall(r"^\| `([a-z0-9_-]+)` \|", readme, flags=re.M))

@@ -32,7 +32,7 @@ from bench.dadc.store import DadcStore, Example
 from bench.datasets.mnist import ImageSet, load_embedded
 from bench.errors import UsageError
 from bench.loading import _read_json, fitted_entries, load_method
-from bench.methods.base import ConfidenceMethod
+from bench.methods.base import ConfidenceMethod, Training
 from bench.utils import stable_hash
 
 HUMAN_FRACTION = 0.05
@@ -105,7 +105,7 @@ def example_tensors(examples: list[Example]) -> ImageSet:
 def finetune_refusal(method: ConfidenceMethod) -> str | None:
     """Why ``method`` cannot be fine-tuned generically (None if it can)."""
     cls = type(method)
-    if cls._fit is not ConfidenceMethod._fit:
+    if cls.training is not Training.SHARED_BASELINE:
         return f"{cls.name} trains its own way (it overrides _fit), so plain cross-entropy fine-tuning would not be " \
                f"{cls.name} any more"
     if cls.extra_state is not ConfidenceMethod.extra_state:
@@ -128,7 +128,7 @@ def run_split(run_dir: Path, fold: int) -> tuple[ImageSet, ImageSet, dict[str, A
 def retrain(run_dir: str | Path, method: str, seed: int | None = None, epochs: int = 1, lr: float | None = None,
             human_fraction: float = HUMAN_FRACTION, device: torch.device | str = "cpu") -> dict[str, Any]:
     """Fine-tune ``method``'s latest round on MNIST train + every collected example; store and return round n+1."""
-    from bench.methods.training import Stepper, TrainRecipe, fit_loop, supervised_step
+    from bench.methods.training import Loop, Stepper, TrainRecipe, fit_loop, supervised_step
 
     run_dir, device = Path(run_dir), torch.device(device)
     if epochs < 1:
@@ -156,8 +156,8 @@ def retrain(run_dir: str | Path, method: str, seed: int | None = None, epochs: i
     m = parent.model
     model = m._fitted_model()
     stepper = Stepper(model.parameters(), recipe, math.ceil(len(data) / recipe.batch_size))
-    m.train_log = fit_loop(model, data.to(device), val.to(device), recipe, device, parent.seed + 1000 * round_no,
-                           supervised_step(model, stepper), label=f"{method} dadc round {round_no}")
+    m.train_log = fit_loop(model, supervised_step(model, stepper), data.to(device), val.to(device), recipe,
+                           Loop(device, parent.seed + 1000 * round_no, f"{method} dadc round {round_no}"))
     key = f"{method}-dadc-r{round_no}-" + stable_hash(
         {"parent": parent.model_key, "examples": [e.id for e in examples], "copies": copies, "recipe": recipe,
          "seed": parent.seed})

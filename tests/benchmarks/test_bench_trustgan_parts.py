@@ -51,7 +51,8 @@ def test_trustgan_batch(benchmark, backbone):
     x, y = _batch(backbone)
     torch.manual_seed(0)
     gan = Attacker(1, SETTINGS[backbone][0]).to(memory_format=torch.channels_last)
-    run = _Trainer(create_backbone(backbone), gan, TrustGANConfig(), torch.device("cpu"), 10, 0)
+    run = _Trainer(create_backbone(backbone), gan, TrustGANConfig(), torch.device("cpu"), 10,
+                   torch.Generator().manual_seed(0))
     _run(benchmark, backbone, lambda: run.step(x, y, 2))  # epoch 2: the attacker steps are on
 
 

@@ -9,7 +9,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.methods.base import ConfidenceMethod, FitContext, register
+from bench.methods.base import ConfidenceMethod, FitContext, Training, register
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,7 @@ class TestKillConfig:
 @register("testkill", "test only: msp whose first fits kill their worker process")
 class TestKill(ConfidenceMethod):
     Config = TestKillConfig
+    training = Training.FROZEN_BASELINE  # reads the baseline, trains nothing; a unit of its own, so it dies alone
 
     def _fit(self, train, val, ctx: FitContext) -> None:
         markers = Path(self.config.marker_dir)

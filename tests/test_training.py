@@ -1,0 +1,176 @@
+"""The training template (methods/training.py, methods/options.py, the declarations in methods/base.py): expected
+values below are worked out by hand from the inputs."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pytest
+import torch
+from torch import nn
+
+from bench.datasets.mnist import ImageSet
+from bench.errors import UsageError
+from bench.methods.base import ConfidenceMethod, Training, check_declarations
+from bench.methods.options import Options, option
+from bench.methods.training import (
+    Loop,
+    Selection,
+    TrainLog,
+    TrainRecipe,
+    eval_mode,
+    fit_loop,
+    forked_rng,
+    frozen,
+)
+
+
+def test_concat_numbers_epochs_on_and_keeps_the_last_selection():
+    a = TrainLog(epoch_seconds=[1.0, 2.0], val_seconds=[0.5], losses=[3.0, 4.0], val_accuracy={2: 90.0},
+                 best_epoch=2, peak_memory_mb=100.0, extra={"x": [1.0, 2.0]})
+    b = TrainLog(epoch_seconds=[5.0], val_seconds=[0.25], losses=[6.0], val_accuracy={1: 95.0}, best_epoch=1,
+                 peak_memory_mb=50.0, extra={"y": [7.0]})
+    c = TrainLog(epoch_seconds=[8.0], losses=[9.0], best_epoch=0, device="cuda:0")  # kept the weights it began with
+    out = TrainLog.concat([a, b, c])
+    assert out.epoch_seconds == [1.0, 2.0, 5.0, 8.0] and out.val_seconds == [0.5, 0.25]
+    assert out.losses == [3.0, 4.0, 6.0, 9.0] and out.train_seconds == 16.75
+    assert out.val_accuracy == {2: 90.0, 3: 95.0}  # b's epoch 1 is epoch 3 overall
+    assert out.best_epoch == 3  # b's choice (its epoch 1); c kept it (best_epoch 0)
+    assert out.peak_memory_mb == 100.0 and out.device == "cuda:0"
+    assert out.extra["phase"] == [1.0, 1.0, 2.0, 3.0]
+    x, y = out.extra["x"], out.extra["y"]
+    assert x[:2] == [1.0, 2.0] and all(math.isnan(v) for v in x[2:])
+    assert y[2] == 7.0 and all(math.isnan(v) for v in y[:2] + y[3:])
+
+
+class _Mixed(nn.Module):
+    """train() overridden as ConfidNet's model does: its dropout stays in eval mode when the model trains."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.drop = nn.Linear(2, 2), nn.Dropout(0.5)
+
+    def train(self, mode: bool = True) -> "_Mixed":
+        super().train(mode)
+        self.drop.eval()
+        return self
+
+
+def test_eval_mode_restores_each_submodule_flag_also_on_error():
+    m = _Mixed().train()
+    m.drop.train()  # a state the override would not give back
+    before = [x.training for x in m.modules()]
+    assert before == [True, True, True]
+    with pytest.raises(RuntimeError), eval_mode(m):
+        assert not any(x.training for x in m.modules())
+        raise RuntimeError("boom")
+    assert [x.training for x in m.modules()] == before
+
+
+def test_frozen_restores_each_parameter_flag():
+    m = nn.Linear(2, 2)
+    m.bias.requires_grad_(False)
+    with frozen(m):
+        assert not any(p.requires_grad for p in m.parameters())
+    assert m.weight.requires_grad and not m.bias.requires_grad
+
+
+def test_forked_rng_is_seeded_inside_and_leaves_the_caller_stream_alone():
+    torch.manual_seed(5)
+    expected_after = torch.rand(2)
+    torch.manual_seed(1)
+    expected_inside = torch.rand(3)
+    torch.manual_seed(5)
+    with forked_rng(torch.device("cpu"), seed=1):
+        inside = torch.rand(3)
+    assert torch.equal(inside, expected_inside) and torch.equal(torch.rand(2), expected_after)
+
+
+def _data(n: int) -> ImageSet:
+    return ImageSet(torch.zeros(n, 1, 28, 28, dtype=torch.uint8), torch.zeros(n, dtype=torch.long))
+
+
+def test_fit_loop_averages_step_outputs_selects_and_restores_the_kept_weights():
+    model = nn.Linear(1, 1)
+    with torch.no_grad():
+        model.bias.fill_(0.0)
+    batch_no = {"i": 0}
+
+    def step(x, y, epoch):
+        batch_no["i"] += 1
+        with torch.no_grad():
+            model.bias += 1.0  # each batch moves the weights: the selection must put the kept ones back
+        out = {"loss": torch.tensor(float(len(x)))}  # batches of 4, 4, 2 -> mean loss (4 + 4 + 2) / 3
+        if epoch == 2 and batch_no["i"] % 2 == 0:
+            out["aux"] = torch.tensor(float(batch_no["i"]))  # epoch 2: batches 4 and 6 -> (4 + 6) / 2
+        return out
+
+    scores = iter([5.0, 3.0, 5.0])  # start, epoch 1, epoch 2: nothing beats the start (ties keep the earlier)
+    select = Selection("score", lambda m, val, dev: next(scores), every=1, include_start=True)
+    recipe = TrainRecipe(batch_size=4, epochs=2)
+    log = fit_loop(model, step, _data(10), _data(3), recipe, Loop(torch.device("cpu"), seed=0), select=select,
+                   after_epoch=lambda epoch: {"ten_x": 10.0 * epoch})
+    assert log.losses == [pytest.approx(10 / 3)] * 2 and len(log.epoch_seconds) == 2 and len(log.val_seconds) == 2
+    assert math.isnan(log.extra["aux"][0]) and log.extra["aux"][1] == 5.0
+    assert log.extra["ten_x"] == [10.0, 20.0] and log.extra["score"] == [3.0, 5.0] and log.val_accuracy == {}
+    assert log.best_epoch == 0 and float(model.bias.detach()) == 0.0  # the start's weights, after 6 batches moved them
+    assert log.peak_memory_mb == max(log.extra[log.peak_memory_metric])
+
+
+def test_fit_loop_refuses_a_step_without_a_loss():
+    model = nn.Linear(1, 1)
+    with pytest.raises(TypeError, match="must return its loss"):
+        fit_loop(model, lambda x, y, e: {"aux": torch.tensor(1.0)}, _data(4), _data(2), TrainRecipe(epochs=1),
+                 Loop(torch.device("cpu"), seed=0, label="probe"))
+
+
+def test_recipe_but_keeps_none_and_names_the_method_key():
+    r = TrainRecipe(lr=0.5).but("x", lr=None, epochs=4)
+    assert (r.lr, r.epochs, r.optimizer) == (0.5, 4, "adam")
+    with pytest.raises(UsageError, match=r"^missingfeature.lr must be > 0, got 0$"):
+        TrainRecipe().but("missingfeature", lr=0)
+
+
+@dataclass(frozen=True)
+class _Cfg(Options):
+    section = "probe"
+    rate: float = option(0.5, gt=0, le=1)
+    size: int = option(0, ge=2, also=(0,))
+    mode: str = option("a", one_of=("a", "b"))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"rate": 0.0}, "probe.rate must be in (0, 1], got 0.0"),
+    ({"rate": float("nan")}, "probe.rate must be in (0, 1], got nan"),
+    ({"size": 1}, "probe.size must be 0 or >= 2, got 1"),
+    ({"mode": "c"}, "probe.mode 'c' is not one of a, b"),
+])
+def test_declared_ranges_are_checked_on_construction(kwargs, message):
+    with pytest.raises(UsageError) as e:
+        _Cfg(**kwargs)
+    assert str(e.value) == message
+    assert _Cfg(rate=1.0, size=0).size == 0 and _Cfg(size=2).size == 2
+
+
+def test_an_undeclared_or_contradictory_trainer_is_refused_at_registration():
+    class Undeclared(ConfidenceMethod):
+        def _fit(self, train, val, ctx):
+            pass
+
+    class ForgotFit(ConfidenceMethod):
+        training = Training.OWN
+
+    class PosthocTrainer(ConfidenceMethod):
+        training = Training.OWN
+        posthoc = True
+
+        def _fit(self, train, val, ctx):
+            pass
+
+    with pytest.raises(TypeError, match="must declare how it gets its classifier"):
+        check_declarations(Undeclared, "undeclared")
+    with pytest.raises(TypeError, match="does not override _fit"):
+        check_declarations(ForgotFit, "forgot")
+    with pytest.raises(TypeError, match="posthoc"):
+        check_declarations(PosthocTrainer, "posthoc-trainer")
