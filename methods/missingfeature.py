@@ -84,6 +84,7 @@ class MissingFeatureNet(nn.Module):
 
 @register("missingfeature", "Missing features: frozen conv, FC retrained on inverted conv features (Milosevic 2019)")
 class MissingFeature(ConfidenceMethod):
+    training_version = 1  # 1: hybrid_alt selects its epoch on inverted features (before: normal-feature epochs won)
     mnist_only = "it inverts the last-conv features of lenet or smallconvnet, which are MNIST backbones"
     Config = MissingFeatureConfig
     training = Training.OWN
@@ -109,7 +110,10 @@ class MissingFeature(ConfidenceMethod):
 
                 def step(x: torch.Tensor, y: torch.Tensor, epoch: int) -> torch.Tensor:
                     net.invert = not (cfg.variant == "hybrid_alt" and epoch % 2 == 1)
-                    return plain(x, y, epoch)
+                    try:
+                        return plain(x, y, epoch)
+                    finally:  # validation (model selection) sees the inverted features inference will use
+                        net.invert = True
 
                 log = fit_loop(net, step, train, val, recipe, self.loop(ctx))
         finally:
