@@ -10,7 +10,7 @@ import torch
 from bench.config import load_profile, resolve
 from bench.datasets.splits import SplitSpec, smallest_train_size, split_indices
 from bench.methods import METHODS
-from bench.methods.training import Stepper, TrainRecipe, fit_loop, supervised_step
+from bench.methods.training import Loop, Stepper, TrainRecipe, fit_loop, supervised_step
 
 
 def test_profile_is_the_reference_recipe():
@@ -32,9 +32,9 @@ def test_val_every_above_epochs_keeps_the_last_epoch(tiny):
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
     recipe = TrainRecipe(optimizer="sgd", lr=0.5, batch_size=32, epochs=3, val_every=1000)
     states = {}
-    log = fit_loop(model, train, val, recipe, torch.device("cpu"), 0,
-                   supervised_step(model, Stepper(list(model.parameters()), recipe, 4)),
-                   on_epoch_end=lambda e, _: states.__setitem__(e, copy.deepcopy(model.state_dict())))
+    log = fit_loop(model, supervised_step(model, Stepper(list(model.parameters()), recipe, 4)), train, val, recipe,
+                   Loop(torch.device("cpu"), 0),
+                   after_epoch=lambda e: states.__setitem__(e, copy.deepcopy(model.state_dict())))
     assert list(log.val_accuracy) == [3] and log.best_epoch == 3
     assert not torch.equal(states[2]["1.weight"], states[3]["1.weight"])  # the epochs did change the weights
     for k, v in model.state_dict().items():
