@@ -133,19 +133,9 @@ class LeNet(Backbone):
         return self.fc2(d)
 
 
-@BACKBONES.register("mlp", "ConfidNet's MNIST MLP 784-1000-10 with dropout 0.3")
-class MLP(Backbone):
-    num_features = 1000
-    stochastic_tail = True
-
-    def __init__(self, num_classes: int = 10, in_chans: int = 1, image_size: int = 28):
-        super().__init__()
-        self.fc1 = nn.Linear(in_chans * image_size * image_size, 1000)
-        self.drop = nn.Dropout(0.3)
-        self.fc2 = nn.Linear(1000, num_classes)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.fc1(self.normalize(x).flatten(1)))
+class _DropoutFc2Head(Backbone):
+    """A backbone whose only dropout is ``self.drop`` before its last layer ``self.fc2``: MC-dropout's stochastic
+    tail is that head alone."""
 
     def forward_prefix(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_features(x)  # the only dropout is the head's
@@ -158,6 +148,21 @@ class MLP(Backbone):
 
     def forward_classifier(self, d: torch.Tensor) -> torch.Tensor:
         return self.fc2(d)
+
+
+@BACKBONES.register("mlp", "ConfidNet's MNIST MLP 784-1000-10 with dropout 0.3")
+class MLP(_DropoutFc2Head):
+    num_features = 1000
+    stochastic_tail = True
+
+    def __init__(self, num_classes: int = 10, in_chans: int = 1, image_size: int = 28):
+        super().__init__()
+        self.fc1 = nn.Linear(in_chans * image_size * image_size, 1000)
+        self.drop = nn.Dropout(0.3)
+        self.fc2 = nn.Linear(1000, num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.fc1(self.normalize(x).flatten(1)))
 
 
 @BACKBONES.register("smallconvnet", "ConfidNet's SmallConvNet conv32-conv64-pool-drop0.25-fc128-drop0.5-fc10")
@@ -230,7 +235,7 @@ class HGMLP(Backbone):
 
 @BACKBONES.register("tinycnn", "small CNN for any image shape (--data): conv32-conv64-maxpool-avgpool 4x4-fc128-"
                                "drop0.5-fc; inputs (x - 0.5) / 0.5")
-class TinyCNN(Backbone):
+class TinyCNN(_DropoutFc2Head):
     """A small generic CNN for a user's data of any C x H x W (H, W >= 2), e.g. 8x8 digits or 32x32 colour images:
     two 3x3 convolutions (padded, so no size is too small), a 2x2 max-pool, an adaptive average pool to at most 4x4,
     then fc 128 -> dropout 0.5 -> fc K. The data's mean is unknown when it is built, so inputs are mapped from
@@ -253,18 +258,6 @@ class TinyCNN(Backbone):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.conv2(F.relu(self.conv1(self.normalize(x)))))
         return F.relu(self.fc1(self.pool(F.max_pool2d(x, 2)).flatten(1)))
-
-    def forward_prefix(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_features(x)  # the only dropout is the head's
-
-    def forward_tail(self, h: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(h)
-
-    def head_dropout(self, f: torch.Tensor) -> torch.Tensor:
-        return self.drop(f)
-
-    def forward_classifier(self, d: torch.Tensor) -> torch.Tensor:
-        return self.fc2(d)
 
 
 class TimmBackbone(Backbone):
