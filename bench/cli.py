@@ -44,6 +44,16 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def _jobs(text: str) -> int:
+    """``--jobs``: a number of worker processes, or ``auto`` (0 in the config)."""
+    if text.strip().lower() == "auto":
+        return 0
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid --jobs value: {text!r}; give a number or auto") from None
+
+
 def _split_names(text: str) -> list[str]:
     return [s.strip() for s in text.split(",") if s.strip()]
 
@@ -96,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="write per-epoch scalars live to <run>/tensorboard (needs the tensorboard extra)")
     run.add_argument("--executor", choices=["local", "ray"],
                      help="where the grid's units run: local (default) or ray (needs the ray extra)")
-    run.add_argument("--jobs", type=int, help="local executor: worker processes (default 1 = in this process)")
+    run.add_argument("--jobs", type=_jobs, help="local executor: worker processes; 1 = in this process; default auto: "
+                     "one single-thread worker per core on a CPU (1 when the grid has one unit), one per GPU")
     run.add_argument("--ray-address", metavar="ADDR",
                      help="ray executor: cluster address, e.g. ray://head:10001 (default: a local Ray instance)")
     run.add_argument("--model", action="append", default=[], metavar="PATH",

@@ -55,7 +55,7 @@ class ExecutorConfig:
     resumed under another executor."""
 
     kind: str = "local"  # local | ray
-    jobs: int = 1  # local: worker processes (1 = sequential, in this process)
+    jobs: int = 0  # local: worker processes (1 = sequential, in this process; 0 = auto, bench/executors.py)
     address: str = ""  # ray: cluster address (e.g. ray://head:10001 or head:6379); "" = a local Ray instance
     cpus_per_unit: float = 0.0  # CPUs (= torch threads) per unit; 0 = auto: local cores // jobs, ray 1
     gpus_per_unit: float = 1.0  # ray: GPU share per unit when the run uses CUDA (0.5: two units per GPU)
@@ -226,8 +226,8 @@ def resolve(layers: list[dict[str, Any]], method_configs: dict[str, type]) -> Ru
     ex = cfg.executor
     if ex.kind not in EXECUTORS:
         raise UsageError(f"executor.kind={ex.kind!r} is not valid; use {' or '.join(EXECUTORS)} (--executor)")
-    if ex.jobs < 1:
-        raise UsageError(f"executor.jobs must be >= 1, got {ex.jobs} (--jobs)")
+    if ex.jobs < 0:
+        raise UsageError(f"executor.jobs must be >= 1, or 0 for auto, got {ex.jobs} (--jobs N or --jobs auto)")
     if ex.cpus_per_unit < 0 or ex.gpus_per_unit < 0 or ex.max_retries < 0:
         raise UsageError("executor.cpus_per_unit, executor.gpus_per_unit and executor.max_retries must be >= 0")
     return cfg

@@ -1,6 +1,8 @@
 """Executors: where the units of a grid run (docs/scale-out.md).
 
-- ``local``, ``--jobs 1`` (default): one after the other, in this process (training bars shown as they run).
+- ``local``, ``--jobs auto`` (default): ``auto_jobs`` picks the number of worker processes below (1 = in this
+  process).
+- ``local``, ``--jobs 1``: one after the other, in this process (training bars shown as they run).
 - ``local``, ``--jobs N``: N worker processes (spawn), each a single-process pool of its own, so that a worker
   that dies is known exactly: its unit is retried once in a fresh process, then reported as error rows. With
   several GPUs, worker i uses ``cuda:(i mod #GPUs)``; on CPU each worker gets ``cores // N`` torch threads.
@@ -31,7 +33,7 @@ from rich.console import Console
 from bench.cache import CheckpointCache
 from bench.config import RunConfig
 from bench.errors import UsageError
-from bench.grid import Unit, UnitResult, failed_result
+from bench.grid import Unit, UnitResult, failed_result, heaviest_first
 from bench.progress import Bars
 from bench.worker import UnitWorker
 
@@ -222,8 +224,13 @@ class LocalPool:
 
     def run(self, units: list[Unit], local: UnitWorker, bars: Bars, total: int, skipped: int,
             collect: Collect) -> None:
+        if units:
+            flag = self.job.cfg.executor.jobs or "auto"
+            self.job.console.print(f"{len(units)} units in {self.jobs} worker processes, {self.threads} torch "
+                                   f"thread{'s' if self.threads > 1 else ''} each (--jobs {flag})",
+                                   highlight=False, soft_wrap=True)
         progress = GridProgress(bars, self.job, total, skipped)
-        queue = collections.deque(units)
+        queue = collections.deque(heaviest_first(units))
         attempts: collections.Counter = collections.Counter()
         pools: list[ProcessPoolExecutor | None] = [None] * self.jobs
         running: dict[Future, tuple[int, Unit]] = {}
@@ -324,7 +331,7 @@ class RayExecutor:
             task = ray.remote(_ray_run_unit).options(num_cpus=cpus, num_gpus=gpus, max_retries=ex.max_retries,
                                                      retry_exceptions=False)
             threads = max(1, int(cpus))
-            refs = {task.remote(payload, device, threads, u): u for u in units}
+            refs = {task.remote(payload, device, threads, u): u for u in heaviest_first(units)}
             while refs:
                 progress.set(running=_count_running(job))
                 ready, _ = ray.wait(list(refs), num_returns=1, timeout=POLL_S)
@@ -366,18 +373,54 @@ def check_executor(cfg: RunConfig) -> None:
     """Flag combinations that cannot work, before anything is written; Ray must be importable for ``ray``."""
     ex = cfg.executor
     if ex.kind == "ray":
-        import_ray()
-        if ex.jobs != 1:
+        if ex.jobs not in (0, 1):
             raise UsageError("--jobs is for --executor local; on Ray, units run as the cluster's resources allow "
                              "(executor.cpus_per_unit, executor.gpus_per_unit)")
+        import_ray()
     elif ex.address:
         raise UsageError("--ray-address needs --executor ray")
 
 
-def make_executor(job: GridJob) -> Sequential | LocalPool | RayExecutor:
+WORKER_MEM_GB = 2.0  # what one CPU worker may need at most (quick grid: 0.5-1.1 GB peak RSS per worker)
+
+
+def auto_jobs(n_units: int, device: torch.device) -> int:
+    """``--jobs auto``: how many local worker processes a grid of ``n_units`` units gets.
+
+    One unit, or a single GPU: 1 (in this process, with its training bars). Several GPUs: one worker per GPU. A CPU:
+    one single-thread worker per core, as many as the units and the free memory allow. Small networks do not fill
+    two cores from one process, so on two cores two single-thread workers finish a grid about twice as fast as one
+    process with two threads (docs/performance.md)."""
+    if n_units <= 1 or device.type not in ("cpu", "cuda"):
+        return 1
+    if device.type == "cuda":
+        return max(1, min(n_units, torch.cuda.device_count())) if device.index is None else 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(n_units, cores, int(_available_gb() // WORKER_MEM_GB) or 1))
+
+
+def _available_gb() -> float:
+    """Free memory (MemAvailable) in GiB; unknown (not Linux): as if plenty."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return float("inf")
+
+
+def local_jobs(cfg: RunConfig, n_units: int, device: torch.device) -> int:
+    """The number of local worker processes: ``--jobs N`` as given, ``auto`` (0) resolved by ``auto_jobs``."""
+    return cfg.executor.jobs or auto_jobs(n_units, device)
+
+
+def make_executor(job: GridJob, n_units: int) -> Sequential | LocalPool | RayExecutor:
     ex = job.cfg.executor
     if ex.kind == "ray":
         return RayExecutor(job)
-    return Sequential(job) if ex.jobs == 1 else LocalPool(job, ex.jobs)
+    jobs = local_jobs(job.cfg, n_units, job.device)
+    return Sequential(job) if jobs == 1 else LocalPool(job, jobs)
 
 

@@ -87,6 +87,15 @@ def plan_units(cfg: RunConfig, methods: list[str]) -> list[Unit]:
     return units
 
 
+def heaviest_first(units: list[Unit]) -> list[Unit]:
+    """Units ordered for parallel workers: the heaviest first, ties in plan order. A unit weighs its heaviest
+    method's ``grid_weight`` (the methods of a shared-baseline unit train one network between them). Longest-first
+    keeps one long unit from running alone at the end of the grid."""
+    def weight(unit: Unit) -> float:
+        return max(METHODS.get(m).grid_weight for m in unit.methods)
+    return sorted(units, key=weight, reverse=True)
+
+
 def preflight(cfg: RunConfig, methods: list[str], nets: Callable[[str, Any], list[nn.Module]] | None = None
               ) -> dict[str, dict[str, Any]]:
     """Each method's checks that need its network or the training-split size (k-NN's k, a backbone without

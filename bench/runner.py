@@ -128,7 +128,7 @@ class Runner:
                 if left or not all(fitted_ok(self.store, self.cache, m, unit.seed, unit.fold) for m in unit.methods):
                     units.append(unit)
             total = len(self.cell_names)
-            executor = make_executor(self.job())
+            executor = make_executor(self.job(), len(units))
             try:
                 executor.run(units, local, bars, total, out.cells_skipped, lambda r: self._collect(out, r))
             finally:

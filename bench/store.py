@@ -188,6 +188,15 @@ class RunStore:
     def clear_failure(self, method: str, seed: int, fold: int) -> None:
         (self.dir / "failed" / f"{fit_key(method, seed, fold)}.json").unlink(missing_ok=True)
 
+    def record_unit_time(self, marker: str, info: dict[str, Any]) -> None:
+        """When a grid unit ran, in which process and with how many threads (``units/``; tools/grid_timeline.py
+        reads them). Provenance of the run's wall time, never a result row; a resumed unit overwrites its record."""
+        atomic_write_text(self.dir / "units" / f"{marker}.json", json.dumps(info, indent=2, sort_keys=True))
+
+    def unit_times(self) -> list[dict[str, Any]]:
+        folder = self.dir / "units"
+        return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+
     def record_eval_set(self, name: str, info: dict[str, Any]) -> None:
         path = self.dir / "eval_sets" / f"{re.sub(r'[^A-Za-z0-9_.=-]', '_', name)}.json"
         text = json.dumps({"name": name, **info}, sort_keys=True)

@@ -222,7 +222,7 @@ def prepare(model: nn.Module | Sequence[nn.Module], *, methods: str | Sequence[s
     if "ensemble" in method_names:  # one member per model given
         layers.append({"ensemble": {"members": len(raw)}})
     cfg = resolve(layers, {n: METHODS.get(n).Config for n in METHODS.names()})
-    if cfg.executor.kind != "local" or cfg.executor.jobs != 1:
+    if cfg.executor.kind != "local" or cfg.executor.jobs not in (0, 1):
         raise UsageError("models you bring are scored in this process; drop --jobs / --executor")
     from bench.datasets.user_data import activate
 

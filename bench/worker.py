@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,7 @@ class UnitWorker:
         marker = self.store.dir / ".running" / f"{unit.marker}.{os.getpid()}"
         marker.parent.mkdir(exist_ok=True)
         marker.touch()
+        started = time.time()
         # with a feature scorer in the unit, the one shared pass per eval set yields features and logits together
         self._unit_features = any(METHODS.get(m).uses_features for m in unit.methods)
         try:
@@ -100,6 +102,10 @@ class UnitWorker:
             self._eval_data = {k: v for k, v in self._eval_data.items() if not k[1]}
             out.groups = dict(self._groups)
             marker.unlink(missing_ok=True)
+            self.store.record_unit_time(unit.marker, {
+                "unit": unit.name, "methods": list(unit.methods), "seed": unit.seed, "fold": unit.fold,
+                "started": started, "finished": time.time(), "pid": os.getpid(), "threads": torch.get_num_threads(),
+                "cells_done": out.cells_done})
         return out
 
     def _run_method(self, out: UnitResult, spec: SplitSpec, method: str, seed: int) -> None:

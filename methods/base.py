@@ -162,6 +162,9 @@ class ConfidenceMethod:
     #: Why the method runs on 28x28 grey images only (nets of its own built for that shape); "" = any shape. A run
     #: on a user's --data of another shape refuses it with this reason (datasets/user_data.py).
     mnist_only: ClassVar[str] = ""
+    #: Rough cost of the method's unit in a grid, in baseline trainings (a scheduling hint, never a result): with
+    #: several workers the heaviest units start first, so that one long unit does not run alone at the end.
+    grid_weight: ClassVar[float] = 1.0
 
     def __init__(self, config: Any = None, *, backbone: str = "lenet", num_classes: int = 10, seed: int = 0):
         self.config = config if config is not None else self.Config()

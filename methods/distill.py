@@ -66,6 +66,7 @@ def n_params(module: nn.Module) -> int:
 class Distill(ConfidenceMethod):
     Config = DistillConfig
     training = Training.OWN
+    grid_weight = 3.0  # scheduling hint, in baseline trainings: its teacher ensemble trains four more baselines
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)

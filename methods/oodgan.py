@@ -90,6 +90,7 @@ class OODGAN(ConfidenceMethod):
     mnist_only = "its DCGAN generator draws 28x28 grey images (1 -> 7 -> 14 -> 28)"
     Config = OODGANConfig
     training = Training.OWN
+    grid_weight = 3.0  # scheduling hint, in baseline trainings: a GAN trained beside the classifier
 
     def _fit(self, train, val, ctx: FitContext) -> None:
         cfg, recipe, dev = self.config, ctx.recipe, ctx.device

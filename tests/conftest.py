@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import signal
 
 import pytest
 import torch
 
+from bench import executors
 from bench.cache import CheckpointCache
 from bench.datasets.mnist import ImageSet, load_embedded
 from bench.methods.base import FitContext
@@ -42,3 +44,20 @@ def cached_tiny_ctx(tiny_ctx, tmp_path_factory) -> FitContext:
     of a seed trains once per session instead of once per method and check."""
     return dataclasses.replace(tiny_ctx, split_id="tiny-1024-256",
                                cache=CheckpointCache(tmp_path_factory.mktemp("session-checkpoints")))
+
+
+@pytest.fixture(autouse=True)
+def _grids_in_process(monkeypatch):
+    """In-process runs of several units stay in the test's process (``--jobs auto`` would spawn workers, which do
+    not see methods a test registers); the auto rule has its own tests, and CLI subprocess tests use it as is."""
+    monkeypatch.setattr(executors, "auto_jobs", lambda n_units, device: 1)
+
+
+@pytest.fixture(autouse=True)
+def _sigint_as_found():
+    """Every test leaves SIGINT's handler as it found it: a library that ignores SIGINT in this process would make
+    the children of later tests (an ignored signal is inherited) immune to the Ctrl-C of tests/test_faults.py."""
+    before = signal.getsignal(signal.SIGINT)
+    yield
+    if signal.getsignal(signal.SIGINT) is not before:
+        signal.signal(signal.SIGINT, before)

@@ -127,10 +127,9 @@ CASES: list[tuple[list[str], int, str]] = [
     ([*RUN, "--set", "eval.cost_images=-5"], USAGE, "eval.cost_images must be >= 1"),
     # --- run: executor and device -----------------------------------------------------------------------------------
     ([*RUN, "--set", "executor.kind=slurm"], USAGE, "executor.kind='slurm' is not valid"),
-    ([*RUN, "--set", "executor.jobs=0"], USAGE, "executor.jobs must be >= 1"),
-    ([*RUN, "--jobs", "0"], USAGE, "executor.jobs must be >= 1"),
-    ([*RUN, "--jobs", "-2"], USAGE, "executor.jobs must be >= 1"),
-    ([*RUN, "--jobs", "x"], USAGE, "invalid int value: 'x'"),
+    ([*RUN, "--set", "executor.jobs=-1"], USAGE, "executor.jobs must be >= 1, or 0 for auto"),
+    ([*RUN, "--jobs", "-2"], USAGE, "executor.jobs must be >= 1, or 0 for auto"),
+    ([*RUN, "--jobs", "x"], USAGE, "invalid --jobs value: 'x'; give a number or auto"),
     ([*RUN, "--ray-address", "head:6379"], USAGE, "--ray-address needs --executor ray"),
     ([*RUN, "--set", "executor.max_retries=-1"], USAGE, "must be >= 0"),
     ([*RUN, "--set", "executor.cpus_per_unit=-1"], USAGE, "must be >= 0"),

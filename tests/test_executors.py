@@ -179,7 +179,8 @@ def test_ray_missing_is_one_line_with_the_install_command(tmp_path, capsys, monk
 
 
 @pytest.mark.parametrize("flags, msg", [
-    (["--jobs", "0"], "executor.jobs must be >= 1"),
+    (["--jobs", "-1"], "executor.jobs must be >= 1, or 0 for auto"),
+    (["--jobs", "2", "--executor", "ray"], "--jobs is for --executor local"),
     (["--ray-address", "head:6379"], "--ray-address needs --executor ray"),
     (["--executor", "dask"], "invalid choice: 'dask'"),
 ])

@@ -1,0 +1,103 @@
+"""Where a grid's wall time went, per unit: when each unit ran, its wall seconds, and how much of it was training.
+
+    python tools/grid_timeline.py RUN_DIR [--pause-s S]
+
+Units come from the run's ``units/`` records (written by every executor since 2026-11-27). A run made before them
+is read from its cell files' times instead, which only works for a sequential run: a unit is then taken to start
+when the previous one wrote its last cell (the first one when the run's manifest was written). Training seconds
+are the ``train_sec_total`` cost rows (the methods of a shared-baseline unit all report their baseline's, so the
+unit counts it once); the rest of a unit's wall time is loading, evaluation and the cost cell. ``--pause-s``
+subtracts seconds the run was stopped (SIGSTOP) from the total, for measurements taken around a pause.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+
+def cell_rows(run: Path) -> dict[str, list[dict]]:
+    out = {}
+    for p in (run / "cells").glob("*.json"):
+        rows = json.loads(p.read_text())
+        out[p.stem] = rows if isinstance(rows, list) else rows.get("rows", [])
+    return out
+
+
+def train_seconds(cells: dict[str, list[dict]], methods: list[str], seed: int, fold: int) -> float:
+    secs = [r["value"] for m in methods for r in cells.get(f"{m}__seed{seed}__fold{fold}__cost", [])
+            if r.get("metric") == "train_sec_total"]
+    return max(secs) if secs else float("nan")
+
+
+def from_records(run: Path) -> list[dict]:
+    units = []
+    for p in sorted((run / "units").glob("*.json")):
+        u = json.loads(p.read_text())
+        units.append({"name": "+".join(u["methods"]) if len(u["methods"]) < 4 else
+                      f"{u['methods'][0]} (+{len(u['methods']) - 1} on its baseline)",
+                      "methods": u["methods"], "seed": u["seed"], "fold": u["fold"], "start": u["started"],
+                      "end": u["finished"], "pid": u["pid"], "threads": u["threads"]})
+    return units
+
+
+def shared(method: str) -> bool:
+    from bench.grid import shares_baseline
+    from bench.methods import METHODS
+
+    return shares_baseline(METHODS.get(method))
+
+
+def from_cell_times(run: Path) -> list[dict]:
+    """Sequential runs only: units in the order their cells were written."""
+    files = sorted((run / "cells").glob("*.json"), key=os.path.getmtime)
+    units: list[dict] = []
+    start = (run / "manifest.json").stat().st_ctime
+    for p in files:
+        method, seed, fold = p.stem.split("__")[:3]
+        seed, fold = int(seed[4:]), int(fold[4:])
+        t = os.path.getmtime(p)
+        if units and units[-1]["seed"] == seed and units[-1]["fold"] == fold and method in units[-1]["methods"]:
+            units[-1]["end"] = t
+            continue
+        if units and units[-1]["shared"] and shared(method) and (seed, fold) == (units[-1]["seed"], units[-1]["fold"]):
+            units[-1]["methods"].append(method)  # the next method on the same baseline: one unit
+            units[-1]["end"] = t
+            continue
+        prev_end = units[-1]["end"] if units else start
+        units.append({"methods": [method], "seed": seed, "fold": fold, "start": prev_end, "end": t,
+                      "shared": shared(method), "pid": None, "threads": None})
+    for u in units:
+        u["name"] = "+".join(u["methods"]) if len(u["methods"]) < 4 else \
+            f"{u['methods'][0]} (+{len(u['methods']) - 1} on its baseline)"
+    return units
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", type=Path)
+    ap.add_argument("--pause-s", type=float, default=0.0, help="seconds the run was stopped, subtracted from wall")
+    args = ap.parse_args()
+    cells = cell_rows(args.run)
+    units = from_records(args.run) if (args.run / "units").is_dir() else from_cell_times(args.run)
+    if not units:
+        raise SystemExit(f"{args.run}: no unit records and no cells")
+    t0 = min(u["start"] for u in units)
+    t1 = max(u["end"] for u in units)
+    print("| unit | seed | starts at s | wall s | training s | rest s | process (threads) |")
+    print("|:--|--:|--:|--:|--:|--:|:--|")
+    for u in sorted(units, key=lambda u: u["start"]):
+        train = train_seconds(cells, u["methods"], u["seed"], u["fold"])
+        wall = u["end"] - u["start"]
+        proc = f"{u['pid']} ({u['threads']})" if u["pid"] else "driver"
+        print(f"| {u['name']} | {u['seed']} | {u['start'] - t0:.0f} | {wall:.0f} | {train:.0f} | {wall - train:.0f} | "
+              f"{proc} |")
+    total = t1 - t0 - args.pause_s
+    print(f"\nunits ran from first start to last end: {total:.0f} s = {total / 60:.1f} min"
+          + (f" ({args.pause_s:.0f} s of pauses subtracted)" if args.pause_s else ""))
+
+
+if __name__ == "__main__":
+    main()
