@@ -48,7 +48,7 @@ class AdvTrainConfig(Options):
 class AdvTrain(ConfidenceMethod):
     Config = AdvTrainConfig
     training = Training.OWN
-    grid_weight = 4.5  # scheduling hint, in baseline trainings: PGD-10 on every batch: ~11 passes per step
+    grid_weight = 4.7  # scheduling hint, in baseline trainings: PGD-10 on every batch: ~11 passes per step
 
     def _fit(self, train: ImageSet, val: ImageSet, ctx: FitContext) -> None:
         cfg, recipe = self.config, ctx.recipe

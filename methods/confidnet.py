@@ -108,7 +108,7 @@ class ConfidNetModel(nn.Module):
 class ConfidNet(ConfidenceMethod):
     Config = ConfidNetConfig
     training = Training.FROZEN_BASELINE
-    grid_weight = 1.2  # scheduling hint, in baseline trainings: its head's own epochs on the baseline
+    grid_weight = 1.6  # scheduling hint, in baseline trainings: its head's own epochs on the baseline
     needs_features = True
     training_version = 1  # 1: the head reads the post-dropout features (before: the clean ones)
 

@@ -71,7 +71,7 @@ def curvature_penalty(model: nn.Module, x: torch.Tensor, y: torch.Tensor, h: flo
 class Cure(ConfidenceMethod):
     Config = CureConfig
     training = Training.OWN
-    grid_weight = 1.8  # scheduling hint, in baseline trainings: double backprop on every batch
+    grid_weight = 3.3  # scheduling hint, in baseline trainings: double backprop on every batch
 
     def _fit(self, train: ImageSet, val: ImageSet, ctx: FitContext) -> None:
         cfg, recipe = self.config, ctx.recipe

@@ -50,7 +50,7 @@ class MeanProbEnsemble(nn.Module):
 class Ensemble(ConfidenceMethod):
     Config = EnsembleConfig
     training = Training.FROZEN_BASELINE
-    grid_weight = 0.2  # scheduling hint, in baseline trainings: its members are usually cached by then (distill)
+    grid_weight = 0.15  # scheduling hint, in baseline trainings: its members are usually cached by then (distill)
     #: 1: the log is TrainLog.concat of the members' (best_epoch: the last member's, counted over all epochs;
     #: before: member 0's in its own numbering)
     training_version = 1

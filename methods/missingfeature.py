@@ -88,7 +88,7 @@ class MissingFeature(ConfidenceMethod):
     mnist_only = "it inverts the last-conv features of lenet or smallconvnet, which are MNIST backbones"
     Config = MissingFeatureConfig
     training = Training.OWN
-    grid_weight = 0.6  # scheduling hint, in baseline trainings: its inverted phase on top of a standard net
+    grid_weight = 1.2  # scheduling hint, in baseline trainings: its inverted phase on top of a standard net
 
     def build_model(self) -> nn.Module:
         return MissingFeatureNet(create_backbone(self.backbone, self.num_classes), self.backbone)

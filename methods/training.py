@@ -323,7 +323,7 @@ def training_layout(model: nn.Module, device: torch.device) -> Iterator[None]:
     step ~1.4x faster that way (docs/performance.md). The weights go back to the default layout afterwards, so a
     network gives the same outputs whether it was just trained or loaded from the cache. Other devices and
     networks without a 2-D convolution are left as they are."""
-    if device.type != "cpu" or not any(isinstance(m, nn.Conv2d) for m in model.modules()):
+    if device.type != "cpu" or not any(isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) for m in model.modules()):
         yield
         return
     model.to(memory_format=torch.channels_last)

@@ -67,7 +67,7 @@ class TrustGAN(ConfidenceMethod):
     mnist_only = "its attacker and target nets are sized and checked for MNIST only"
     Config = TrustGANConfig
     training = Training.OWN
-    grid_weight = 1.6  # scheduling hint, in baseline trainings: an attacker network trained beside the target
+    grid_weight = 2.8  # scheduling hint, in baseline trainings: an attacker network trained beside the target
 
     def __init__(self, config=None, *, backbone: str = "lenet", num_classes: int = 10, seed: int = 0):
         super().__init__(config, backbone=backbone, num_classes=num_classes, seed=seed)

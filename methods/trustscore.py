@@ -77,7 +77,7 @@ class TrustScorer:
 class TrustScore(ConfidenceMethod):
     Config = TrustScoreConfig
     training = Training.FROZEN_BASELINE
-    grid_weight = 0.1  # scheduling hint, in baseline trainings: k-d trees on the cached baseline's features
+    grid_weight = 0.15  # scheduling hint, in baseline trainings: k-d trees on the cached baseline's features
     needs_features = True
 
     def __init__(self, *args, **kwargs):

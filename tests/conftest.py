@@ -46,11 +46,14 @@ def cached_tiny_ctx(tiny_ctx, tmp_path_factory) -> FitContext:
                                cache=CheckpointCache(tmp_path_factory.mktemp("session-checkpoints")))
 
 
-@pytest.fixture(autouse=True)
-def _grids_in_process(monkeypatch):
+@pytest.fixture(autouse=True, scope="session")
+def _grids_in_process():
     """In-process runs of several units stay in the test's process (``--jobs auto`` would spawn workers, which do
-    not see methods a test registers); the auto rule has its own tests, and CLI subprocess tests use it as is."""
-    monkeypatch.setattr(executors, "auto_jobs", lambda n_units, device: 1)
+    not see methods a test registers); the auto rule has its own tests, and CLI subprocess tests use it as is.
+    Session-scoped so that module- and session-scoped fixtures that run grids get it too."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(executors, "auto_jobs", lambda n_units, device: 1)
+        yield
 
 
 @pytest.fixture(autouse=True)

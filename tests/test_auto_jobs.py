@@ -66,6 +66,6 @@ def test_parallel_workers_start_the_heaviest_units_first():
     units = plan_units(RunConfig(methods=tuple(methods), seeds=(0, 1)), methods)
     ordered = heaviest_first(units)
     assert sorted(ordered, key=units.index) == units  # a permutation
-    assert [u.methods for u in ordered[:2]] == [("advtrain",), ("advtrain",)]  # seeds 0 and 1: ties in plan order
-    assert [u.seed for u in ordered[:2]] == [0, 1]
+    assert [u.methods for u in ordered[:4]] == [("oodgan",), ("oodgan",), ("advtrain",), ("advtrain",)]
+    assert [u.seed for u in ordered[:2]] == [0, 1]  # ties in plan order
     assert {u.methods for u in ordered[-4:]} == {("trustscore",), ("ensemble",)}  # they reuse trained networks

@@ -21,6 +21,7 @@ from bench.cli import main
 from bench.config import RunConfig
 from bench.grid import plan_units
 from bench.methods import METHODS
+from bench.store import RunStore
 
 PLUGIN = Path(__file__).parent / "plugins" / "testkill.py"
 # A tiny grid: 2 methods x 2 seeds sharing one baseline per seed, two eval sets and the cost cell.
@@ -104,6 +105,11 @@ def test_local_jobs_gives_the_same_rows_as_sequential(sequential, tmp_path):
     assert json.loads((run / "checkpoints.json").read_text()).keys() == \
         json.loads((sequential / "run" / "checkpoints.json").read_text()).keys()
     assert not (run / "errors.json").exists() and not (run / ".running").exists()
+    # every unit records when it ran, where and with how many threads (tools/grid_timeline.py reads them)
+    for where, workers in ((sequential / "run", 1), (run, 2)):
+        units = RunStore(where).unit_times()
+        assert len(units) == 2 and all(u["started"] <= u["finished"] and u["threads"] == 1 for u in units)
+        assert sorted(u["seed"] for u in units) == [0, 1] and len({u["pid"] for u in units}) == workers
 
 
 @pytest.mark.slow

@@ -1,13 +1,15 @@
 """Where a grid's wall time went, per unit: when each unit ran, its wall seconds, and how much of it was training.
 
-    python tools/grid_timeline.py RUN_DIR [--pause-s S]
+    python tools/grid_timeline.py RUN_DIR [--pause START:END ...]
 
 Units come from the run's ``units/`` records (written by every executor since 2026-11-27). A run made before them
 is read from its cell files' times instead, which only works for a sequential run: a unit is then taken to start
 when the previous one wrote its last cell (the first one when the run's manifest was written). Training seconds
 are the ``train_sec_total`` cost rows (the methods of a shared-baseline unit all report their baseline's, so the
-unit counts it once); the rest of a unit's wall time is loading, evaluation and the cost cell. ``--pause-s``
-subtracts seconds the run was stopped (SIGSTOP) from the total, for measurements taken around a pause.
+unit counts it once); the rest of a unit's wall time is loading, evaluation and the cost cell. ``--pause`` (Unix
+times) names an interval the run was stopped (SIGSTOP, to measure something else on an idle machine): its overlap
+is subtracted from each unit's wall time and from the total, and the units it hit are marked (their own logged
+training seconds include it).
 """
 
 from __future__ import annotations
@@ -78,25 +80,34 @@ def from_cell_times(run: Path) -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path)
-    ap.add_argument("--pause-s", type=float, default=0.0, help="seconds the run was stopped, subtracted from wall")
+    ap.add_argument("--pause", action="append", default=[], metavar="START:END",
+                    help="an interval (Unix seconds) the run was stopped; subtracted from wall times")
     args = ap.parse_args()
     cells = cell_rows(args.run)
     units = from_records(args.run) if (args.run / "units").is_dir() else from_cell_times(args.run)
     if not units:
         raise SystemExit(f"{args.run}: no unit records and no cells")
+    pauses = [tuple(map(float, p.split(":"))) for p in args.pause]
+
+    def paused(a: float, b: float) -> float:
+        return sum(max(0.0, min(b, e) - max(a, s)) for s, e in pauses)
+
     t0 = min(u["start"] for u in units)
     t1 = max(u["end"] for u in units)
     print("| unit | seed | starts at s | wall s | training s | rest s | process (threads) |")
     print("|:--|--:|--:|--:|--:|--:|:--|")
     for u in sorted(units, key=lambda u: u["start"]):
         train = train_seconds(cells, u["methods"], u["seed"], u["fold"])
-        wall = u["end"] - u["start"]
+        stop = paused(u["start"], u["end"])
+        wall = u["end"] - u["start"] - stop
         proc = f"{u['pid']} ({u['threads']})" if u["pid"] else "driver"
-        print(f"| {u['name']} | {u['seed']} | {u['start'] - t0:.0f} | {wall:.0f} | {train:.0f} | {wall - train:.0f} | "
-              f"{proc} |")
-    total = t1 - t0 - args.pause_s
+        mark = f" (paused {stop:.0f} s)" if stop else ""
+        print(f"| {u['name']}{mark} | {u['seed']} | {u['start'] - t0 - paused(t0, u['start']):.0f} | {wall:.0f} | "
+              f"{train:.0f} | {wall - train:.0f} | {proc} |")
+    stop = paused(t0, t1)
+    total = t1 - t0 - stop
     print(f"\nunits ran from first start to last end: {total:.0f} s = {total / 60:.1f} min"
-          + (f" ({args.pause_s:.0f} s of pauses subtracted)" if args.pause_s else ""))
+          + (f" ({stop:.0f} s of pauses subtracted)" if stop else ""))
 
 
 if __name__ == "__main__":
