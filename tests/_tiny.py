@@ -13,7 +13,8 @@ from bench.cli import main
 
 TINY = ["run", "--profile", "smoke", "--methods", "msp,energy", "--seeds", "0,1", "--datasets", "mnist,ood:uniform",
         "--device", "cpu", "--no-progress", "--set", "split.max_train=256", "--set", "eval.max_eval=128",
-        "--set", "eval.cost_images=64"]
+        "--set", "eval.cost_images=64",
+        "--jobs", "1"]  # in-process also in a child process: fault points count per process (workers: test_executors)
 #: metrics that are wall-clock or memory measurements: they differ between any two runs
 TIMED = ("sec", "ms", "seconds", "mem", "rss")
 

@@ -6,7 +6,9 @@ Units come from the run's ``units/`` records (written by every executor since 20
 is read from its cell files' times instead, which only works for a sequential run: a unit is then taken to start
 when the previous one wrote its last cell (the first one when the run's manifest was written). Training seconds
 are the ``train_sec_total`` cost rows (the methods of a shared-baseline unit all report their baseline's, so the
-unit counts it once); the rest of a unit's wall time is loading, evaluation and the cost cell. ``--pause`` (Unix
+unit counts it once); the rest of a unit's wall time is loading, evaluation and the cost cell. A method whose
+network was trained in an earlier unit (trustscore reads the baseline, ensemble's members may be distill's
+teacher) logs that training's seconds: its "rest" is then left blank. ``--pause`` (Unix
 times) names an interval the run was stopped (SIGSTOP, to measure something else on an idle machine): its overlap
 is subtracted from each unit's wall time and from the total, and the units it hit are marked (their own logged
 training seconds include it).
@@ -94,7 +96,7 @@ def main() -> None:
 
     t0 = min(u["start"] for u in units)
     t1 = max(u["end"] for u in units)
-    print("| unit | seed | starts at s | wall s | training s | rest s | process (threads) |")
+    print("| unit | seed | starts at s | wall s | logged training s | rest s | process (threads) |")
     print("|:--|--:|--:|--:|--:|--:|:--|")
     for u in sorted(units, key=lambda u: u["start"]):
         train = train_seconds(cells, u["methods"], u["seed"], u["fold"])
@@ -102,8 +104,9 @@ def main() -> None:
         wall = u["end"] - u["start"] - stop
         proc = f"{u['pid']} ({u['threads']})" if u["pid"] else "driver"
         mark = f" (paused {stop:.0f} s)" if stop else ""
+        rest = f"{wall - train:.0f}" if train <= wall else "-"  # trained (partly) in an earlier unit, or paused
         print(f"| {u['name']}{mark} | {u['seed']} | {u['start'] - t0 - paused(t0, u['start']):.0f} | {wall:.0f} | "
-              f"{train:.0f} | {wall - train:.0f} | {proc} |")
+              f"{train:.0f} | {rest} | {proc} |")
     stop = paused(t0, t1)
     total = t1 - t0 - stop
     print(f"\nunits ran from first start to last end: {total:.0f} s = {total / 60:.1f} min"
