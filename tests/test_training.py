@@ -174,3 +174,26 @@ def test_an_undeclared_or_contradictory_trainer_is_refused_at_registration():
         check_declarations(ForgotFit, "forgot")
     with pytest.raises(TypeError, match="posthoc"):
         check_declarations(PosthocTrainer, "posthoc-trainer")
+
+
+def test_training_layout_is_channels_last_inside_and_the_default_after():
+    """CPU training of conv nets runs channels-last (faster oneDNN kernels); the weights come back in the default
+    layout, so a freshly trained network and one loaded from the cache score alike."""
+    from torch import nn
+
+    from bench.methods.backbones import create_backbone
+    from bench.methods.training import training_layout
+
+    model = create_backbone("lenet", 10)
+    conv = [m for m in model.modules() if isinstance(m, nn.Conv2d)][-1]  # conv2: 10 input channels
+    x = torch.rand(4, 1, 28, 28)
+    before = model.eval()(x)
+    with training_layout(model, torch.device("cpu")):
+        assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
+        param = conv.weight
+    assert conv.weight is param and conv.weight.is_contiguous()  # same Parameter: an optimiser keeps working
+    torch.testing.assert_close(model(x), before)
+    mlp = create_backbone("mlp", 10)
+    fc = next(mlp.parameters())
+    with training_layout(mlp, torch.device("cpu")):  # nothing to convert
+        assert next(mlp.parameters()) is fc and fc.is_contiguous()
