@@ -29,6 +29,7 @@ def machine(monkeypatch):
     (16, 64.0, 40, 16),  # no more workers than cores
     (16, 5.0, 40, 2),   # no more workers than the free memory holds (2 GiB each)
     (8, 1.0, 40, 1),    # too little memory for two: in this process
+    (4, float("inf"), 40, 4),  # free memory unknown (no /proc/meminfo): cores and units decide
 ])
 def test_auto_is_one_worker_per_core_bounded_by_units_and_memory(machine, cores, free_gb, units, expected):
     machine(cores, free_gb)
