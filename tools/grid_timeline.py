@@ -4,7 +4,7 @@
 
 Units come from the run's ``units/`` records (written by every executor since 2026-11-27). A run made before them
 is read from its cell files' times instead, which only works for a sequential run: a unit is then taken to start
-when the previous one wrote its last cell (the first one when the run's manifest was written). Training seconds
+when the previous one wrote its last cell (the first one when the run's manifest says it was created). Training seconds
 are the ``train_sec_total`` cost rows (the methods of a shared-baseline unit all report their baseline's, so the
 unit counts it once); the rest of a unit's wall time is loading, evaluation and the cost cell. A method whose
 network was trained in an earlier unit (trustscore reads the baseline, ensemble's members may be distill's
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from datetime import datetime
 from pathlib import Path
 
 
@@ -58,7 +59,9 @@ def from_cell_times(run: Path) -> list[dict]:
     """Sequential runs only: units in the order their cells were written."""
     files = sorted((run / "cells").glob("*.json"), key=os.path.getmtime)
     units: list[dict] = []
-    start = (run / "manifest.json").stat().st_ctime
+    # the manifest's own creation time: the file itself is rewritten during a run (eval-set groups)
+    created = json.loads((run / "manifest.json").read_text())["created"]
+    start = datetime.strptime(created, "%Y-%m-%dT%H:%M:%S%z").timestamp()
     for p in files:
         method, seed, fold = p.stem.split("__")[:3]
         seed, fold = int(seed[4:]), int(fold[4:])
