@@ -19,7 +19,7 @@ from pytorch_ood.detector import ASH as _ASH
 
 from bench.methods.base import register
 from bench.methods.options import Options, option
-from bench.methods.features import FeatureScorer
+from bench.methods.features import FeatureMapDetector
 
 VARIANTS = ("ash-s", "ash-p", "ash-b")
 
@@ -33,13 +33,9 @@ class ASHConfig(Options):
 
 @register("ash", "Post-hoc: energy after pruning and rescaling penultimate activations (Djurisic et al. 2023; "
           "pytorch-ood)")
-class ASH(FeatureScorer):
+class ASH(FeatureMapDetector):
     Config = ASHConfig
     fits_on_train = False
 
-    def _set_state(self, state):
-        super()._set_state(state)
-        self._detector = _ASH(None, self.head_on, variant=self.config.variant, percentile=self.config.percentile)
-
-    def confidence(self, features, logits):
-        return -self._detector.predict_feature_maps(features[:, :, None, None])
+    def build_detector(self, state):
+        return _ASH(None, self.head_on, variant=self.config.variant, percentile=self.config.percentile)

@@ -168,6 +168,22 @@ class FeatureScorer(ConfidenceMethod):
         self._set_state(dict(state))
 
 
+class FeatureMapDetector(FeatureScorer):
+    """A pytorch-ood detector that scores feature maps through the real last layer (ReAct, ASH, SCALE): the
+    penultimate features go in as (N, F, 1, 1) maps and its score (higher = more OOD) is negated into a
+    confidence. Subclasses build the detector from the fitted state."""
+
+    def build_detector(self, state: dict[str, torch.Tensor]) -> Any:
+        raise NotImplementedError
+
+    def _set_state(self, state: dict[str, torch.Tensor]) -> None:
+        super()._set_state(state)
+        self._detector = self.build_detector(state)
+
+    def confidence(self, features: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        return -self._detector.predict_feature_maps(features[:, :, None, None])
+
+
 def energy(logits: torch.Tensor) -> torch.Tensor:
     """Negative free energy logsumexp(logits): the confidence ReAct, ASH, SCALE, DICE put on their logits
     (= minus pytorch-ood's ``EnergyBased.score``)."""

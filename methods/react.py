@@ -19,7 +19,7 @@ from pytorch_ood.detector import ReAct as _ReAct
 
 from bench.methods.base import register
 from bench.methods.options import Options, option
-from bench.methods.features import FeatureScorer
+from bench.methods.features import FeatureMapDetector
 
 
 @dataclass(frozen=True)
@@ -29,16 +29,12 @@ class ReActConfig(Options):
 
 
 @register("react", "Post-hoc: energy of the logits of clipped penultimate activations (Sun et al. 2021; pytorch-ood)")
-class ReAct(FeatureScorer):
+class ReAct(FeatureMapDetector):
     Config = ReActConfig
 
     def fit_features(self, features, labels, state):
         d = _ReAct(None, None, percentile=self.config.percentile).fit_feature_maps(features[:, :, None, None], labels)
         return {"threshold": torch.tensor(d.threshold, dtype=torch.float64)}
 
-    def _set_state(self, state):
-        super()._set_state(state)
-        self._detector = _ReAct(None, self.head_on, threshold=float(state["threshold"]))
-
-    def confidence(self, features, logits):
-        return -self._detector.predict_feature_maps(features[:, :, None, None])
+    def build_detector(self, state):
+        return _ReAct(None, self.head_on, threshold=float(state["threshold"]))

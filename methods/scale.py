@@ -17,7 +17,7 @@ from pytorch_ood.detector import SCALE as _SCALE
 
 from bench.methods.base import register
 from bench.methods.options import Options, option
-from bench.methods.features import FeatureScorer
+from bench.methods.features import FeatureMapDetector
 
 
 @dataclass(frozen=True)
@@ -28,13 +28,9 @@ class SCALEConfig(Options):
 
 @register("scale", "Post-hoc: energy after scaling penultimate activations by exp(sum / top sum) (Xu et al. 2024; "
           "pytorch-ood)")
-class SCALE(FeatureScorer):
+class SCALE(FeatureMapDetector):
     Config = SCALEConfig
     fits_on_train = False
 
-    def _set_state(self, state):
-        super()._set_state(state)
-        self._detector = _SCALE(None, self.head_on, percentile=self.config.percentile)
-
-    def confidence(self, features, logits):
-        return -self._detector.predict_feature_maps(features[:, :, None, None])
+    def build_detector(self, state):
+        return _SCALE(None, self.head_on, percentile=self.config.percentile)
