@@ -237,7 +237,7 @@ def fitted_lenet(tiny, lenet_ctx):
 
 
 # (method, option, another value): every field of every detector's Config is listed (checked below)
-CHANGES = [("knn", "k", 5), ("vim", "dim", 10), ("react", "percentile", 0.5), ("ash", "variant", "ash-p"),
+CHANGES = [("knn", "k", 5), ("knn", "sample", 0.5), ("vim", "dim", 10), ("react", "percentile", 0.5), ("ash", "variant", "ash-p"),
            ("ash", "percentile", 0.65), ("scale", "percentile", 0.5), ("dice", "p", 0.5), ("gen", "gamma", 1.0),
            ("gen", "M", 2), ("odin", "temperature", 1.0), ("odin", "eps", 0.01)]
 
@@ -270,6 +270,23 @@ def test_training_features_are_fitted_once_per_baseline(fitted_lenet, lenet_ctx,
 
 # --- bad input ----------------------------------------------------------------------------------------------
 
+def test_knn_sample_keeps_a_seeded_subset_of_the_bank():
+    """sample = 0.5 of 4 points keeps 2 of them (which 2 follows the method's seed); the score is then the exact
+    k-NN distance against those 2 alone."""
+    train = [[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [-1.0, 0.0]]
+    m = on_features("knn", train, k=1, sample=0.5)
+    kept = m.state["train_features"]
+    assert kept.shape == (2, 2) and all(row.tolist() in train for row in kept)
+    unit = torch.nn.functional.normalize(kept, dim=1)
+    query = torch.tensor([[2.0, 0.0]])  # normalises to (1, 0)
+    expected = -(unit - torch.tensor([1.0, 0.0])).norm(dim=1).min()
+    torch.testing.assert_close(conf(m, query.tolist()), expected.reshape(1), atol=1e-5, rtol=1e-5)
+    assert torch.equal(on_features("knn", train, k=1, sample=0.5).state["train_features"], kept)  # same seed
+    assert on_features("knn", train, k=1, sample=1.0).state["train_features"].shape == (4, 2)
+    with pytest.raises(UsageError, match=r"knn.k=3 is larger than the 2 training features knn.sample=0.5 keeps of 4"):
+        on_features("knn", train, k=3, sample=0.5)
+
+
 def test_knn_k_larger_than_training_split_is_refused():
     with pytest.raises(UsageError, match=r"knn.k=5 is larger than the training split \(4 images\)"):
         on_features("knn", [[1.0, 0.0]] * 4, k=5)
@@ -278,7 +295,8 @@ def test_knn_k_larger_than_training_split_is_refused():
 
 
 @pytest.mark.parametrize(("name", "cfg", "match"), [
-    ("knn", {"k": 0}, "knn.k must be >= 1"), ("ash", {"variant": "ash-x"}, "ash.variant 'ash-x' is not one of"),
+    ("knn", {"k": 0}, "knn.k must be >= 1"), ("knn", {"sample": 0.0}, "knn.sample"),
+    ("knn", {"sample": 1.5}, "knn.sample"), ("ash", {"variant": "ash-x"}, "ash.variant 'ash-x' is not one of"),
     ("ash", {"percentile": 1.0}, "ash.percentile"), ("react", {"percentile": 0.0}, "react.percentile"),
     ("scale", {"percentile": -0.1}, "scale.percentile"), ("dice", {"p": 1.0}, "dice.p"),
     ("gen", {"gamma": 0.0}, "gen.gamma"), ("gen", {"M": 0}, "gen.M"), ("odin", {"temperature": 0.0}, "odin.temp"),
@@ -328,7 +346,9 @@ RUN = ["run", "--profile", "smoke", "--device", "cpu", "--no-progress", "--datas
 
 @pytest.mark.parametrize(("args", "msg"), [
     (["--methods", "knn", "--set", "knn.k=300"], "knn.k=300 is larger than the training split (256 images)"),
-    (["--methods", "knn", "--set", "knn.foo=1"], "unknown key knn.foo (valid: knn.k)"),
+    (["--methods", "knn", "--set", "knn.foo=1"], "unknown key knn.foo (valid: knn.k, knn.sample)"),
+    (["--methods", "knn", "--set", "knn.sample=0.01"],
+     "knn.k=50 is larger than the 3 training features knn.sample=0.01 keeps of 256"),
     (["--methods", "ash", "--set", "ash.variant=ash-q"], "ash.variant 'ash-q' is not one of ash-s, ash-p, ash-b"),
     (["--methods", "vim", "--set", "vim.dim=60"], "vim.dim=60 must be between 1 and the feature dimension - 1"),
 ])
@@ -358,7 +378,7 @@ def test_run_shares_one_feature_pass_and_records_hyperparameters(tmp_path, monke
                  "--cache-dir", str(tmp_path / "c")]) == 0
     assert passes == [128, 128]  # mnist and ood:uniform, once each, for all four methods
     hp = json.loads((run / "manifest.json").read_text())["hyperparameters"]
-    assert hp["knn"] == {"k": 7} and hp["react"] == {"percentile": 0.9} and hp["gen"] == {"gamma": 0.1, "M": 100}
+    assert hp["knn"] == {"k": 7, "sample": 1.0, "bank_used": 256} and hp["react"] == {"percentile": 0.9} and hp["gen"] == {"gamma": 0.1, "M": 100}
     with open(run / "results.csv") as f:
         rows = [r for r in csv.DictReader(f) if r["eval_set"] == "mnist"]
     acc = {r["method"]: r["value"] for r in rows if r["metric"] == "accuracy"}

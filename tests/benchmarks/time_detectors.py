@@ -54,9 +54,13 @@ def main() -> None:
     msp = ctx.fit_method("msp", cfg.backbone, 10, args.seed, train, val)  # the cached baseline (trains if absent)
     t_base = time.perf_counter() - t0
     t0 = time.perf_counter()
-    dets = [METHODS.get(n)(backbone=cfg.backbone, seed=args.seed).fit(train, val, ctx) for n in DETECTORS]
+    def make(n: str):  # with the --set options of that detector (knn.sample=..., react.percentile=...)
+        cls = METHODS.get(n)
+        return cls(cls.Config(**cfg.options_for(n)), backbone=cfg.backbone, seed=args.seed)
+
+    dets = [make(n).fit(train, val, ctx) for n in DETECTORS]
     t_fit = time.perf_counter() - t0
-    odin = METHODS.get("odin")(backbone=cfg.backbone, seed=args.seed).fit(train, val, ctx)
+    odin = make("odin").fit(train, val, ctx)
 
     def run_msp() -> None:
         for x in sets.values():
