@@ -32,10 +32,10 @@ def _per_seed(text: str) -> dict[str, list[list[tuple[Decimal, Decimal]]]]:
     return out
 
 
-def _fmt(x: Decimal | float, places: int, sign: bool = False) -> str:
+def _fmt(x: Decimal, places: int, sign: bool = False) -> str:
     """Round half up (the listed values are exact decimals, so a gain such as 9.15 must not become 9.1 through
     binary floating point)."""
-    q = Decimal(str(x)).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+    q = x.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
     return f"{q:+}" if sign else f"{q}"
 
 
@@ -44,10 +44,9 @@ def _cell(seeds: list[list[tuple[Decimal, Decimal]]], i: int) -> str:
     std = [s[i][0] for s in seeds]
     inv = [s[i][1] for s in seeds]
     gain = [b - a for a, b in zip(std, inv)]
-    mean = sum(gain) / len(gain)
-    return (f"{_fmt(sum(std) / 3, 2)} -> {_fmt(sum(inv) / 3, 2)} ({_fmt(mean, 2, sign=True)} ± "
-            f"{_fmt(statistics.stdev(float(g) for g in gain), 2)}; {_fmt(min(gain), 1, sign=True)}.."
-            f"{_fmt(max(gain), 1, sign=True)})")
+    return (f"{_fmt(statistics.mean(std), 2)} -> {_fmt(statistics.mean(inv), 2)} "
+            f"({_fmt(statistics.mean(gain), 2, sign=True)} ± {_fmt(statistics.stdev(gain), 2)}; "
+            f"{_fmt(min(gain), 1, sign=True)}..{_fmt(max(gain), 1, sign=True)})")
 
 
 def test_the_per_seed_list_has_three_seeds_of_five_sets_per_column():
