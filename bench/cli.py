@@ -217,6 +217,10 @@ def _layers(args: argparse.Namespace, run_dir: Path | None = None) -> list[dict[
 
 def _run_dir(args: argparse.Namespace) -> Path:
     if args.out is not None:
+        if args.resume and not (args.out / "manifest.json").is_file():  # never a fresh default run in its place
+            what = "does not exist" if not args.out.exists() else "holds no bench run (no manifest.json)"
+            raise UsageError(f"--resume --out {args.out}: nothing to resume, the folder {what}; drop --resume to "
+                             "start a new run there")
         return args.out
     if args.resume:
         runs = sorted(p for p in DEFAULT_RUNS.glob("*") if (p / "manifest.json").exists()) if DEFAULT_RUNS.is_dir() \

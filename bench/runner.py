@@ -128,7 +128,7 @@ class Runner:
                 if left or not all(fitted_ok(self.store, self.cache, m, unit.seed, unit.fold) for m in unit.methods):
                     units.append(unit)
             total = len(self.cell_names)
-            executor = make_executor(self.job(), len(units))
+            executor = self.make_executor(len(units))
             try:
                 executor.run(units, local, bars, total, out.cells_skipped, lambda r: self._collect(out, r))
             finally:
@@ -145,6 +145,10 @@ class Runner:
 
     def plan(self) -> list[Unit]:
         return plan_units(self.cfg, self.methods)
+
+    def make_executor(self, n_units: int):
+        """Where the units run (``--executor`` / ``--jobs``; a run of user models overrides it)."""
+        return make_executor(self.job(), n_units)
 
     def make_worker(self, bars: Bars) -> UnitWorker:
         """The in-process worker (a run of user models makes its own, bench/user_run.py)."""

@@ -64,6 +64,13 @@ def run_score(args: argparse.Namespace, out: Console, err: Console) -> int:
     from bench.scoring import check_sets, labelled, rows_for, unlabelled
     from bench.table import summary_tables
 
+    from bench.store import check_name, check_new_out
+
+    if args.out is not None:  # before reading anything: a user's folder is never written over
+        check_new_out(args.out)
+    if args.method is not None:
+        check_name(args.method, "--method")
+    check_name(args.model_name, "--model-name")
     oods = _ood_args(args.ood)
     main = read_npz(args.file, labelled=True)
     sets = [labelled(args.name, main["outputs"], main["labels"], main["kind"], main["confidence"])]
@@ -95,9 +102,10 @@ def write_run(run_dir: Path, sets: list, rows: list[dict[str, Any]], method: str
     from bench.provenance import git_sha, versions
     from bench.store import RunStore, cell_key
 
+    from bench.store import check_new_out
+
+    check_new_out(run_dir)
     store = RunStore(run_dir)
-    if store.has_results() or (run_dir / "manifest.json").exists():
-        raise UsageError(f"{run_dir} already holds a run; choose another --out")
     store.ensure_writable()
     names = [s.name for s in sets]
     store.write_manifest({

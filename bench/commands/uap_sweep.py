@@ -123,7 +123,7 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
     from bench.methods import METHODS
     from bench.methods.base import FitContext
     from bench.provenance import versions
-    from bench.store import RunStore, cell_key
+    from bench.store import RunStore, cell_key, check_new_out
     from bench.utils import resolve_device, to_jsonable
 
     methods = METHODS.expand(_split_names(args.methods))
@@ -135,8 +135,7 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
     cfg = config_from_flags(args)
     device = resolve_device(cfg.device)
     store = RunStore(args.out or Path("results/runs") / time.strftime("uap-sweep-%Y%m%d-%H%M%S"))
-    if store.has_results():
-        raise UsageError(f"{store.dir} already holds results; choose another --out")
+    check_new_out(store.dir)  # never over a user's results.csv, manifest.json or plot
     store.ensure_writable()
     store.write_manifest({"run_id": store.run_id, "kind": "uap-sweep", "config": to_jsonable(cfg),
                           "uap_sweep": {"methods": methods, "algos": algos, "sets": [s[0] for s in sets],
