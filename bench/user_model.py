@@ -197,6 +197,7 @@ class UserModel(nn.Module):
                 raise UsageError(f"model {self.name} returns {out.shape[1]} logits per image but {data} has "
                                  f"{num_classes} classes; its last layer must have {num_classes} outputs")
             self.num_classes = int(out.shape[1])
+            self.input_shape = tuple(int(d) for d in x.shape[1:])  # what feature probes feed it
             if not self.feature_problem:
                 self._check_features(x, out.float())
 

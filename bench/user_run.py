@@ -175,8 +175,8 @@ class UserRunner(Runner):
                 for ds in [*self.datasets, COST_SET]]
 
     def make_worker(self, bars: Bars) -> UnitWorker:
-        return UserModelWorker(self.cfg, self.store.dir, self.cache, self.device, self.datasets, bars=bars,
-                               models=self.models)
+        return UserModelWorker(self.cfg, self.store.dir, self.cache, self.device, self.datasets, source=self.source,
+                               bars=bars, models=self.models)
 
     def _collect(self, out: RunOutcome, result) -> None:
         result.checkpoints = []  # nothing of a user model is in bench's checkpoint cache
@@ -229,7 +229,6 @@ def prepare(model: nn.Module | Sequence[nn.Module], *, methods: str | Sequence[s
     ``layers`` (the CLI's profile/flags/--set) replaces profile, options, methods, datasets, seed and device."""
     from bench.config import load_profile, resolve
     from bench.datasets import evalsets
-    from bench.datasets.mnist import load_embedded
     from bench.methods import METHODS
     from bench.utils import resolve_device
 
@@ -257,22 +256,21 @@ def prepare(model: nn.Module | Sequence[nn.Module], *, methods: str | Sequence[s
     cfg = resolve(layers, {n: METHODS.get(n).Config for n in METHODS.names()})
     if cfg.executor.kind != "local" or cfg.executor.jobs not in (0, 1):
         raise UsageError("models you bring are scored in this process; drop --jobs / --executor")
-    from bench.datasets.user_data import activate
+    from bench.datasets.source import resolve as resolve_source
+    from bench.datasets.source import run_sets
 
-    own = activate(cfg)  # the user's --data (None: MNIST), its test part registered as an eval set
+    source = resolve_source(cfg)  # the user's --data, else MNIST
     if cfg.datasets:
-        evalsets.expand(list(cfg.datasets))  # an unknown set fails here, before the models run
+        evalsets.expand(list(cfg.datasets), run_sets(source, cfg.ood))  # an unknown set fails before the models run
     dev = resolve_device(cfg.device)
     adapted: list[UserModel] = []
     try:  # a failed check takes the hooks off the user's modules again
         for m, n in zip(raw, model_names):
             adapted.append(UserModel(m, n, feature_layer))
-        test = own.test if own is not None else load_embedded(data, "test")
-        probe = test.images[:PROBE_IMAGES].float().div(255.0).to(dev)
+        probe = source.part("test").images[:PROBE_IMAGES].float().div(255.0).to(dev)
         for a in adapted:
             a.to(dev)
-            a.probe(probe, own.spec.num_classes if own is not None else DATA_CLASSES[data],
-                    own.spec.name if own is not None else data)
+            a.probe(probe, source.num_classes, source.name)
         check_methods(method_names, adapted)
     except BaseException:
         for a in adapted:
