@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from bench import executors
-from bench.cli import _jobs
+from bench.commands.args import jobs as _jobs
 from bench.config import ExecutorConfig, RunConfig
 from bench.executors import auto_jobs  # the real rule (conftest keeps in-process test grids in one process)
 

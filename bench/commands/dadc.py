@@ -10,6 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from bench.commands.args import add_device
 from bench.errors import UsageError
 from bench.utils import resolve_device
 
@@ -25,13 +26,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--lr", type=float, help="learning rate (default: the run's x 0.1)")
     r.add_argument("--human-fraction", type=float, default=0.05,
                    help="oversample the collected examples to at least this share of each epoch (default 0.05)")
-    r.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto (default cpu)")
+    add_device(r)
     r.set_defaults(handler=run_retrain)
     t = dsub.add_parser("rounds", help="table of rounds: accuracy on MNIST test and on the collected examples")
     t.add_argument("--run", type=Path, required=True, help="the run served with bench serve")
     t.add_argument("--method", help="only this method")
     t.add_argument("--max-eval", type=int, default=0, help="MNIST test images to score (default all 10k)")
-    t.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto (default cpu)")
+    add_device(t)
     t.set_defaults(handler=run_rounds)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from bench.commands.args import add_device
 from bench.errors import UsageError
 
 # bench.gallery.SECTIONS, repeated here so that building the parser does not import torch (a test checks they agree)
@@ -14,7 +15,7 @@ SECTIONS = ("samples", "attacks", "targeted", "uap", "fooling", "trustgan", "dad
 
 
 def _names(text: str | None, flag: str) -> tuple[str, ...]:
-    from bench.cli import _split_sets  # eval-set names carry commas (uap:xi=0.2,p=inf): the run's own splitter
+    from bench.commands.args import split_sets as _split_sets  # eval-set names carry commas (uap:xi=0.2,p=inf): the run's own splitter
 
     if text is None:
         return ()
@@ -43,7 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--judge", default="", metavar="METHOD",
                    help="a method of the run whose network labels the other networks' targeted results")
     p.add_argument("--judge-images", type=int, default=50, help="test images for the judge's count (default 50)")
-    p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    add_device(p)
     p.set_defaults(handler=run)
 
 

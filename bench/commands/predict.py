@@ -14,6 +14,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from bench.commands.args import add_device
 from bench.errors import DataError, UsageError
 from bench.utils import atomic_write_text, resolve_device
 
@@ -29,7 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fold", type=int, default=0, help="which fold's model (default 0)")
     p.add_argument("--invert", action="store_true", help="invert grey levels (dark digits on a light background)")
     p.add_argument("--csv", type=Path, help="also write the predictions to this CSV file")
-    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto (default cpu)")
+    add_device(p)
     p.set_defaults(handler=run_predict)
 
 

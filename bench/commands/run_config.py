@@ -12,9 +12,11 @@ if TYPE_CHECKING:
 
 
 def add_config_flags(p: argparse.ArgumentParser, cache_help: str = "checkpoint cache (default results/cache)") -> None:
-    p.add_argument("--profile", default="quick", help="training recipe and split: smoke | quick | paper")
+    from bench.commands.args import add_device, profile_help
+
+    p.add_argument("--profile", default="quick", help=f"training recipe and split: {profile_help()}")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
-    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    add_device(p, default=None)
     p.add_argument("--cache-dir", help=cache_help)
 
 

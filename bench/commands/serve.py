@@ -10,6 +10,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from bench.commands.args import add_device
 from bench.errors import UsageError
 from bench.utils import resolve_device
 
@@ -20,7 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=7860, help="port on 127.0.0.1 (default 7860)")
     p.add_argument("--round", default="latest", help="dadc round to serve: latest (default) | 0 (the run's own) | N")
     p.add_argument("--seed", type=int, help="which seed's models (default: the smallest fitted)")
-    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto (default cpu)")
+    add_device(p)
     p.set_defaults(handler=run_serve)
 
 

@@ -103,7 +103,7 @@ def matrix_table(rows: list[dict], eps: float, attack: str) -> Table:
 
 def run(args: argparse.Namespace, out: Console, err: Console) -> int:
     from bench.cache import CheckpointCache
-    from bench.cli import _split_names
+    from bench.commands.args import split_names as _split_names
     from bench.datasets.mnist import load_embedded
     from bench.datasets.splits import SplitSpec, split
     from bench.methods.backbones import BACKBONES

@@ -114,7 +114,7 @@ def table(rows: list[dict], methods: list[str], algos: list[str]) -> Table:
 
 def run(args: argparse.Namespace, out: Console, err: Console) -> int:
     from bench.cache import CheckpointCache
-    from bench.cli import _split_names
+    from bench.commands.args import split_names as _split_names
     from bench.datasets import evalsets
     from bench.datasets.evalsets import EvalContext
     from bench.datasets.mnist import load_embedded
