@@ -10,6 +10,7 @@ class Bars:
     """``add(label, total) -> task``, ``advance(task)``, ``remove(task)``; used as a context manager."""
 
     def __init__(self, console: Console, enabled: bool = True):
+        self.console = console
         self._progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True,

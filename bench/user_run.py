@@ -300,8 +300,9 @@ def evaluate(model: nn.Module | Sequence[nn.Module], *, methods: str | Sequence[
 
     ``model``: an ``nn.Module`` mapping images in [0, 1], (N, C, H, W), to logits (N, K), or a list of them (several
     models: rows for each; ``methods`` containing ``ensemble``: also one ensemble of them). ``methods``: names or
-    wildcards of methods that only read a trained classifier (msp, energy, maxlogit, entropy, temperature,
-    mcdropout, trustscore, confidnet, ensemble). ``datasets``: eval sets as for ``bench run --datasets`` (None: MNIST
+    wildcards of methods that only read a trained classifier: every registered method whose training is the shared
+    or a frozen baseline (``bench.user_run.supports``; the post-hoc scorers and detectors, mcdropout, trust score,
+    ConfidNet's head, ensemble). ``datasets``: eval sets as for ``bench run --datasets`` (None: MNIST
     test plus the offline OOD sets). ``data``: "mnist", or your own labelled dataset as "NAME=PATH" (an .npz, IDX
     files IMAGES,LABELS or a folder of class subfolders; docs/your-data.md), whose test part is then the eval set
     NAME and whose training part fits temperature, trust score and ConfidNet's head. ``out``: also keep the run directory there (for ``bench report``/``compare``).

@@ -194,8 +194,9 @@ class UnitWorker:
         """The fitted method and its cache key (checkpoint cache hit, or fit and store)."""
         config = METHODS.get(method).Config(**self.cfg.options_for(method))
         writer = self._writer(method, seed, spec.fold) if self.tensorboard else None
+        loggers = [f for f in (_scalar_logger(writer) if writer else None, _epoch_lines(self.bars.console)) if f]
         ctx = FitContext(device=self.device, recipe=self.cfg.train, split_id=spec.split_id, cache=self.cache,
-                         progress=self.bars, on_epoch=_scalar_logger(writer) if writer else None)
+                         progress=self.bars, on_epoch=_both(loggers) if loggers else None)
         try:
             m = ctx.fit_method(method, self.cfg.backbone, self.source.num_classes, seed,
                                *split(self._train_full, spec), config=config)
@@ -219,3 +220,27 @@ def _scalar_logger(writer):
         writer.flush()
 
     return log
+
+
+def _epoch_lines(console: Console):
+    """Where progress bars cannot draw (stderr is a log file or a pipe, as in CI), one line per training epoch, so
+    that a long training is not minutes of silence; None on a terminal (the bars show it there)."""
+    if console.is_terminal:
+        return None
+
+    def log(label: str, epoch: int, scalars: dict[str, float]) -> None:
+        val = "".join(f", {k} {v:.4g}" for k, v in scalars.items() if k.startswith("val_"))
+        console.print(f"train {label} epoch {epoch}: loss {scalars['loss']:.4f}{val} "
+                      f"({scalars.get('epoch_seconds', float('nan')):.1f} s)", highlight=False, soft_wrap=True,
+                      markup=False)
+
+    return log
+
+
+def _both(loggers: list):
+    def log(label: str, epoch: int, scalars: dict[str, float]) -> None:
+        for f in loggers:
+            f(label, epoch, scalars)
+
+    return log
+

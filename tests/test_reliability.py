@@ -292,3 +292,12 @@ def test_not_a_terminal_gets_one_line_per_finished_cell(reference):
     assert len(lines) == 12, err  # 2 methods x 2 seeds x (mnist, ood:uniform, cost)
     assert lines[0].startswith("cell 1/12 done: msp seed 0 fold 0 ") and lines[-1].startswith("cell 12/12 done: ")
 
+
+
+def test_not_a_terminal_gets_one_line_per_training_epoch(reference):
+    """A log file or CI sees training as it goes (issue 35 item 3): one line per epoch with the loss and seconds."""
+    err = reference[2]
+    lines = [ln for ln in err.splitlines() if ln.startswith("train ")]
+    # smoke: 1 epoch; one baseline per seed (msp and energy share it)
+    assert [ln.split(":")[0] for ln in lines] == ["train lenet seed 0 epoch 1", "train lenet seed 1 epoch 1"], err
+    assert all(re.search(r"loss \d+\.\d{4}, val_accuracy [\d.]+ \(\d+\.\d s\)$", ln) for ln in lines), lines
