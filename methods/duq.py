@@ -78,16 +78,6 @@ class DUQModel(nn.Module):
         self.m.mul_(gamma).add_((1 - gamma) * torch.einsum("nec,nc->ec", z, y1h))
 
 
-def kernel_bce(log_k: torch.Tensor, y1h: torch.Tensor) -> torch.Tensor:
-    """Mean binary cross-entropy of the kernels K = exp(log_k) against one-hot labels, from log K: the value of
-    F.binary_cross_entropy(K, y) (logs clamped at -100 as there), but an exact gradient where K < 1e-12, which
-    F.binary_cross_entropy's backward cuts off (it divides by max(K (1 - K), 1e-12)). At the reference's start
-    every kernel is ~exp(-50), so with that cut-off no gradient flows until the EMA centroids have drifted to the
-    embeddings (thousands of steps in the reference's 30 epochs)."""
-    log_1mk = torch.log(-torch.expm1(log_k.clamp(max=-1e-12)))  # log(1 - K), finite as K -> 1
-    return -(y1h * log_k.clamp(min=-100) + (1 - y1h) * log_1mk.clamp(min=-100)).mean()
-
-
 def gradient_penalty(kernels: torch.Tensor, x: torch.Tensor, scale: float, squared: bool) -> torch.Tensor:
     """Mean two-sided penalty on the input gradient of sum_c K_c (``x`` must require grad), differentiable in the
     weights. ``scale`` converts pixel gradients to gradients w.r.t. the normalised input."""
@@ -124,9 +114,10 @@ class DUQ(ConfidenceMethod):
         def step(x: torch.Tensor, y: torch.Tensor, epoch: int) -> dict[str, torch.Tensor]:
             y1h = F.one_hot(y, self.num_classes).float()
             x = x.requires_grad_(cfg.lam > 0)
-            log_k = model(x)
-            kernels = log_k.exp()
-            bce = kernel_bce(log_k, y1h)
+            kernels = model(x).exp()
+            # as the reference: its backward divides by max(K (1 - K), 1e-12), so while every kernel is ~exp(-50)
+            # (the random start) almost no gradient flows until the EMA centroids have reached the embeddings
+            bce = F.binary_cross_entropy(kernels, y1h)
             gp = gradient_penalty(kernels, x, scale, cfg.penalty == "squared") if cfg.lam > 0 else bce.new_zeros(())
             loss = stepper(bce + cfg.lam * gp)
             with eval_mode(model):  # centroids from the updated weights, dropout off, as the reference
