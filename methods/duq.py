@@ -50,7 +50,7 @@ class DUQConfig(Options):
 
 
 class DUQModel(nn.Module):
-    """Backbone features -> per-class embeddings -> log RBF kernel to EMA centroids. ``forward`` returns log K (N, C)."""
+    """Backbone features -> per-class embeddings -> log RBF kernels to the EMA centroids; ``forward`` gives log K."""
 
     def __init__(self, backbone: nn.Module, num_classes: int, embedding: int, length_scale: float):
         super().__init__()
@@ -92,7 +92,7 @@ def gradient_penalty(kernels: torch.Tensor, x: torch.Tensor, scale: float, squar
 class DUQ(ConfidenceMethod):
     Config = DUQConfig
     training = Training.OWN
-    grid_weight = 3.0  # scheduling hint, in baseline trainings: double backprop of the penalty on every batch
+    grid_weight = 3.4  # scheduling hint, in baseline trainings: the penalty's double backprop (smoke run, docs)
     # the contract's tiny fit is 32 steps of Adam; DUQ's centroids are an EMA with gamma 0.999 (a ~1000-step time
     # constant) and every kernel starts near exp(-50), where the reference's BCE passes almost no gradient, so that
     # fit is still untrained (kernels ~4e-20, accuracy near chance). Seeded, hence strict: noticed if it changes.
