@@ -12,6 +12,8 @@ from bench.methods import ensemble  # noqa: F401
 from bench.methods import trustgan  # noqa: F401  (also registers the trustgan-net backbone)
 from bench.methods import oodgan, missingfeature  # noqa: F401
 from bench.methods import advtrain, cure, distill  # noqa: F401
+from bench.methods import logitnorm, edl, duq  # noqa: F401  (single-pass training methods)
+from bench.methods import sn_nets, ddu  # noqa: F401  (sn_nets registers the sn-resnet backbone DDU trains)
 from bench.methods import mahalanobis, rmd, knn, odin, vim, react, ash, gen, dice, scale  # noqa: F401  (detectors)
 from bench.methods.registry import BACKBONES, METHODS
 

@@ -66,7 +66,8 @@ def test_every_method_module_registers_something():
 
     import bench.methods as pkg
 
-    infra = {"__init__", "base", "registry", "training", "options", "backbones", "attacks", "trustgan_nets", "features"}
+    infra = {"__init__", "base", "registry", "training", "options", "backbones", "attacks", "trustgan_nets", "features",
+             "sn_nets"}
     files = {p.stem for p in pathlib.Path(pkg.__file__).parent.glob("*.py")} - infra
     registered = {METHODS.get(n).__module__.rsplit(".", 1)[-1] for n in METHODS.names()}
     assert files <= registered, f"method files that register nothing (or are not imported): {files - registered}"
