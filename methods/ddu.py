@@ -39,7 +39,6 @@ JITTERS = [0.0] + [10.0 ** e for e in range(-12, 1)]
 
 @dataclass(frozen=True)
 class DDUConfig(Options):
-    section = "ddu"
     score: str = option("density", one_of=SCORES)  # confidence: GDA log-density (OOD) or softmax MCP (errors)
     net: str = "sn-resnet"  # the backbone trained with CE; "" = the run's --backbone
 
@@ -95,7 +94,7 @@ class DDU(ConfidenceMethod):
         return ConfidenceMethod.cache_key(keyed, ctx)
 
     def build_model(self) -> nn.Module:
-        return create_backbone(self.net, self.num_classes)
+        return create_backbone(self.net, self.num_classes, shape=self.shape)
 
     def _fit(self, train: ImageSet, val: ImageSet, ctx: FitContext) -> None:
         model, log, self.baseline_key = ctx.train_baseline(self.net, self.num_classes, self.seed, train, val)

@@ -40,7 +40,6 @@ INITIAL_COUNT = 12.0  # the reference's starting N_c (and scale of the random st
 
 @dataclass(frozen=True)
 class DUQConfig(Options):
-    section = "duq"
     length_scale: float = option(0.1, gt=0)  # sigma of the RBF kernel (paper, FashionMNIST)
     gamma: float = option(0.999, gt=0, lt=1)  # EMA rate of the centroids
     lam: float = option(0.05, ge=0)  # weight of the gradient penalty (0 = off)
@@ -103,8 +102,8 @@ class DUQ(ConfidenceMethod):
 
     def build_model(self) -> nn.Module:
         cfg = self.config
-        return DUQModel(create_backbone(self.backbone, self.num_classes), self.num_classes, cfg.embedding,
-                        cfg.length_scale)
+        return DUQModel(create_backbone(self.backbone, self.num_classes, shape=self.shape), self.num_classes,
+                        cfg.embedding, cfg.length_scale)
 
     def _fit(self, train: ImageSet, val: ImageSet, ctx: FitContext) -> None:
         cfg = self.config

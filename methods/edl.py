@@ -35,7 +35,6 @@ SCORES = ("uncertainty", "max_prob")
 
 @dataclass(frozen=True)
 class EDLConfig(Options):
-    section = "edl"
     evidence: str = option("relu", one_of=EVIDENCE)  # z -> evidence >= 0 (paper: ReLU)
     kl_epochs: int = option(10, ge=1)  # lambda_t = min(1, t / kl_epochs) (paper: 10)
     score: str = option("uncertainty", one_of=SCORES)  # confidence: 1 - K/S, or max expected probability

@@ -26,7 +26,6 @@ NORM_EPS = 1e-7  # keeps the division finite for an all-zero logit vector (refer
 
 @dataclass(frozen=True)
 class LogitNormConfig(Options):
-    section = "logitnorm"
     tau: float = option(0.04, gt=0)  # temperature of the normalised logits (paper, CIFAR-10)
     epochs: int = option(0, ge=0)  # 0 = the run's train.epochs
 
