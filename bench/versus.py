@@ -95,8 +95,8 @@ def versus(runs: RunSet, baseline: str, methods: list[str], n_boot: int = 2000, 
             continue
         shares = _shares_network(m)
         if not shares:
-            out.skipped[m] = ("trains or reads a network of its own: compare it across seeds (the † marks)" if shares
-                              is False else "unknown to the registry, so it is not known to share the baseline network")
+            out.skipped[m] = ("trains or reads a network of its own; compare it across seeds (the † marks)" if shares
+                              is False else "unknown to the registry, so not known to share the baseline's network")
             continue
         compared.append(m)
 
@@ -184,12 +184,12 @@ def to_markdown(v: Versus) -> str:
             out.append(f"| {r.method} | {_fmt(r.result.diff)} | {ci} | {_p(r.result.p)} | {_p(r.p_holm)} | "
                        f"{r.result.test} | {r.seeds} |")
         out.append("")
-        out.append(f"{count}. Δ = method − {v.baseline}, mean over seeds of the per-seed AUROC differences on the same "
+        out.append(f"*{count}. Δ = method − {v.baseline}, mean over seeds of the per-seed AUROC differences on the same "
                    f"images; CI and p from z = Σ Δ_seed / √(Σ SE_seed²) (DeLong per seed, or a paired bootstrap of "
                    f"{v.n_boot:,} image resamples where the two methods err on different images); p-values "
                    f"Holm-corrected over the methods of the table. Conditional on the trained networks: seed-to-seed "
-                   f"training noise is not in the interval (docs/statistics.md).\n")
+                   f"training noise is not in the interval (docs/statistics.md).*\n")
     if v.skipped:
-        out.append("Not compared with " + v.baseline + ": " + "; ".join(f"{m} ({why})" for m, why in
-                                                                       v.skipped.items()) + ".\n")
+        out.append(f"Not compared with {v.baseline}: " + "; ".join(f"{m}: {why}" for m, why in v.skipped.items())
+                   + ".\n")
     return "\n".join(out)
