@@ -122,21 +122,24 @@ def versus(runs: RunSet, baseline: str, methods: list[str], n_boot: int = 2000, 
                 where = f"{m} vs {baseline} seed {s} fold {f} {ds}"
                 a_id, b_id = _load(runs, m, s, f, id_set), _load(runs, baseline, s, f, id_set)
                 _same_images(a_id, b_id, where)
-                if kind == "id":
-                    y = a_id["labels"]
-                    right_a = a_id["probs"].argmax(axis=1) == y
-                    right_b = b_id["probs"].argmax(axis=1) == y
-                    # each (method, seed, set) gets its own bootstrap stream, reproducible from --seed alone
-                    per_seed.append(misclassification_difference(
-                        a_id["confidence"], right_a, b_id["confidence"], right_b, n_boot,
-                        seed=hash_seed(seed, m, s, f, ds)))
-                    images = y.size
-                else:
-                    a_ood, b_ood = _load(runs, m, s, f, ds), _load(runs, baseline, s, f, ds)
-                    _same_images(a_ood, b_ood, where)
-                    per_seed.append(ood_difference(a_id["confidence"], a_ood["confidence"],
-                                                   b_id["confidence"], b_ood["confidence"]))
-                    images = a_ood["labels"].size
+                try:
+                    if kind == "id":
+                        y = a_id["labels"]
+                        right_a = a_id["probs"].argmax(axis=1) == y
+                        right_b = b_id["probs"].argmax(axis=1) == y
+                        # each (method, seed, set) gets its own bootstrap stream, reproducible from --seed alone
+                        per_seed.append(misclassification_difference(
+                            a_id["confidence"], right_a, b_id["confidence"], right_b, n_boot,
+                            seed=hash_seed(seed, m, s, f, ds)))
+                        images = y.size
+                    else:
+                        a_ood, b_ood = _load(runs, m, s, f, ds), _load(runs, baseline, s, f, ds)
+                        _same_images(a_ood, b_ood, where)
+                        per_seed.append(ood_difference(a_id["confidence"], a_ood["confidence"],
+                                                       b_id["confidence"], b_ood["confidence"]))
+                        images = a_ood["labels"].size
+                except ValueError as e:  # e.g. a set without errors: the AUROC itself is undefined
+                    raise UsageError(f"--versus: {where}: {e}") from None
                 errors[(s, f)] = int((b_id["probs"].argmax(axis=1) != b_id["labels"]).sum())
                 id_images = b_id["labels"].size
             if per_seed:
@@ -181,14 +184,16 @@ def to_markdown(v: Versus) -> str:
         out.append("|:--|--:|:--|--:|--:|:--|--:|")
         for r in t.rows:
             ci = f"[{_fmt(r.result.ci_low)}, {_fmt(r.result.ci_high)}]"
-            out.append(f"| {r.method} | {_fmt(r.result.diff)} | {ci} | {_p(r.result.p)} | {_p(r.p_holm)} | "
-                       f"{r.result.test} | {r.seeds} |")
+            d = _fmt(r.result.diff)
+            d = f"**{d}**" if r.p_holm < v.alpha else d
+            out.append(f"| {r.method} | {d} | {ci} | {_p(r.result.p)} | {_p(r.p_holm)} | {r.result.test} | {r.seeds} |")
         out.append("")
-        out.append(f"*{count}. Δ = method − {v.baseline}, mean over seeds of the per-seed AUROC differences on the same "
-                   f"images; CI and p from z = Σ Δ_seed / √(Σ SE_seed²) (DeLong per seed, or a paired bootstrap of "
-                   f"{v.n_boot:,} image resamples where the two methods err on different images); p-values "
-                   f"Holm-corrected over the methods of the table. Conditional on the trained networks: seed-to-seed "
-                   f"training noise is not in the interval (docs/statistics.md).*\n")
+        out.append(f"*{count}. Δ = method − {v.baseline}, mean over seeds of the per-seed AUROC differences on "
+                   "the same images; CI and p from z = Σ Δ_seed / √(Σ SE_seed²) (DeLong per seed, or a paired "
+                   f"bootstrap of {v.n_boot:,} image resamples where the two methods err on different images); "
+                   f"p-values Holm-corrected over the methods of the table; bold: Holm p < {v.alpha:g}. Conditional "
+                   "on the trained networks: seed-to-seed training noise is not in the interval "
+                   "(docs/statistics.md).*\n")
     if v.skipped:
         out.append(f"Not compared with {v.baseline}: " + "; ".join(f"{m}: {why}" for m, why in v.skipped.items())
                    + ".\n")

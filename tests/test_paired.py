@@ -372,7 +372,7 @@ def test_cli_versus_markdown_and_default_unchanged(tmp_path, capsys):
     extra = out[len(plain):]
     assert "### Versus msp: misclassification AUROC on mnist" in extra
     assert "### Versus msp: OOD AUROC, fashion" in extra
-    assert "| energy |" in extra and "| mcdropout |" in extra and "trustgan: trains" in extra
+    assert "| energy | **" in extra and "| mcdropout |" in extra and "trustgan: trains" in extra  # bold: Holm p < 0.05
     assert "400 images per seed" in extra and "400 in-distribution and 300 OOD images per seed" in extra
 
 
