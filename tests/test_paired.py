@@ -275,11 +275,11 @@ def _softmax(logits):
     return e / e.sum(axis=1, keepdims=True)
 
 
-def write_versus_run(root, seeds=(0, 1, 2), n_id=400, n_ood=300, shuffle_method=None):
+def write_versus_run(root, seeds=(0, 1, 2), n_id=400, n_ood=300, shuffle_method=None, perfect=False):
     """A finished run of msp, energy (same network, same predictions, another confidence), mcdropout (same network,
     predictions moved by its dropout, so it errs on other images) and trustgan (a network of its own), with rows
     computed from the saved predictions as ``bench run`` does. ``shuffle_method`` saves that method's ID labels in
-    another order."""
+    another order; ``perfect`` makes the shared network right on every image."""
     from _runs import manifest
 
     from bench.metrics import classification_metrics, ood_metrics
@@ -294,6 +294,8 @@ def write_versus_run(root, seeds=(0, 1, 2), n_id=400, n_ood=300, shuffle_method=
         y = rng.integers(0, 10, n_id)
         logits_id = rng.normal(size=(n_id, 10)) * 1.5
         logits_id[np.arange(n_id), y] += 3.0  # about 85% right
+        if perfect:
+            y = logits_id.argmax(axis=1)
         logits_ood = rng.normal(size=(n_ood, 10)) * 1.5
         for m in methods:
             li, lo = logits_id.copy(), logits_ood.copy()
@@ -372,7 +374,8 @@ def test_cli_versus_markdown_and_default_unchanged(tmp_path, capsys):
     extra = out[len(plain):]
     assert "### Versus msp: misclassification AUROC on mnist" in extra
     assert "### Versus msp: OOD AUROC, fashion" in extra
-    assert "| energy | **" in extra and "| mcdropout |" in extra and "trustgan: trains" in extra  # bold: Holm p < 0.05
+    assert "| energy | **" in extra  # bold: Holm p < 0.05
+    assert "| mcdropout |" in extra and "trustgan: trains" in extra
     assert "400 images per seed" in extra and "400 in-distribution and 300 OOD images per seed" in extra
 
 
@@ -382,11 +385,14 @@ def test_cli_versus_markdown_and_default_unchanged(tmp_path, capsys):
     ("plain", ["--versus", "trustgan"], "must score the run's shared baseline"),
     ("plain", ["--versus", "nosuch"], "not in these runs"),
     ("plain", ["--versus", "msp", "--format", "latex"], "Markdown only"),
+    ("perfect", ["--versus", "msp"], "energy vs msp seed 0 fold 0 mnist: delong: need at least 2 positives and 2 "
+                                     "negatives, got 400 and 0"),
 ])
 def test_cli_versus_refusals_are_one_line(tmp_path, capsys, make, args, message):
     from bench.cli import main
 
-    run = write_versus_run(tmp_path, shuffle_method="energy" if make == "shuffled" else None)
+    run = write_versus_run(tmp_path, shuffle_method="energy" if make == "shuffled" else None,
+                           perfect=make == "perfect")
     if make == "missing":
         (run / "predictions" / "energy__seed1__fold0__mnist.npz").unlink()
     assert main(["report", str(run), *args]) != 0
