@@ -59,14 +59,18 @@ def _load(runs: RunSet, method: str, seed: int, fold: int, eval_set: str) -> dic
         return {k: z[k] for k in ("probs", "confidence", "labels")}
 
 
-def _shares_network(method: str) -> bool | None:
-    """True when the registry says the method scores the run's baseline network; None when it does not know it."""
+def _training(method: str) -> str | None:
+    """How the registry says the method gets its network (methods.base.Training value); None when it does not
+    know the method (a user's model)."""
     from bench.methods import METHODS
-    from bench.methods.base import Training
 
-    if method not in METHODS:
-        return None
-    return METHODS.get(method).training is Training.SHARED_BASELINE
+    return METHODS.get(method).training.value if method in METHODS else None
+
+
+# why a method is not compared, by its Training value (anything but the shared baseline)
+NOT_SHARED = {"own": "trains a network of its own",
+              "frozen-baseline": "trains a part of its own (head, members) on the frozen baseline",
+              None: "unknown to the registry, so not known to score the baseline's network"}
 
 
 def _same_images(a: dict[str, np.ndarray], b: dict[str, np.ndarray], where: str) -> None:
@@ -81,7 +85,7 @@ def versus(runs: RunSet, baseline: str, methods: list[str], n_boot: int = 2000, 
     rows = runs.rows
     if baseline not in set(rows["method"]):
         raise UsageError(f"--versus {baseline}: the baseline is not in these runs")
-    if _shares_network(baseline) is not True:
+    if _training(baseline) != "shared-baseline":
         raise UsageError(f"--versus {baseline}: the baseline must score the run's shared baseline network (e.g. msp)")
     id_sets = sorted(rows.loc[rows["shift"].isin(["none", ""]), "eval_set"].unique())
     if len(id_sets) != 1:
@@ -93,10 +97,9 @@ def versus(runs: RunSet, baseline: str, methods: list[str], n_boot: int = 2000, 
     for m in methods:
         if m == baseline:
             continue
-        shares = _shares_network(m)
-        if not shares:
-            out.skipped[m] = ("trains or reads a network of its own; compare it across seeds (the † marks)" if shares
-                              is False else "unknown to the registry, so not known to share the baseline's network")
+        how = _training(m)
+        if how != "shared-baseline":
+            out.skipped[m] = NOT_SHARED.get(how, f"training {how!r}") + "; compare it across seeds (the † marks)"
             continue
         compared.append(m)
 

@@ -337,6 +337,11 @@ def test_versus_matches_the_functions_on_the_saved_predictions(tmp_path):
     runs = load_runs([run])
     v = versus(runs, "msp", ["msp", "energy", "mcdropout", "trustgan"], n_boot=300, seed=0)
     assert set(v.skipped) == {"trustgan"}  # trains its own network
+    more = versus(runs, "msp", ["confidnet", "my-model", "energy"], n_boot=50, seed=0).skipped
+    assert more == {"confidnet": "trains a part of its own (head, members) on the frozen baseline; compare it across "
+                                 "seeds (the † marks)",
+                    "my-model": "unknown to the registry, so not known to score the baseline's network; compare it "
+                                "across seeds (the † marks)"}
     by = {(t.eval_set, r.method): r for t in v.tables for r in t.rows}
     assert set(by) == {(ds, m) for ds in ("mnist", "ood:fashion") for m in ("energy", "mcdropout")}
     # the pooled difference is the mean of the leaderboard's own per-seed AUROC rows
@@ -375,7 +380,7 @@ def test_cli_versus_markdown_and_default_unchanged(tmp_path, capsys):
     assert "### Versus msp: misclassification AUROC on mnist" in extra
     assert "### Versus msp: OOD AUROC, fashion" in extra
     assert "| energy | **" in extra  # bold: Holm p < 0.05
-    assert "| mcdropout |" in extra and "trustgan: trains" in extra
+    assert "| mcdropout |" in extra and "trustgan: trains a network of its own; compare it across seeds" in extra
     assert "400 images per seed" in extra and "400 in-distribution and 300 OOD images per seed" in extra
 
 
