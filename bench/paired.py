@@ -149,13 +149,32 @@ def paired_bootstrap(stat: Callable[[np.ndarray], np.ndarray], strata, n_boot: i
     return Paired(observed, se, z, p, float(lo), float(hi), "bootstrap", n_pos, n_neg)
 
 
-def _auroc_rows(scores: np.ndarray, pos: np.ndarray) -> np.ndarray:
-    """AUROC (percent) of each row of (k, n) scores with (k, n) bool positives: Mann-Whitney U with midranks."""
-    ranks = rankdata(scores, axis=1)
-    m = pos.sum(axis=1).astype(np.float64)
-    n = pos.shape[1] - m
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return 100.0 * ((ranks * pos).sum(axis=1) - m * (m + 1) / 2.0) / (m * n)
+class _AurocOnResamples:
+    """AUROC (percent) of one score vector on many resamples without sorting each one: a resample is a vector of
+    counts (how often each image was drawn), and the Mann-Whitney statistic is a weighted sum over tie groups of
+    the sorted scores, so one sort serves every resample (O(n) per resample instead of O(n log n))."""
+
+    def __init__(self, scores: np.ndarray, pos: np.ndarray):
+        self.order = np.argsort(scores, kind="stable")
+        s = scores[self.order]
+        self.starts = np.r_[0, np.flatnonzero(np.diff(s)) + 1]  # first index of each group of tied scores
+        self.pos = pos[self.order]
+
+    def __call__(self, counts: np.ndarray) -> np.ndarray:
+        w = counts[:, self.order]
+        wp = np.add.reduceat(w * self.pos, self.starts, axis=1)  # drawn positives per tie group
+        wn = np.add.reduceat(w * ~self.pos, self.starts, axis=1)
+        below = np.cumsum(wn, axis=1) - wn  # drawn negatives scored strictly lower than the group
+        m, n = wp.sum(axis=1), wn.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return 100.0 * (wp * (below + 0.5 * wn)).sum(axis=1) / (m * n)  # a tied pair counts 1/2
+
+
+def _counts(idx: np.ndarray) -> np.ndarray:
+    """(k, n) resampled indices -> (k, n) draw counts of each image."""
+    k, n = idx.shape
+    flat = (idx + n * np.arange(k)[:, None]).ravel()
+    return np.bincount(flat, minlength=k * n).reshape(k, n).astype(np.float64)
 
 
 def bootstrap_auroc_difference(scores_a, pos_a, scores_b, pos_b, strata=None, n_boot: int = 2000, seed: int = 0,
@@ -166,9 +185,11 @@ def bootstrap_auroc_difference(scores_a, pos_a, scores_b, pos_b, strata=None, n_
     b = _check(scores_b, "scores_b", a.size)
     pa, pb = _positives(pos_a, a.size, "pos_a"), _positives(pos_b, a.size, "pos_b")
     g = np.zeros(a.size, dtype=np.int64) if strata is None else np.asarray(strata)
+    auc_a, auc_b = _AurocOnResamples(a, pa), _AurocOnResamples(b, pb)
 
     def stat(idx: np.ndarray) -> np.ndarray:
-        return _auroc_rows(a[idx], pa[idx]) - _auroc_rows(b[idx], pb[idx])
+        c = _counts(idx)  # the same draws for both methods: the pairing
+        return auc_a(c) - auc_b(c)
 
     return paired_bootstrap(stat, g, n_boot, seed, level, n_pos=int(pb.sum()), n_neg=int((~pb).sum()))
 

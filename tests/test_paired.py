@@ -117,6 +117,17 @@ def test_bootstrap_identical_methods_give_p_one_and_is_seeded():
     assert one == two and one.se != three.se
 
 
+def test_resampled_auroc_equals_sklearn_on_the_drawn_images():
+    from bench.paired import _AurocOnResamples, _counts
+
+    rng = np.random.default_rng(9)
+    s, pos = rng.integers(0, 5, 40).astype(float), rng.random(40) < 0.6  # ties within and across classes
+    idx = rng.integers(0, 40, size=(5, 40))
+    fast = _AurocOnResamples(s, pos)(_counts(idx))
+    for row, value in zip(idx, fast):
+        assert value == pytest.approx(100 * roc_auc_score(pos[row], s[row]), abs=1e-10)
+
+
 def test_bootstrap_keeps_strata_sizes():
     strata = np.r_[np.zeros(7, int), np.ones(3, int)]
     seen = []
@@ -403,3 +414,15 @@ def test_cli_versus_refusals_are_one_line(tmp_path, capsys, make, args, message)
     assert main(["report", str(run), *args]) != 0
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
+
+
+def test_cli_versus_refuses_a_report_csv(tmp_path, capsys):
+    from bench.cli import main
+
+    run = write_versus_run(tmp_path)
+    board = tmp_path / "board.csv"
+    assert main(["report", str(run), "--out", str(board)]) == 0
+    capsys.readouterr()
+    assert main(["report", str(board), "--versus", "msp"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--versus needs the run directories" in err and "\n" not in err
