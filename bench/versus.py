@@ -80,8 +80,9 @@ def _same_images(a: dict[str, np.ndarray], b: dict[str, np.ndarray], where: str)
 
 
 def versus(runs: RunSet, baseline: str, methods: list[str], n_boot: int = 2000, seed: int = 0,
-           alpha: float = 0.05) -> Versus:
-    """Paired comparison of each method in ``methods`` with ``baseline`` on the runs' per-sample predictions."""
+           alpha: float = 0.05, columns: set[tuple[str, str]] | None = None) -> Versus:
+    """Paired comparison of each method in ``methods`` with ``baseline`` on the runs' per-sample predictions.
+    ``columns``: the (eval set, metric) pairs the report shows; only those AUROC columns are compared (None: all)."""
     rows = runs.rows
     if baseline not in set(rows["method"]):
         raise UsageError(f"--versus {baseline}: the baseline is not in these runs")
@@ -113,6 +114,8 @@ def versus(runs: RunSet, baseline: str, methods: list[str], n_boot: int = 2000, 
 
     for ds in [id_set, *ood_sets]:
         kind = "id" if ds == id_set else "ood"
+        if columns is not None and (ds, "auroc" if kind == "id" else "ood_auroc") not in columns:
+            continue  # left out of the report by --groups / --metrics
         results: list[tuple[str, Paired, int]] = []
         images, id_images, errors = 0, 0, {}
         for m in compared:

@@ -401,6 +401,7 @@ def test_cli_versus_markdown_and_default_unchanged(tmp_path, capsys):
     ("plain", ["--versus", "trustgan"], "must score the run's shared baseline"),
     ("plain", ["--versus", "nosuch"], "not in these runs"),
     ("plain", ["--versus", "msp", "--format", "latex"], "Markdown only"),
+    ("plain", ["--versus", "msp", "--metrics", "accuracy"], "shows no AUROC column"),
     ("perfect", ["--versus", "msp"], "energy vs msp seed 0 fold 0 mnist: delong: need at least 2 positives and 2 "
                                      "negatives, got 400 and 0"),
 ])
@@ -414,6 +415,15 @@ def test_cli_versus_refusals_are_one_line(tmp_path, capsys, make, args, message)
     assert main(["report", str(run), *args]) != 0
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
+
+
+def test_cli_versus_follows_groups(tmp_path, capsys):
+    from bench.cli import main
+
+    run = write_versus_run(tmp_path)
+    assert main(["report", str(run), "--groups", "ood-*", "--versus", "msp", "--versus-boot", "50"]) == 0
+    out = capsys.readouterr().out
+    assert "### Versus msp: OOD AUROC, fashion" in out and "misclassification AUROC" not in out
 
 
 def test_cli_versus_refuses_a_report_csv(tmp_path, capsys):

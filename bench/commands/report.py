@@ -34,7 +34,7 @@ def _page(text: str | None):
     return Page(column, full)
 
 
-def _versus(args: argparse.Namespace, runs, targets) -> str:
+def _versus(args: argparse.Namespace, runs, targets, tables) -> str:
     """The --versus tables as Markdown ('' without the flag), computed before anything is written."""
     if args.versus is None:
         return ""
@@ -51,7 +51,12 @@ def _versus(args: argparse.Namespace, runs, targets) -> str:
 
     present = list(dict.fromkeys(runs.rows["method"]))
     methods = select(_names(args.methods), present, "method") if args.methods else present
-    result = versus(runs, args.versus, methods, n_boot=args.versus_boot, seed=args.versus_seed, alpha=args.alpha)
+    shown = {(c.eval_set, c.metric) for t in tables for c in t.columns}  # --groups and --metrics apply
+    result = versus(runs, args.versus, methods, n_boot=args.versus_boot, seed=args.versus_seed, alpha=args.alpha,
+                    columns=shown)
+    if not result.tables:
+        raise UsageError("--versus: the report shows no AUROC column of the in-distribution or OOD tables (see "
+                         "--groups and --metrics)")
     return "\n" + to_markdown(result)
 
 
@@ -123,7 +128,7 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
         ids = ", ".join(runs.manifests)
         machines = "; ".join(runs.device_names)
         preamble = f"Runs: {ids}. Device: {machines}."
-    versus_md = _versus(args, runs if not from_csv else None, targets)
+    versus_md = _versus(args, runs if not from_csv else None, targets, tables)
     note = args.preamble is None
     texts = [(path, render(tables, fmt, preamble, args.layout, page, note) + (versus_md if fmt == "md" else ""))
              for path, fmt in targets]
