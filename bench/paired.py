@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import norm, rankdata
 
-__all__ = ["Paired", "delong", "paired_bootstrap", "bootstrap_auroc_difference", "misclassification_difference",
+__all__ = ["Paired", "delong", "paired_bootstrap", "metric_difference", "bootstrap_auroc_difference", "misclassification_difference",
            "ood_difference", "combine", "z_test"]
 
 
@@ -36,7 +36,7 @@ class Paired:
     p: float
     ci_low: float  # 95% (or ``level``) interval of diff
     ci_high: float
-    test: str  # 'delong', 'bootstrap' or 'stratified-z'
+    test: str  # 'delong' or 'bootstrap'; after ``combine``, the tests of its seeds joined by '+'
     n_pos: int = 0  # positives (correct / ID images); summed over seeds by ``combine``
     n_neg: int = 0  # negatives (errors / OOD images)
 
@@ -147,6 +147,26 @@ def paired_bootstrap(stat: Callable[[np.ndarray], np.ndarray], strata, n_boot: i
     alpha = (1.0 - level) / 2.0
     lo, hi = np.quantile(boot, [alpha, 1.0 - alpha])
     return Paired(observed, se, z, p, float(lo), float(hi), "bootstrap", n_pos, n_neg)
+
+
+def metric_difference(metric: Callable[..., float], arrays_a: tuple, arrays_b: tuple, strata=None,
+                      n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> Paired:
+    """metric(*arrays_a) - metric(*arrays_b) by the paired bootstrap, for any metric of per-image arrays (e.g.
+    ``bench.metrics.fpr_at_tpr(confidence, correct)``, ``ece(probs, labels)``): every array is indexed by the same
+    resampled images. One Python call per resample and method, so slower than the AUROC path; same draws as
+    ``bootstrap_auroc_difference`` for the same ``strata`` and ``seed``."""
+    a = [np.asarray(x) for x in arrays_a]
+    b = [np.asarray(x) for x in arrays_b]
+    n = len(a[0])
+    if any(len(x) != n for x in a + b):
+        raise ValueError(f"metric_difference: every array needs the same length (images), got "
+                         f"{[len(x) for x in a + b]}")
+    g = np.zeros(n, dtype=np.int64) if strata is None else np.asarray(strata)
+
+    def stat(idx: np.ndarray) -> np.ndarray:
+        return np.array([metric(*(x[r] for x in a)) - metric(*(x[r] for x in b)) for r in idx])
+
+    return paired_bootstrap(stat, g, n_boot, seed, level)
 
 
 class _AurocOnResamples:

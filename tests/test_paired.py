@@ -128,6 +128,23 @@ def test_resampled_auroc_equals_sklearn_on_the_drawn_images():
         assert value == pytest.approx(100 * roc_auc_score(pos[row], s[row]), abs=1e-10)
 
 
+def test_metric_difference_takes_any_metric_and_draws_what_the_auroc_path_draws():
+    from bench.metrics import auroc, fpr_at_tpr
+    from bench.paired import metric_difference
+
+    rng = np.random.default_rng(8)
+    right_a, right_b = rng.random(300) < 0.8, rng.random(300) < 0.75
+    a, b = rng.random(300) + right_a, rng.random(300) + 0.3 * right_b
+    general = metric_difference(auroc, (a, right_a), (b, right_b), n_boot=100, seed=3)
+    fast = bootstrap_auroc_difference(a, right_a, b, right_b, n_boot=100, seed=3)
+    assert general.diff == pytest.approx(fast.diff, abs=1e-9)
+    assert general.se == pytest.approx(fast.se, rel=1e-9)  # the same 100 resamples, two implementations
+    fpr = metric_difference(fpr_at_tpr, (a, right_a), (a, right_a), n_boot=20, seed=0)
+    assert (fpr.diff, fpr.se, fpr.p) == (0.0, 0.0, 1.0)
+    with pytest.raises(ValueError, match="same length"):
+        metric_difference(auroc, (a, right_a), (b[:10], right_b), n_boot=10)
+
+
 def test_bootstrap_keeps_strata_sizes():
     strata = np.r_[np.zeros(7, int), np.ones(3, int)]
     seen = []
