@@ -34,6 +34,32 @@ def _page(text: str | None):
     return Page(column, full)
 
 
+def _versus(args: argparse.Namespace, runs, targets, tables) -> str:
+    """The --versus tables as Markdown ('' without the flag), computed before anything is written."""
+    if args.versus is None:
+        return ""
+    if runs is None:
+        raise UsageError("--versus needs the run directories (per-sample predictions); a report CSV holds only "
+                         "aggregates")
+    fmts = {fmt for _, fmt in targets} or {args.format or "md"}
+    if fmts != {"md"}:
+        raise UsageError("--versus is written in Markdown only; give --out FILE.md (or no --out)")
+    if args.versus_boot < 2:
+        raise UsageError(f"--versus-boot {args.versus_boot}: need at least 2 resamples")
+    from bench.report import select
+    from bench.versus import to_markdown, versus
+
+    present = list(dict.fromkeys(runs.rows["method"]))
+    methods = select(_names(args.methods), present, "method") if args.methods else present
+    shown = {(c.eval_set, c.metric) for t in tables for c in t.columns}  # --groups and --metrics apply
+    result = versus(runs, args.versus, methods, n_boot=args.versus_boot, seed=args.versus_seed, alpha=args.alpha,
+                    columns=shown)
+    if not result.tables:
+        raise UsageError("--versus: the report shows no AUROC column of the in-distribution or OOD tables (see "
+                         "--groups and --metrics)")
+    return "\n" + to_markdown(result)
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="aggregate runs into leaderboard tables (md, LaTeX, CSV, HTML) and plots")
     p.add_argument("runs", nargs="+", type=Path, metavar="RUN",
@@ -48,6 +74,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--methods", help="comma-separated method names or wildcards, in row order (default: all)")
     p.add_argument("--ci", action="store_true", help="add 95%% percentile-bootstrap confidence intervals")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level of the paired tests (0.05)")
+    p.add_argument("--versus", metavar="METHOD",
+                   help="also test each method that shares METHOD's network (e.g. msp) against it image by image: "
+                   "AUROC difference, 95%% CI and Holm p per ID/OOD set, from the runs' per-sample predictions "
+                   "(Markdown output only; docs/statistics.md)")
+    p.add_argument("--versus-boot", type=int, default=2000, metavar="B",
+                   help="image resamples of the paired bootstrap behind --versus (2000)")
+    p.add_argument("--versus-seed", type=int, default=0, metavar="S", help="seed of those resamples (0)")
     p.add_argument("--allow-partial", action="store_true", help="report runs with missing cells")
     p.add_argument("--plots", nargs="?", const="", default=None, metavar="DIR",
                    help="also write PNG and PDF plots (default DIR: <first run>/plots)")
@@ -95,8 +128,10 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
         ids = ", ".join(runs.manifests)
         machines = "; ".join(runs.device_names)
         preamble = f"Runs: {ids}. Device: {machines}."
+    versus_md = _versus(args, runs if not from_csv else None, targets, tables)
     note = args.preamble is None
-    texts = [(path, render(tables, fmt, preamble, args.layout, page, note)) for path, fmt in targets]
+    texts = [(path, render(tables, fmt, preamble, args.layout, page, note) + (versus_md if fmt == "md" else ""))
+             for path, fmt in targets]
     if args.preamble is not None:
         from bench.export import relayout_for
         from bench.latex import preamble_snippet
@@ -111,7 +146,7 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
         plot_dir = Path(args.plots) if args.plots else args.runs[0] / "plots"
         check_writable(plot_dir, "--plots")
     if not targets:
-        sys.stdout.write(render(tables, args.format or "md", preamble, args.layout, page, note))
+        sys.stdout.write(render(tables, args.format or "md", preamble, args.layout, page, note) + versus_md)
     for path, text in texts:
         try:
             atomic_write_text(path, text)
