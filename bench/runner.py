@@ -71,7 +71,7 @@ class Runner:
         self.device = torch.device("cpu") if ray else resolve_device(cfg.device)
         self.methods = METHODS.expand(list(cfg.methods))
         data = user_data.activate(cfg)  # --data: its test part is the ID set; its own default sets
-        self.datasets = evalsets.expand(list(cfg.datasets)) if cfg.datasets else user_data.default_sets(data)
+        self.datasets = evalsets.expand(list(cfg.datasets)) if cfg.datasets else user_data.default_sets(data, cfg.data_dir)
         self.console = console or Console(stderr=True)
         self.show_progress = progress
         self.tensorboard = tensorboard

@@ -1,8 +1,8 @@
 """Registry of evaluation sets. Each entry builds an ``EvalData`` from an ``EvalContext``.
 
 Shift families and groups appear in every result row (``shift``, ``severity``); OOD sets carry a near/far group
-(following OpenOOD v1.5's MNIST benchmark, which counts Fashion-MNIST as near-OOD and natural images and noise as
-far-OOD).
+(following OpenOOD v1's MNIST benchmark, near: notMNIST and Fashion-MNIST, far: Texture, CIFAR-10, TinyImageNet and
+Places365; OpenOOD v1.5 has no MNIST benchmark. bench adds KMNIST and EMNIST letters as near and noise as far).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import torch
 
+from bench.datasets import notmnist
 from bench.datasets.mnist import ImageSet, load_embedded
 from bench.errors import DataError
 from bench.registry import Registry
@@ -195,10 +196,25 @@ def _cifar(ctx: EvalContext) -> EvalData:
     return EvalData("ood:cifar10-grey", images, torch.full((n,), -1), "ood", "ood", group="far")
 
 
+@_register("ood:notmnist", "notMNIST test sample (10k glyphs A-J; from --data-dir, or downloaded), near OOD",
+           offline=False, report_group="ood-near")
+def _notmnist(ctx: EvalContext) -> EvalData:
+    test = notmnist.load(ctx.data_dir, ctx.allow_download)
+    n = ctx.cap(len(test))
+    return EvalData("ood:notmnist", test.images[:n], torch.full((n,), -1), "ood", "ood", group="near")
+
+
 def offline_sets() -> list[str]:
-    """The default eval sets: MNIST test plus every offline OOD set."""
+    """MNIST test plus every offline OOD set."""
     return [n for n in EVAL_SETS.names() if EVAL_SETS.get(n).offline and not EVAL_SETS.get(n).family
             and (n == "mnist" or n.startswith("ood:"))]
+
+
+def default_sets(data_dir: str | Path | None = None) -> list[str]:
+    """The default eval sets of an MNIST run: ``offline_sets`` plus notMNIST when its files are already in
+    ``data_dir`` (it is never downloaded for a default run, so without it the list is the offline one)."""
+    extra = ["ood:notmnist"] if data_dir is not None and notmnist.present(data_dir) else []
+    return [*offline_sets(), *extra]
 
 
 def lookup(name: str) -> tuple[EvalSetSpec, str]:

@@ -294,13 +294,13 @@ def id_set(data: UserData | None) -> str:
     return data.spec.name if data is not None else "mnist"
 
 
-def default_sets(data: UserData | None) -> list[str]:
-    """A run's eval sets when ``--datasets`` is not given: MNIST's defaults, or the data's test part plus every
-    offline OOD set of any shape (noise) and the user's OOD sets."""
+def default_sets(data: UserData | None, data_dir: str | Path | None = None) -> list[str]:
+    """A run's eval sets when ``--datasets`` is not given: MNIST's defaults (with notMNIST when it is in
+    ``data_dir``), or the data's test part plus every offline OOD set of any shape (noise) and the user's OOD sets."""
     from bench.datasets import evalsets
 
     if data is None:
-        return evalsets.offline_sets()
+        return evalsets.default_sets(data_dir)
     return [data.spec.name, *[n for n in evalsets.offline_sets()
                               if n.startswith("ood:") and evalsets.EVAL_SETS.get(n).any_shape]]
 
