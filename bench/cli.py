@@ -21,7 +21,7 @@ DEFAULT_RUNS = Path("results/runs")
 COMMAND_MODULES: tuple[str, ...] = ("bench.commands.report", "bench.commands.compare", "bench.commands.transfer",
                                      "bench.commands.predict", "bench.commands.serve", "bench.commands.dadc",
                                      "bench.commands.score", "bench.commands.gallery",
-                                     "bench.commands.uap_sweep")
+                                     "bench.commands.uap_sweep", "bench.commands.rescore")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -12,9 +12,9 @@ from typing import Any
 #: what a run computes: every top-level key but the placement keys (``method_options``: each method's own config)
 RESULT_KEYS = ("profile", "methods", "backbone", "datasets", "ood", "train", "split", "eval", "folds", "seeds",
                "method_options", "data", "ood_resize")
-#: where a run executes and keeps its files, not what it computes: a run may be resumed, reported and compared under
-#: other values
-PLACEMENT_KEYS = ("device", "data_dir", "cache_dir", "executor")
+#: where a run executes and which files it keeps, not what it computes: a run may be resumed, reported and compared
+#: under other values (``save_features`` only adds arrays beside the predictions; no metric depends on it)
+PLACEMENT_KEYS = ("device", "data_dir", "cache_dir", "executor", "save_features")
 #: result keys that choose which cells a run holds rather than how a cell is computed: runs that differ in them may
 #: be reported together (each cell once) or compared with a baseline (a missing cell fails, a new one is noted)
 CELL_KEYS = ("methods", "datasets", "ood", "seeds")

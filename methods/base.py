@@ -41,6 +41,9 @@ CACHE_VERSION = 1  # bump when training code changes in a way that invalidates c
 class Prediction(NamedTuple):
     probs: torch.Tensor  # (N, C) float32, CPU
     confidence: torch.Tensor  # (N,) float32, CPU, higher = more trustworthy
+    #: (N, C) float32, CPU: the classifier's logits when inference computed them anyway (the default
+    #: ``_predict_batch``, ``predict_from_logits``); None for methods with their own inference (MC-dropout, ODIN, ...)
+    logits: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -229,10 +232,19 @@ class ConfidenceMethod:
 
     # --- inference -------------------------------------------------------------------------------------------
     def predict(self, x: torch.Tensor, batch_size: int = 2048) -> Prediction:
-        outs = self._batched(self._predict_batch, x, batch_size)
+        # with the default _predict_batch the logits pass through here anyway: keep them (no extra pass)
+        default = type(self)._predict_batch is ConfidenceMethod._predict_batch
+        outs = self._batched(self._scored_logits if default else self._predict_batch, x, batch_size)
         probs = torch.cat([o[0] for o in outs]).float().cpu() if outs else torch.empty(0, self.num_classes)
         conf = torch.cat([o[1] for o in outs]).float().cpu() if outs else torch.empty(0)
-        return Prediction(probs, conf)
+        if not default:
+            return Prediction(probs, conf)
+        logits = torch.cat([o[2] for o in outs]).float().cpu() if outs else torch.empty(0, self.num_classes)
+        return Prediction(probs, conf, logits)
+
+    def _scored_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        logits = self._fitted_model()(x)
+        return (*self.score_logits(logits), logits)
 
     def logits(self, x: torch.Tensor, batch_size: int = 2048) -> torch.Tensor:
         """The classifier's logits (eval mode), e.g. to share one forward pass among post-hoc scorers."""
@@ -271,7 +283,7 @@ class ConfidenceMethod:
             raise TypeError(f"{type(self).__name__} scores features; use predict_from_features")
         with torch.inference_mode():
             probs, conf = self.score_logits(logits.float())
-        return Prediction(probs.float().cpu(), conf.float().cpu())
+        return Prediction(probs.float().cpu(), conf.float().cpu(), logits.float().cpu())
 
     def predict_from_features(self, features: torch.Tensor, logits: torch.Tensor) -> Prediction:
         """For feature scorers: score precomputed (features, logits) of the baseline (shared per eval set)."""
@@ -279,7 +291,7 @@ class ConfidenceMethod:
             raise TypeError(f"{type(self).__name__} does not score features")
         with torch.inference_mode():
             probs, conf = self.score_features(features.float(), logits.float())
-        return Prediction(probs.float().cpu(), conf.float().cpu())
+        return Prediction(probs.float().cpu(), conf.float().cpu(), logits.float().cpu())
 
     def score_features(self, features: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Feature scorers: (probabilities, confidence) from penultimate features and logits."""
