@@ -88,14 +88,19 @@ class EvalSetSpec:
     #: True for sets made at the in-distribution data's shape (noise, attacks, occlusion fractions), so they work
     #: on a user's --data; False (MNIST-only sets) are refused there with one line (datasets/user_data.py)
     any_shape: bool = False
+    #: ``present(data_dir)`` of a set read from the user's data folder (notMNIST, OpenOOD's far-OOD folders): True
+    #: when its files are there, which makes it one of the default eval sets
+    present: Callable[[Path], bool] | None = None
 
 
 EVAL_SETS: Registry = Registry("eval set")
 
 
-def _register(name: str, description: str, offline: bool, report_group: str, any_shape: bool = False):
+def _register(name: str, description: str, offline: bool, report_group: str, any_shape: bool = False,
+              present: Callable[[Path], bool] | None = None):
     def deco(fn: Callable[[EvalContext], EvalData]):
-        EVAL_SETS.add(name, EvalSetSpec(fn, offline, report_group=report_group, any_shape=any_shape), description)
+        EVAL_SETS.add(name, EvalSetSpec(fn, offline, report_group=report_group, any_shape=any_shape,
+                                        present=present), description)
         return fn
 
     return deco
@@ -197,7 +202,7 @@ def _cifar(ctx: EvalContext) -> EvalData:
 
 
 @_register("ood:notmnist", "notMNIST test sample (10k glyphs A-J; from --data-dir, or downloaded), near OOD",
-           offline=False, report_group="ood-near")
+           offline=False, report_group="ood-near", present=notmnist.present)
 def _notmnist(ctx: EvalContext) -> EvalData:
     test = notmnist.load(ctx.data_dir, ctx.allow_download)
     n = ctx.cap(len(test))
@@ -211,9 +216,12 @@ def offline_sets() -> list[str]:
 
 
 def default_sets(data_dir: str | Path | None = None) -> list[str]:
-    """The default eval sets of an MNIST run: ``offline_sets`` plus notMNIST when its files are already in
-    ``data_dir`` (it is never downloaded for a default run, so without it the list is the offline one)."""
-    extra = ["ood:notmnist"] if data_dir is not None and notmnist.present(data_dir) else []
+    """The default eval sets of an MNIST run: ``offline_sets`` plus the sets whose files are already in
+    ``data_dir`` (notMNIST, OpenOOD's far-OOD folders; never downloaded for a default run, so without them the list
+    is the offline one)."""
+    names = EVAL_SETS.names()
+    extra = [n for n in names if data_dir is not None and EVAL_SETS.get(n).present is not None
+             and EVAL_SETS.get(n).present(Path(data_dir))]
     return [*offline_sets(), *extra]
 
 
