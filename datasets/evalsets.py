@@ -91,6 +91,8 @@ class EvalSetSpec:
     #: ``present(data_dir)`` of a set read from the user's data folder (notMNIST, OpenOOD's far-OOD folders): True
     #: when its files are there, which makes it one of the default eval sets
     present: Callable[[Path], bool] | None = None
+    #: False for a set that is not offline but is never downloaded either (only read from the data folder)
+    downloads: bool = True
 
 
 EVAL_SETS: Registry = Registry("eval set")

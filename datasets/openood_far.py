@@ -23,9 +23,9 @@ from bench.errors import DataError
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 #: eval set -> (folder under the data folder, what it is)
 FOLDERS = {
-    "ood:texture": ("texture", "Describable Textures (DTD, 5,640 images)"),
-    "ood:tin": ("tin", "TinyImageNet (OpenOOD uses its test images)"),
-    "ood:places365": ("places365", "Places365 (OpenOOD uses a sample of its validation images)"),
+    "ood:texture": ("texture", "Describable Textures (DTD)"),
+    "ood:tin": ("tin", "TinyImageNet"),
+    "ood:places365": ("places365", "Places365"),
 }
 
 
@@ -67,5 +67,5 @@ def load(name: str, ctx: EvalContext) -> EvalData:
 
 for _name, (_folder, _what) in FOLDERS.items():
     EVAL_SETS.add(_name, EvalSetSpec(lambda ctx, _n=_name: load(_n, ctx), offline=False, report_group="ood-far",
-                                     present=lambda d, _f=_folder: present(Path(d) / _f)),
-                  f"{_what}, grey 28x28 from <data-dir>/{_folder}/ (OpenOOD v1 MNIST far OOD)")
+                                     present=lambda d, _f=_folder: present(Path(d) / _f), downloads=False),
+                  f"{_what} images, grey 28x28, from <data-dir>/{_folder}/, far OOD (OpenOOD v1)")
