@@ -248,7 +248,8 @@ class ConfidenceMethod:
 
     def logits(self, x: torch.Tensor, batch_size: int = 2048) -> torch.Tensor:
         """The classifier's logits (eval mode), e.g. to share one forward pass among post-hoc scorers."""
-        outs = self._batched(self._fitted_model(), x, batch_size)
+        with torch.inference_mode():  # no autograd, also for methods whose predict needs it (ODIN)
+            outs = self._batched(self._fitted_model(), x, batch_size)
         return torch.cat(outs).float().cpu() if outs else torch.empty(0, self.num_classes)
 
     def features(self, x: torch.Tensor, batch_size: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
@@ -260,7 +261,8 @@ class ConfidenceMethod:
             f = model.forward_features(xb)
             return f, model.forward_head(f)
 
-        outs = self._batched(both, x, batch_size)
+        with torch.inference_mode():  # as in logits
+            outs = self._batched(both, x, batch_size)
         if not outs:
             return torch.empty(0, 0), torch.empty(0, self.num_classes)
         return torch.cat([o[0] for o in outs]).float().cpu(), torch.cat([o[1] for o in outs]).float().cpu()
