@@ -51,7 +51,8 @@ def test_every_layout_reads_the_same_images(fake, tmp_path, sub, gz):
     place(tmp_path / sub, fake, gz)
     assert notmnist.present(tmp_path)
     d = build("ood:notmnist", EvalContext(data_dir=tmp_path, allow_download=False))
-    expected = torch.from_numpy(np.frombuffer(fake["t10k-images-idx3-ubyte"][16:], np.uint8).reshape(5, 1, 28, 28).copy())
+    pixels = np.frombuffer(fake["t10k-images-idx3-ubyte"][16:], np.uint8)  # after the 16-byte header
+    expected = torch.from_numpy(pixels.reshape(5, 1, 28, 28).copy())
     assert d.kind == "ood" and d.group == "near" and d.shift == "ood"
     assert torch.equal(d.images, expected) and d.labels.tolist() == [-1] * 5
 
