@@ -15,7 +15,8 @@ from bench.errors import BenchError, UsageError
 COMMAND_MODULES: tuple[str, ...] = ("bench.commands.listing", "bench.commands.run", "bench.commands.report",
                                      "bench.commands.compare", "bench.commands.transfer", "bench.commands.predict",
                                      "bench.commands.serve", "bench.commands.dadc", "bench.commands.score",
-                                     "bench.commands.gallery", "bench.commands.uap_sweep")
+                                     "bench.commands.gallery", "bench.commands.uap_sweep",
+                                     "bench.commands.rescore")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1,7 +1,7 @@
 """Run configuration: a profile (YAML) gives defaults, ``--config`` and flags override, ``--set key=value`` last.
 
 The resolved configuration is a frozen dataclass tree, saved in every run's manifest. Keys:
-top level ``backbone, methods, datasets, seeds, folds, device, data_dir, cache_dir``; sections ``train.*``
+top level ``backbone, methods, datasets, seeds, folds, device, data_dir, cache_dir, save_features``; sections ``train.*``
 (``TrainRecipe``), ``split.*`` (``SplitSpec`` less the fold), ``eval.*``, ``executor.*`` (where the grid runs);
 and ``<method>.<option>`` for each method's own config (e.g. ``mcdropout.passes=20``).
 """
@@ -77,6 +77,7 @@ class RunConfig:
     device: str = "auto"
     data_dir: str = "data"
     cache_dir: str = "results/cache"
+    save_features: bool = False  # also keep each cell's penultimate features (logits are always kept)
     ood: tuple[str, ...] = ()  # user OOD sets, NAME=PATH (folder of images, .npz or IDX) -> eval set ood:NAME
     data: str = ""  # a user's labelled dataset NAME=PATH instead of MNIST (datasets/user_data.py); "" = MNIST
     ood_resize: bool = False  # with data: resize user OOD sets of another shape (else they are refused)

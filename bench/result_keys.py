@@ -15,9 +15,9 @@ RESULT_KEYS = ("profile", "benchmark", "methods", "backbone", "datasets", "ood",
 #: result keys added after runs were first written, with the value a run without the key had: such a run is read
 #: as having it (so it can still be resumed, reported with and compared to runs that record the key)
 ADDED_LATER = {"benchmark": "mnist"}
-#: where a run executes and keeps its files, not what it computes: a run may be resumed, reported and compared under
-#: other values
-PLACEMENT_KEYS = ("device", "data_dir", "cache_dir", "executor")
+#: where a run executes and which files it keeps, not what it computes: a run may be resumed, reported and compared
+#: under other values (``save_features`` only adds arrays beside the predictions; no metric depends on it)
+PLACEMENT_KEYS = ("device", "data_dir", "cache_dir", "executor", "save_features")
 #: result keys that choose which cells a run holds rather than how a cell is computed: runs that differ in them may
 #: be reported together (each cell once) or compared with a baseline (a missing cell fails, a new one is noted)
 CELL_KEYS = ("methods", "datasets", "ood", "seeds")

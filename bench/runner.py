@@ -74,7 +74,7 @@ class Runner:
         self.device = torch.device("cpu") if ray else resolve_device(cfg.device)
         self.methods = METHODS.expand(list(cfg.methods))
         self.datasets = evalsets.expand(list(cfg.datasets), self.sets) if cfg.datasets \
-            else run_defaults(cfg.benchmark, self.source, self.sets)
+            else run_defaults(cfg.benchmark, self.source, self.sets, cfg.data_dir)
         self.console = console or Console(stderr=True)
         self.show_progress = progress
         self.tensorboard = tensorboard

@@ -27,7 +27,7 @@ from bench.datasets.splits import SplitSpec, split
 from bench.errors import BenchError
 from bench.grid import COST_SET, Unit, UnitResult, eval_names, fitted_ok
 from bench.methods import METHODS
-from bench.methods.base import ConfidenceMethod, FitContext, Prediction
+from bench.methods.base import ConfidenceMethod, FitContext, Prediction, Training
 from bench.progress import Bars
 from bench.rows import cost_rows, inference_ms_per_1k, metric_rows, tidy
 from bench.store import RunStore, cell_key
@@ -167,9 +167,33 @@ class UnitWorker:
         rows = tidy({**metric_rows(data, pred, id_pred), **data.extra},  # extra: e.g. UAP fooling rate
                     {**base, "eval_set": ds, "shift": data.shift, "severity": data.severity})
         arrays = {"probs": pred.probs.numpy(), "confidence": pred.confidence.numpy(),
-                  "labels": data.labels.cpu().numpy()}
+                  "labels": data.labels.cpu().numpy(), **self._outputs(m, model_key, ds, data, pred)}
         self.store.write_cell(key, rows, arrays)
         return id_pred
+
+    def _outputs(self, m: ConfidenceMethod, model_key: str, ds: str, data: EvalData, pred: Prediction
+                 ) -> dict[str, Any]:
+        """The classifier's logits of a cell (float32, always) and its penultimate features (``save_features``), so
+        that post-hoc scores can be added later without inference (``bench rescore``). Post-hoc scorers and methods
+        whose ``predict`` returns logits cost nothing; the others (own inference: MC-dropout, ODIN, ConfidNet, trust
+        score) reuse the unit's shared baseline pass when their network is the baseline, else make one extra pass."""
+        key = (model_key, ds)
+        if m.posthoc:  # the shared pass of _predict (with features when save_features is on)
+            feats = self._features.get(key) if self.cfg.save_features else None
+            return _float32(logits=self._logits[key], features=feats)
+        logits, feats = pred.logits, None
+        shared = (m.baseline_key, ds)
+        if m.training is Training.SHARED_BASELINE and shared in self._logits:  # its network is the baseline
+            logits = self._logits[shared] if logits is None else logits
+            feats = self._features.get(shared) if self.cfg.save_features else None
+        net = m.classifier
+        if (self.cfg.save_features and feats is None and hasattr(net, "forward_features")
+                and hasattr(net, "forward_head")):
+            feats, own = m.features(data.images, batch_size=self.cfg.eval.batch_size)
+            logits = own if logits is None else logits
+        if logits is None:
+            logits = m.logits(data.images, batch_size=self.cfg.eval.batch_size)
+        return _float32(logits=logits, features=feats)
 
     def _score_cost(self, m: ConfidenceMethod, key: str, base: dict[str, Any]) -> None:
         imgs = self.eval_data(self.id_set).images[: self.cfg.eval.cost_images]
@@ -182,7 +206,7 @@ class UnitWorker:
             return m.predict(data.images, batch_size=self.cfg.eval.batch_size)
         key = (model_key, name)
         if key not in self._logits:
-            if self._unit_features:
+            if self._unit_features or self.cfg.save_features:
                 self._features[key], self._logits[key] = m.features(data.images, batch_size=self.cfg.eval.batch_size)
             else:
                 self._logits[key] = m.logits(data.images, batch_size=self.cfg.eval.batch_size)
@@ -209,6 +233,11 @@ class UnitWorker:
         from torch.utils.tensorboard import SummaryWriter
 
         return SummaryWriter(log_dir=str(self.store.dir / "tensorboard" / f"{method}_seed{seed}_fold{fold}"))
+
+
+def _float32(**arrays: torch.Tensor | None) -> dict[str, Any]:
+    # detach: ODIN's passes run with autograd on (needs_grad)
+    return {k: v.detach().float().cpu().numpy() for k, v in arrays.items() if v is not None}
 
 
 def _scalar_logger(writer):

@@ -10,3 +10,4 @@ from bench.datasets import user_ood  # noqa: E402,F401  (--ood NAME=PATH -> ood:
 from bench.datasets import dadc  # noqa: E402,F401  (dadc:RUN, examples collected by bench serve)
 from bench.datasets import mnistc  # noqa: E402,F401  (mnistc:<corruption>, MNIST-C)
 from bench.datasets import hendrycks  # noqa: E402,F401  (hg:gaussian, Hendrycks & Gimpel's unclipped noise)
+from bench.datasets import openood_far  # noqa: E402,F401  (ood:texture, ood:tin, ood:places365 from --data-dir)

@@ -31,13 +31,15 @@ class Benchmark:
     def group(self, name: str) -> tuple[str, ...]:
         return dict(self.groups).get(name, ())
 
-    def default_sets(self, sets=None) -> list[str]:
-        """Its in-distribution, near- and far-OOD sets that are available offline (a set that needs a download
-        is named in the declaration and run when asked for with --datasets)."""
+    def default_sets(self, sets=None, data_dir=None) -> list[str]:
+        """Its in-distribution, near- and far-OOD sets that are available offline: embedded or synthetic, or read
+        from the user's data folder and already there (a set that needs a download is named in the declaration and
+        run when asked for with --datasets)."""
         from bench.datasets import evalsets
 
         names = [n for g in DEFAULT_GROUPS for n in self.group(g)]
-        return [n for n in evalsets.expand(names, sets) if evalsets.lookup(n, sets)[0].offline]
+        here = set(evalsets.present_sets(data_dir, sets))
+        return [n for n in evalsets.expand(names, sets) if evalsets.lookup(n, sets)[0].offline or n in here]
 
 
 BENCHMARKS: Registry[Benchmark] = Registry("benchmark")
@@ -48,12 +50,13 @@ def _declare(b: Benchmark) -> None:
 
 
 _declare(Benchmark(
-    "mnist", "MNIST digits: near OOD Fashion-MNIST (+ KMNIST, EMNIST letters when downloaded), far OOD noise "
-    "(+ CIFAR-10 grey); shift MNIST-C; FGSM/PGD/UAP; Partial-MNIST occlusions; human-drawn digits (bench serve)",
+    "mnist", "MNIST digits: near OOD Fashion-MNIST (+ notMNIST from --data-dir; KMNIST, EMNIST letters when "
+    "downloaded), far OOD noise (+ Texture, TinyImageNet, Places365 from --data-dir; CIFAR-10 grey when downloaded); "
+    "shift MNIST-C; FGSM/PGD/UAP; Partial-MNIST occlusions; human-drawn digits (bench serve)",
     data="mnist",
     groups=(("id", ("mnist",)),
-            ("near", ("ood:fashion", "ood:kmnist", "ood:emnist-letters")),
-            ("far", ("ood:uniform", "ood:gaussian", "ood:cifar10-grey")),
+            ("near", ("ood:notmnist", "ood:fashion", "ood:kmnist", "ood:emnist-letters")),
+            ("far", ("ood:uniform", "ood:gaussian", "ood:cifar10-grey", "ood:texture", "ood:tin", "ood:places365")),
             ("shift", ("mnistc",)),
             ("adversarial", ("fgsm", "pgd:eps=0.1", "uap:xi=0.2,p=inf", "fgsm-transfer", "fooling")),
             ("occlusion", ("pmnist", "occlusion:random-squares")),
@@ -61,14 +64,17 @@ _declare(Benchmark(
     profile="quick"))
 
 
-def run_defaults(benchmark: str, source, sets=None) -> list[str]:
+def run_defaults(benchmark: str, source, sets=None, data_dir=None) -> list[str]:
     """The eval sets of a run without --datasets: its benchmark's default groups, or for a user's --data its test
     part plus every offline OOD set made at any shape (noise); with the run's --ood sets (in ``sets``) in both
-    cases. In the registry's (sorted) order, as runs listed them before benchmarks were declared."""
+    cases. The offline ones in the registry's (sorted) order, as runs listed them before benchmarks were declared,
+    then those found in ``data_dir`` (notMNIST, OpenOOD's far-OOD folders)."""
     from bench.datasets import evalsets
 
-    own = [n for n in evalsets.offline_sets(sets) if n.startswith("ood:") and n not in evalsets.EVAL_SETS]
     if source.is_user_data:
         return [source.name, *[n for n in evalsets.offline_sets(sets)
                                if n.startswith("ood:") and evalsets.lookup(n, sets)[0].any_shape]]
-    return sorted(set(BENCHMARKS.get(benchmark).default_sets(sets)) | set(own))
+    own = [n for n in evalsets.offline_sets(sets) if n.startswith("ood:") and n not in evalsets.EVAL_SETS]
+    declared = BENCHMARKS.get(benchmark).default_sets(sets, data_dir)
+    offline = sorted({n for n in declared if evalsets.lookup(n, sets)[0].offline} | set(own))
+    return [*offline, *[n for n in declared if n not in offline]]

@@ -1,7 +1,8 @@
 """Registry of evaluation sets. Each entry builds an ``EvalData`` from an ``EvalContext``.
 
 Shift families and groups appear in every result row (``shift``, ``severity``); OOD sets carry a near/far group
-(near: other characters and clothing, as in OpenOOD v1's MNIST benchmark; far: natural images and noise).
+(following OpenOOD v1's MNIST benchmark, near: notMNIST and Fashion-MNIST, far: Texture, CIFAR-10, TinyImageNet and
+Places365; OpenOOD v1.5 has no MNIST benchmark. bench adds KMNIST and EMNIST letters as near and noise as far).
 
 ``EVAL_SETS`` holds the built-in sets, registered at import and never changed afterwards. A run's own sets (the test
 part of a user's ``--data``, ``--ood`` folders) live in the run's copy of it (``EVAL_SETS.extended``), which every
@@ -16,6 +17,7 @@ from typing import Any, Callable
 
 import torch
 
+from bench.datasets import notmnist
 from bench.datasets.mnist import ImageSet, load_embedded
 from bench.errors import DataError
 from bench.registry import Registry
@@ -95,14 +97,21 @@ class EvalSetSpec:
     #: True for sets made at the in-distribution data's shape (noise, attacks, occlusion fractions), so they work
     #: on a user's --data; False (MNIST-only sets) are refused there with one line (datasets/user_data.py)
     any_shape: bool = False
+    #: ``present(data_dir)`` of a set read from the user's data folder (notMNIST, OpenOOD's far-OOD folders): True
+    #: when its files are there, which makes it one of the default eval sets
+    present: Callable[[Path], bool] | None = None
+    #: False for a set that is not offline but is never downloaded either (only read from the data folder)
+    downloads: bool = True
 
 
 EVAL_SETS: Registry = Registry("eval set")
 
 
-def _register(name: str, description: str, offline: bool, report_group: str, any_shape: bool = False):
+def _register(name: str, description: str, offline: bool, report_group: str, any_shape: bool = False,
+              present: Callable[[Path], bool] | None = None):
     def deco(fn: Callable[[EvalContext], EvalData]):
-        EVAL_SETS.add(name, EvalSetSpec(fn, offline, report_group=report_group, any_shape=any_shape), description)
+        EVAL_SETS.add(name, EvalSetSpec(fn, offline, report_group=report_group, any_shape=any_shape,
+                                        present=present), description)
         return fn
 
     return deco
@@ -203,11 +212,27 @@ def _cifar(ctx: EvalContext) -> EvalData:
     return EvalData("ood:cifar10-grey", images, torch.full((n,), -1), "ood", "ood", group="far")
 
 
+@_register("ood:notmnist", "notMNIST test sample (10k glyphs A-J; from --data-dir, or downloaded), near OOD",
+           offline=False, report_group="ood-near", present=notmnist.present)
+def _notmnist(ctx: EvalContext) -> EvalData:
+    test = notmnist.load(ctx.data_dir, ctx.allow_download)
+    n = ctx.cap(len(test))
+    return EvalData("ood:notmnist", test.images[:n], torch.full((n,), -1), "ood", "ood", group="near")
+
+
 def offline_sets(sets: Registry | None = None) -> list[str]:
     """MNIST test plus every offline OOD set of ``sets`` (the registry's by default)."""
     sets = sets if sets is not None else EVAL_SETS
     return [n for n in sets.names() if sets.get(n).offline and not sets.get(n).family
             and (n == "mnist" or n.startswith("ood:"))]
+
+
+def present_sets(data_dir: str | Path | None, sets: Registry | None = None) -> list[str]:
+    """The sets read from the user's data folder whose files are already in ``data_dir`` (notMNIST, OpenOOD's
+    far-OOD folders): they join a benchmark's default sets (never downloaded for a default run)."""
+    sets = sets if sets is not None else EVAL_SETS
+    return [n for n in sets.names() if data_dir is not None and sets.get(n).present is not None
+            and sets.get(n).present(Path(data_dir))]
 
 
 def lookup(name: str, sets: Registry | None = None) -> tuple[EvalSetSpec, str]:

@@ -44,7 +44,7 @@ def parse_spec(spec: str) -> tuple[str, Path]:
         name = name[4:]
     if not sep or not path.strip() or not _NAME.match(name):
         raise UsageError(f"--ood {spec!r} is malformed; use --ood NAME=PATH (NAME of letters, digits, _ . -), "
-                         "e.g. --ood notmnist=data/notmnist")
+                         "e.g. --ood omniglot=data/omniglot")
     return name, Path(path.strip()).expanduser()
 
 

@@ -46,6 +46,9 @@ def image_shape(data: ImageSet) -> tuple[int, int, int]:
 class Prediction(NamedTuple):
     probs: torch.Tensor  # (N, C) float32, CPU
     confidence: torch.Tensor  # (N,) float32, CPU, higher = more trustworthy
+    #: (N, C) float32, CPU: the classifier's logits when inference computed them anyway (the default
+    #: ``_predict_batch``, ``predict_from_logits``); None for methods with their own inference (MC-dropout, ODIN, ...)
+    logits: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -239,14 +242,24 @@ class ConfidenceMethod:
 
     # --- inference -------------------------------------------------------------------------------------------
     def predict(self, x: torch.Tensor, batch_size: int = 2048) -> Prediction:
-        outs = self._batched(self._predict_batch, x, batch_size)
+        # with the default _predict_batch the logits pass through here anyway: keep them (no extra pass)
+        default = type(self)._predict_batch is ConfidenceMethod._predict_batch
+        outs = self._batched(self._scored_logits if default else self._predict_batch, x, batch_size)
         probs = torch.cat([o[0] for o in outs]).float().cpu() if outs else torch.empty(0, self.num_classes)
         conf = torch.cat([o[1] for o in outs]).float().cpu() if outs else torch.empty(0)
-        return Prediction(probs, conf)
+        if not default:
+            return Prediction(probs, conf)
+        logits = torch.cat([o[2] for o in outs]).float().cpu() if outs else torch.empty(0, self.num_classes)
+        return Prediction(probs, conf, logits)
+
+    def _scored_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        logits = self._fitted_model()(x)
+        return (*self.score_logits(logits), logits)
 
     def logits(self, x: torch.Tensor, batch_size: int = 2048) -> torch.Tensor:
         """The classifier's logits (eval mode), e.g. to share one forward pass among post-hoc scorers."""
-        outs = self._batched(self._fitted_model(), x, batch_size)
+        with torch.inference_mode():  # no autograd, also for methods whose predict needs it (ODIN)
+            outs = self._batched(self._fitted_model(), x, batch_size)
         return torch.cat(outs).float().cpu() if outs else torch.empty(0, self.num_classes)
 
     def features(self, x: torch.Tensor, batch_size: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
@@ -258,7 +271,8 @@ class ConfidenceMethod:
             f = model.forward_features(xb)
             return f, model.forward_head(f)
 
-        outs = self._batched(both, x, batch_size)
+        with torch.inference_mode():  # as in logits
+            outs = self._batched(both, x, batch_size)
         if not outs:
             return torch.empty(0, 0), torch.empty(0, self.num_classes)
         return torch.cat([o[0] for o in outs]).float().cpu(), torch.cat([o[1] for o in outs]).float().cpu()
@@ -281,7 +295,7 @@ class ConfidenceMethod:
             raise TypeError(f"{type(self).__name__} scores features; use predict_from_features")
         with torch.inference_mode():
             probs, conf = self.score_logits(logits.float())
-        return Prediction(probs.float().cpu(), conf.float().cpu())
+        return Prediction(probs.float().cpu(), conf.float().cpu(), logits.float().cpu())
 
     def predict_from_features(self, features: torch.Tensor, logits: torch.Tensor) -> Prediction:
         """For feature scorers: score precomputed (features, logits) of the baseline (shared per eval set)."""
@@ -289,7 +303,7 @@ class ConfidenceMethod:
             raise TypeError(f"{type(self).__name__} does not score features")
         with torch.inference_mode():
             probs, conf = self.score_features(features.float(), logits.float())
-        return Prediction(probs.float().cpu(), conf.float().cpu())
+        return Prediction(probs.float().cpu(), conf.float().cpu(), logits.float().cpu())
 
     def score_features(self, features: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Feature scorers: (probabilities, confidence) from penultimate features and logits."""

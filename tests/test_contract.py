@@ -164,6 +164,19 @@ def check_feature_scores_equal_predict(name: str, fitted: Fits, tiny) -> None:
     torch.testing.assert_close(a.confidence, b.confidence)
 
 
+def check_predict_logits_are_the_classifiers(name: str, fitted: Fits, tiny) -> None:
+    """The logits predict hands back (what a run stores per cell) are the classifier's; only methods with an
+    inference of their own (their own ``_predict_batch``) hand back none, and the runner then asks ``logits``."""
+    from bench.methods.base import ConfidenceMethod
+
+    m = fitted(name)
+    x = tiny[2].images
+    p = m.predict(x)
+    assert (p.logits is None) == (type(m)._predict_batch is not ConfidenceMethod._predict_batch)
+    if p.logits is not None:
+        torch.testing.assert_close(p.logits, m.logits(x))
+
+
 Check = Callable[[str, Fits, tuple], None]
 #: check name -> (check, which method classes it applies to)
 CHECKS: dict[str, tuple[Check, Callable[[type], bool]]] = {
@@ -176,6 +189,7 @@ CHECKS: dict[str, tuple[Check, Callable[[type], bool]]] = {
     "inputs_not_mutated": (check_inputs_not_mutated, lambda cls: True),
     "round_trip": (check_checkpoint_round_trip, lambda cls: True),
     "differentiable": (check_classifier_is_differentiable, lambda cls: True),
+    "predict_logits": (check_predict_logits_are_the_classifiers, lambda cls: True),
     "shared_logits": (check_logit_scores_equal_predict, lambda cls: cls.posthoc and not cls.uses_features),
     "shared_features": (check_feature_scores_equal_predict, lambda cls: cls.uses_features),
 }

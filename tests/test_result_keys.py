@@ -45,7 +45,7 @@ def _cache_key(cfg: RunConfig) -> str:
 def test_no_cache_key_reads_a_placement_key():
     cfg = RunConfig()
     moved = dataclasses.replace(cfg, device="cpu", data_dir="elsewhere", cache_dir="other-cache",
-                                executor=ExecutorConfig(jobs=2))
+                                executor=ExecutorConfig(jobs=2), save_features=True)
     assert {f: getattr(cfg, f) != getattr(moved, f) for f in PLACEMENT_KEYS} == dict.fromkeys(PLACEMENT_KEYS, True)
     assert _cache_key(moved) == _cache_key(cfg)
     assert _cache_key(dataclasses.replace(cfg, folds=2)) != _cache_key(cfg)  # a result key does move it

@@ -43,7 +43,9 @@ def list_command(args: argparse.Namespace, out: Console, err: Console) -> int:
     reg = {"methods": METHODS, "backbones": BACKBONES, "datasets": EVAL_SETS}[args.kind]
     names = reg.names(args.pattern)
     for name in names:
-        extra = "" if args.kind != "datasets" or reg.get(name).offline else "  (downloads when online)"
+        spec = reg.get(name)
+        extra = ("" if args.kind != "datasets" or spec.offline else
+                 "  (downloads when online)" if spec.downloads else "  (from --data-dir)")
         out.print(f"[bold]{name:<22}[/bold] {reg.describe(name)}{extra}", highlight=False, soft_wrap=True)
     if args.kind == "backbones" and (args.pattern is None or args.pattern.startswith("timm")):
         out.print(f"[bold]{'timm:<name>':<22}[/bold] any timm model, built with one input channel", highlight=False)

@@ -1,7 +1,8 @@
 """``bench score FILE.npz [--ood NAME=FILE.npz ...] [--out DIR]``: every metric from saved outputs, no model
 (bench/scoring.py). An npz holds ``logits`` or ``probs`` (N, K), ``labels`` (N,) (not needed in OOD files) and
 optionally ``confidence`` (N,), a method's own scores. The predictions a run saves (``<run>/predictions/*.npz``)
-are such files. ``--out`` also writes a run directory that ``bench report`` reads; nothing is written unless every
+are such files; they hold both probs (the method's, scored by default) and the classifier's logits (``--use
+logits``). ``--out`` also writes a run directory that ``bench report`` reads; nothing is written unless every
 file is valid."""
 
 from __future__ import annotations
@@ -26,11 +27,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", help="method name in the rows (default msp, or confidence when the files have one)")
     p.add_argument("--model-name", default="outputs", help="backbone column of the rows (default outputs)")
     p.add_argument("--out", type=Path, help="also write a run directory (results.csv, cells, predictions, manifest)")
+    p.add_argument("--use", choices=("auto", "logits", "probs"), default="auto",
+                   help="which outputs to score when a file has both (a run's predictions): auto = probs (the "
+                        "method's), logits = the classifier's logits (softmax)")
     p.set_defaults(handler=run_score)
 
 
-def read_npz(path: Path, labelled: bool) -> dict[str, Any]:
-    """The arrays of one file: ``outputs`` and ``kind`` (logits preferred), ``labels``, ``confidence``."""
+def read_npz(path: Path, labelled: bool, use: str = "auto") -> dict[str, Any]:
+    """The arrays of one file: ``outputs`` and ``kind`` (``use``: logits or probs; auto = probs when the file has
+    both, as a run's predictions do, else whichever it has), ``labels``, ``confidence``."""
     if not path.is_file():
         raise UsageError(f"{path} does not exist")
     try:
@@ -38,7 +43,13 @@ def read_npz(path: Path, labelled: bool) -> dict[str, Any]:
             arrays = {k: z[k] for k in z.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         raise UsageError(f"{path} is not a readable .npz ({type(e).__name__}); save it with numpy.savez") from None
-    kind = "logits" if "logits" in arrays else "probs" if "probs" in arrays else ""
+    if use == "auto":  # a run's file holds both: its probs are the method's (e.g. temperature-scaled), so they win
+        kind = "probs" if "probs" in arrays else "logits" if "logits" in arrays else ""
+    else:
+        kind = use if use in arrays else ""
+        if not kind:
+            raise UsageError(f"{path} has no {use!r} array (it has {', '.join(arrays) or 'none'}); drop --use "
+                             f"{use}")
     if not kind:
         raise UsageError(f"{path} has no 'logits' or 'probs' array (it has {', '.join(arrays) or 'none'}); save the "
                          "model's outputs under one of those names")
@@ -71,10 +82,10 @@ def run_score(args: argparse.Namespace, out: Console, err: Console) -> int:
         check_name(args.method, "--method")
     check_name(args.model_name, "--model-name")
     oods = _ood_args(args.ood)
-    main = read_npz(args.file, labelled=True)
+    main = read_npz(args.file, labelled=True, use=args.use)
     sets = [labelled(args.name, main["outputs"], main["labels"], main["kind"], main["confidence"])]
     for name, path in oods:
-        o = read_npz(path, labelled=False)
+        o = read_npz(path, labelled=False, use=args.use)
         if o["kind"] != main["kind"]:
             raise UsageError(f"{path} holds {o['kind']} but {args.file} holds {main['kind']}; give the same kind")
         sets.append(unlabelled(name, o["outputs"], o["kind"], sets[0].probs.shape[1], o["confidence"]))
