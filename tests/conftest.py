@@ -64,3 +64,18 @@ def _sigint_as_found():
     yield
     if signal.getsignal(signal.SIGINT) is not before:
         signal.signal(signal.SIGINT, before)
+
+
+TIERS = ("unit", "contract", "e2e", "docs")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test has one tier (README, Development): a module or test declares contract, e2e or docs
+    (``pytestmark``/decorator); the rest are unit tests. ``-m "not e2e"`` is the quick subset."""
+    for item in items:
+        tiers = {m.name for m in item.iter_markers() if m.name in TIERS}
+        if len(tiers) > 1:
+            raise pytest.UsageError(f"{item.nodeid} declares tiers {sorted(tiers)}; give it one")
+        if not tiers:
+            item.add_marker(pytest.mark.unit)
+

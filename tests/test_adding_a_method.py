@@ -3,6 +3,8 @@ it (in a copy of the registry, undone afterwards) and runs it through every cont
 
 from __future__ import annotations
 
+import pytest
+
 import re
 import sys
 import types
@@ -12,6 +14,8 @@ from test_contract import checks_for, run_contract
 
 from bench.methods import METHODS
 from bench.methods.base import Training
+
+pytestmark = pytest.mark.contract  # the shared contract suite (tier: see tests/conftest.py)
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "adding-a-method.md"
 

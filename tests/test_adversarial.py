@@ -104,6 +104,7 @@ def test_run_attack_batches_agree_with_one_batch(msp, clean):
     torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
 
 
+@pytest.mark.e2e
 def test_run_end_to_end_rows_carry_shift_severity_and_extra_rows(tmp_path, monkeypatch):
     import csv
 

@@ -15,6 +15,9 @@ from bench.errors import UsageError
 from bench.store import ROW_FIELDS
 from bench.user_model import UserModel
 
+pytestmark = pytest.mark.e2e  # every test here runs bench end to end (tier: see tests/conftest.py)
+
+
 # tiny slices: 200 test images per set, 600 training images (540 train / 60 val)
 FAST = {"eval.max_eval": 200, "split.max_train": 600, "eval.cost_images": 100, "mcdropout.passes": 3,
         "confidnet.head_epochs": 1}

@@ -17,6 +17,8 @@ import bench
 from bench.cli import main
 from bench.errors import UsageError
 
+pytestmark = pytest.mark.e2e  # every test here runs bench end to end (tier: see tests/conftest.py)
+
 SETS = "mnist,ood:uniform,fgsm:eps=0.1"
 SMOKE = ["run", "--profile", "smoke", "--datasets", SETS, "--device", "cpu", "--no-progress",
          "--set", "eval.max_eval=300", "--set", "eval.cost_images=100"]
@@ -120,6 +122,7 @@ def test_score_bad_input(kwargs, msg):
 
 NET = '''
 from torch import nn
+
 class Net(nn.Module):
     def __init__(self):
         super().__init__()

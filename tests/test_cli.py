@@ -15,6 +15,9 @@ import pytest
 from bench.cli import main
 from bench.datasets.evalsets import offline_sets
 
+pytestmark = pytest.mark.e2e  # every test here runs bench end to end (tier: see tests/conftest.py)
+
+
 SMOKE = ["run", "--profile", "smoke", "--methods", "msp,mcdropout", "--device", "cpu", "--no-progress"]
 
 

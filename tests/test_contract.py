@@ -23,6 +23,8 @@ from bench.methods import METHODS
 from bench.methods.base import ConfidenceMethod, FitContext
 from bench.methods.options import Options
 
+pytestmark = pytest.mark.contract  # the shared contract suite (tier: see tests/conftest.py)
+
 NAMES = METHODS.names()
 
 

@@ -24,6 +24,8 @@ from bench.datasets import evalsets
 from bench.datasets.evalsets import EvalContext
 from bench.errors import DataError, UsageError
 
+pytestmark = pytest.mark.e2e  # every test here runs bench end to end (tier: see tests/conftest.py)
+
 
 # --- preprocessing -------------------------------------------------------------------------------------------
 def ink_box(img: np.ndarray) -> tuple[int, int]:
@@ -178,6 +180,7 @@ def _write_many(run_dir: str, tag: str, n: int) -> None:
 _WRITER = """
 import sys
 from bench.dadc.store import DadcStore, ModelPrediction
+
 store, tag = DadcStore(sys.argv[1]), sys.argv[2]
 for i in range(int(sys.argv[3])):
     store.add_example(f"{tag}-{i}".encode(), i % 10, [ModelPrediction("msp", 0, 0, 0, "msp-key" + tag, 3, 0.9),

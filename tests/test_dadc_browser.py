@@ -31,8 +31,9 @@ MISSING = [what for what, ok in [(str(CHROMIUM), CHROMIUM.exists()),
                                  ("gradio", importlib.util.find_spec("gradio") is not None)] if not ok]
 if MISSING and os.environ.get("BENCH_REQUIRE_BROWSER"):
     pytest.fail(f"BENCH_REQUIRE_BROWSER is set but {', '.join(MISSING)} is missing", pytrace=False)
-pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"browser test needs {', '.join(MISSING)} "
-                                                      "(apt-get install chromium; pip install -e '.[browser]')")
+pytestmark = [pytest.mark.e2e,
+              pytest.mark.skipif(bool(MISSING), reason=f"browser test needs {', '.join(MISSING)} "
+                                                       "(apt-get install chromium; pip install -e '.[browser]')")]
 
 
 def _free_port() -> int:

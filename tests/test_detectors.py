@@ -362,6 +362,7 @@ def test_bad_detector_input_fails_before_training(args, msg, tmp_path, capsys, m
     assert msg in err and err.count("\n") == 1
 
 
+@pytest.mark.e2e
 def test_run_shares_one_feature_pass_and_records_hyperparameters(tmp_path, monkeypatch):
     import csv
     import json

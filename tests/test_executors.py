@@ -22,6 +22,9 @@ from bench.grid import plan_units
 from bench.methods import METHODS
 from bench.store import RunStore
 
+pytestmark = pytest.mark.e2e  # every test here runs bench end to end (tier: see tests/conftest.py)
+
+
 PLUGIN = Path(__file__).parent / "plugins" / "testkill.py"
 # A tiny grid: 2 methods x 2 seeds sharing one baseline per seed, two eval sets and the cost cell.
 GRID = ["run", "--profile", "smoke", "--methods", "msp,mcdropout", "--seeds", "0,1", "--device", "cpu",

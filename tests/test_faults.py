@@ -23,6 +23,9 @@ import pytest
 from _tiny import TINY, indices, rows, tiny
 from bench import faults
 
+pytestmark = pytest.mark.e2e  # every test here runs bench end to end (tier: see tests/conftest.py)
+
+
 # point -> what it interrupts (the run has 2 units of 2 methods x 3 cells: 12 cells, 4 fitted records)
 POINTS = {
     "batch@3": "training of the first baseline, mid-epoch",

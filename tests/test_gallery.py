@@ -27,6 +27,9 @@ from bench.gallery import (
     uap_rows,
 )
 
+pytestmark = pytest.mark.e2e  # every test here runs bench end to end (tier: see tests/conftest.py)
+
+
 pytest.importorskip("matplotlib")
 
 UAP = "uap:xi=0.2,p=inf,n=20,passes=1,budget=5"

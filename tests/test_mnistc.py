@@ -205,6 +205,7 @@ def test_spatter_blends_towards_grey_63_where_the_mask_is_at_least_0_8():
     assert 0 in vals and len(vals) > 1 and all(v == 0 or 0.8 * 63 - 0.5 <= v <= 63 for v in vals)
 
 
+@pytest.mark.e2e
 def test_glass_blur_blurs_along_rows_only_like_the_reference():
     x = np.zeros((1, 28, 28))
     x[0, 14, 14] = 1.0

@@ -20,6 +20,9 @@ import torch
 from _runs import write_run
 from _tiny import TINY, indices, rows, run_main, tiny
 
+pytestmark = pytest.mark.e2e  # every test here runs bench end to end (tier: see tests/conftest.py)
+
+
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):

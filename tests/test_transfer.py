@@ -12,6 +12,9 @@ from bench.commands.transfer import matrix_table, parse_eps, transfer_matrix
 from bench.errors import UsageError
 from bench.methods.base import FitContext
 
+pytestmark = pytest.mark.e2e  # every test here runs bench end to end (tier: see tests/conftest.py)
+
+
 
 @pytest.fixture(scope="module")
 def two_models(tiny, tiny_ctx):

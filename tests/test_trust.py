@@ -23,6 +23,8 @@ from bench import executors
 from bench.cache import CheckpointCache
 from bench.errors import UsageError
 
+pytestmark = pytest.mark.e2e  # every test here runs bench end to end (tier: see tests/conftest.py)
+
 FAST = {"eval.max_eval": 100, "split.max_train": 300, "eval.cost_images": 50}
 REPO = Path(__file__).resolve().parents[1]
 

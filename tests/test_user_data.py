@@ -22,6 +22,8 @@ from bench.errors import UsageError
 from bench.methods.backbones import create_backbone
 from bench.methods.base import FitContext
 
+pytestmark = pytest.mark.e2e  # every test here runs bench end to end (tier: see tests/conftest.py)
+
 
 @pytest.fixture(autouse=True)
 def registry_untouched(monkeypatch):
