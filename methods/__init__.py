@@ -13,6 +13,7 @@ from bench.methods import trustgan  # noqa: F401  (also registers the trustgan-n
 from bench.methods import oodgan, missingfeature  # noqa: F401
 from bench.methods import advtrain, cure, distill  # noqa: F401
 from bench.methods import mahalanobis, rmd, knn, odin, vim, react, ash, gen, dice, scale  # noqa: F401  (detectors)
+from bench.methods import doctor, relu, sirc, pnorm  # noqa: F401  (misclassification detectors)
 from bench.methods.registry import BACKBONES, METHODS
 
 __all__ = ["METHODS", "BACKBONES"]
