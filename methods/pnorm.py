@@ -10,8 +10,8 @@ inherits), so p = 0 is MaxLogit up to a constant for almost every logit vector.
 p is chosen on the validation split as in the paper: the p of the grid 0, 1, ..., ``grid_max`` (9 in the authors'
 code) with the lowest AURC of the baseline's predictions, the MSP competing too (the authors' MSP fallback: the
 plain MSP is kept unless some p beats it strictly; ties keep the earlier candidate, MSP first, then increasing p).
-``p`` >= 0 fixes p instead (no fitting). The p used is in the checkpoint and the manifest's train log (``p_used``,
--1 = MSP fallback).
+``p`` >= 0 fixes p instead (no fitting). The p used is stored in the checkpoint (``p_used``, -1 = MSP fallback) and
+in the fitted method's ``train_log.extra``.
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ from bench.errors import UsageError
 from bench.methods import METHODS
 from bench.methods.pnorm import MSP, choose_p, maxlogit_pnorm
 from bench.methods.relu import fit_relative_uncertainty
-from bench.methods.sirc import sirc_parameters
+from bench.methods.backbones import create_backbone
+from bench.methods.sirc import residual_space, sirc_parameters
 
 SCORERS = ["doctor", "relu", "sirc", "pnorm"]
 
@@ -154,6 +155,33 @@ def test_sirc_hand_computed():
     torch.testing.assert_close(got, torch.tensor([-math.log(h) - math.log(2)]))
 
 
+def test_sirc_residual_hand_computed():
+    # last layer W = I, b = 0 -> origin u = 0. Validation features (+-2, 0), (0, +-1): sum f f^T = diag(8, 2), dim 1
+    # keeps e1, so the residual is the e2 coordinate: S2 = -|f_2| = 0, 0, -1, -1 -> mean -1/2, std (n - 1)
+    # sqrt(4 (1/2)^2 / 3) = 1/sqrt 3 -> a = -1/2 - sqrt 3, b = sqrt 3.
+    # feature (1, 2), logits (ln 3, 0): S2 = -2, -b (S2 - a) = -sqrt 3 (sqrt 3 - 3/2) = -3 + 3 sqrt 3 / 2;
+    # confidence log 4 - log(1 + exp(-3 + 3 sqrt 3 / 2))
+    val = torch.tensor([[2.0, 0.0], [-2.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
+    space = residual_space(val, torch.eye(2), torch.zeros(2), 1)
+    state = sirc_parameters(val, 3.0, space)
+    r3 = math.sqrt(3)
+    torch.testing.assert_close(state["a"], torch.tensor([-0.5 - r3], dtype=torch.float64))
+    torch.testing.assert_close(state["b"], torch.tensor([r3], dtype=torch.float64))
+    cls = METHODS.get("sirc")
+    m = cls(cls.Config(s2="residual"), num_classes=2)
+    m.model = torch.nn.Identity()
+    m._set_state(state)
+    got = m.predict_from_features(torch.tensor([[1.0, 2.0]]), torch.tensor([[math.log(3), 0.0]])).confidence
+    torch.testing.assert_close(got, torch.tensor([math.log(4) - math.log(1 + math.exp(-3 + 1.5 * r3))]))
+
+
+def test_sirc_residual_dim_is_checked_before_training():
+    cls = METHODS.get("sirc")
+    assert cls.preflight(cls.Config(s2="residual"), create_backbone("lenet", 10), 1000)["dim_used"] == 25
+    with pytest.raises(UsageError, match=r"sirc.dim=50 must be between 1 and the feature dimension - 1 \(49\)"):
+        cls.preflight(cls.Config(s2="residual", dim=50), create_backbone("lenet", 10), 1000)
+
+
 def test_sirc_ranks_as_the_paper_product_and_the_authors_log_form():
     # paper: C = -(1 - MSP)(1 + exp(-b (S2 - a))); the authors' code returns -log(1 - MSP) - logaddexp(0, -b(S2 - a)),
     # i.e. -log(-C). Ours equals that on moderate logits and so ranks exactly as C.
@@ -219,10 +247,12 @@ def fitted_lenet(tiny, tmp_path_factory, tiny_ctx):
 
 
 CHANGES = [("doctor", "variant", "beta"), ("doctor", "temperature", 3.0), ("relu", "lbd", 0.9),
-           ("relu", "temperature", 3.0), ("sirc", "s1", "entropy"), ("sirc", "sigmas", 0.5), ("pnorm", "p", 5.0),
+           ("relu", "temperature", 3.0), ("sirc", "s1", "entropy"), ("sirc", "sigmas", 0.5),
+           ("sirc", "s2", "residual"), ("sirc", "dim", 10), ("pnorm", "p", 5.0),
            ("pnorm", "grid_max", 0), ("pnorm", "msp_fallback", False), ("pnorm", "centralize", False)]
-# options whose effect depends on what the validation split picks: compared against a fixed setting instead
-BASES = {("pnorm", "grid_max"): {"msp_fallback": False}, ("pnorm", "msp_fallback"): {"grid_max": 0},
+# options that act only in another setting (sirc.dim with the residual) or whose effect depends on what the
+# validation split picks (pnorm): compared from that setting
+BASES = {("sirc", "dim"): {"s2": "residual"}, ("pnorm", "grid_max"): {"msp_fallback": False}, ("pnorm", "msp_fallback"): {"grid_max": 0},
          ("pnorm", "centralize"): {"p": 1.0}}
 
 
