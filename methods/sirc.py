@@ -80,8 +80,8 @@ def log_s1_gap(logits: torch.Tensor, s1: str) -> torch.Tensor:
     return entropy.clamp(min=torch.finfo(torch.float64).tiny).log()
 
 
-@register("sirc", "Post-hoc: SIRC, MSP (or -entropy) combined with the feature L1 norm or residual, a and b from validation "
-          "statistics (Xia & Bouganis 2022)")
+@register("sirc", "Post-hoc: SIRC, MSP (or -entropy) combined with the feature L1 norm or residual, a and b from "
+          "validation statistics (Xia & Bouganis 2022)")
 class SIRC(FeatureScorer):
     Config = SIRCConfig
     fits_on_train = False  # its statistics come from the validation split, in _fit

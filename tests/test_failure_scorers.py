@@ -252,7 +252,8 @@ CHANGES = [("doctor", "variant", "beta"), ("doctor", "temperature", 3.0), ("relu
            ("pnorm", "grid_max", 0), ("pnorm", "msp_fallback", False), ("pnorm", "centralize", False)]
 # options that act only in another setting (sirc.dim with the residual) or whose effect depends on what the
 # validation split picks (pnorm): compared from that setting
-BASES = {("sirc", "dim"): {"s2": "residual"}, ("pnorm", "grid_max"): {"msp_fallback": False}, ("pnorm", "msp_fallback"): {"grid_max": 0},
+BASES = {("sirc", "dim"): {"s2": "residual"}, ("pnorm", "grid_max"): {"msp_fallback": False},
+         ("pnorm", "msp_fallback"): {"grid_max": 0},
          ("pnorm", "centralize"): {"p": 1.0}}
 
 
@@ -274,7 +275,8 @@ def test_hyperparameter_changes_scores(name, option, value, fitted_lenet, tiny):
 @pytest.mark.parametrize(("name", "cfg", "match"), [
     ("doctor", {"variant": "gamma"}, "doctor.variant 'gamma' is not one of"),
     ("doctor", {"temperature": 0.0}, "doctor.temperature"), ("relu", {"lbd": 1.5}, "relu.lbd"),
-    ("sirc", {"s1": "energy"}, "sirc.s1"), ("pnorm", {"p": -2.0}, "pnorm.p"), ("pnorm", {"grid_max": -1}, "pnorm.grid_max"),
+    ("sirc", {"s1": "energy"}, "sirc.s1"), ("sirc", {"s2": "knn"}, "sirc.s2"), ("pnorm", {"p": -2.0}, "pnorm.p"),
+    ("pnorm", {"grid_max": -1}, "pnorm.grid_max"),
 ])
 def test_bad_options_are_refused(name, cfg, match):
     with pytest.raises(UsageError, match=match):
