@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import pickle
 import warnings
 from pathlib import Path
 from typing import Any, Iterator
@@ -57,7 +58,13 @@ class CheckpointCache:
         if not p.exists() or self._is_stale(key, p):
             return None
         try:
-            return torch.load(p, map_location="cpu", weights_only=False)
+            # weights_only: a checkpoint holds tensors, numbers, strings, lists and dicts only, so a cache folder or
+            # a run received from someone else cannot run code here (full unpickling would)
+            return torch.load(p, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            warnings.warn(f"ignoring checkpoint {p}: it holds Python objects beyond tensors, which bench never "
+                          "unpickles (it was not written by bench, or was altered); it will be retrained")
+            return None
         except Exception as e:  # a torn or foreign file: retrain rather than crash
             warnings.warn(f"ignoring unreadable checkpoint {p} ({type(e).__name__}); it will be retrained")
             return None

@@ -74,14 +74,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="bench", description="Benchmark confidence methods on shared data, backbone and budget.")
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
 
-    ls = sub.add_parser("list", help="list registered methods, backbones, eval sets or profiles")
-    ls.add_argument("kind", nargs="?", default="methods", choices=["methods", "backbones", "datasets", "profiles"])
+    ls = sub.add_parser("list", help="list registered methods, backbones, eval sets, benchmarks or profiles")
+    ls.add_argument("kind", nargs="?", default="methods",
+                    choices=["methods", "backbones", "datasets", "benchmarks", "profiles"])
     ls.add_argument("pattern", nargs="?", default=None, help="wildcard filter, e.g. 'ood:*'")
 
     run = sub.add_parser("run", help="train (or load cached) methods and evaluate them")
     run.add_argument("--methods", help="comma-separated names or wildcards (default from profile: msp)")
     run.add_argument("--backbone", help="registered backbone or timm:<model>")
-    run.add_argument("--datasets", help="eval sets (default: MNIST test + the OOD sets available offline)")
+    run.add_argument("--benchmark", help="a declared benchmark: its data and default eval sets (default mnist; "
+                     "python -m bench list benchmarks)")
+    run.add_argument("--datasets", help="eval sets (default: the benchmark's test set + its OOD sets available "
+                     "offline)")
     run.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2")
     run.add_argument("--folds", type=int, help="k-fold cross-validation over the 60k training images")
     run.add_argument("--profile", help="smoke | quick | paper (default quick; with --resume: the run's own config)")
@@ -134,6 +138,16 @@ def cmd_list(args: argparse.Namespace, out: Console) -> int:
     from bench.datasets.evalsets import EVAL_SETS
     from bench.methods import BACKBONES, METHODS
 
+    if args.kind == "benchmarks":
+        from bench.datasets.benchmarks import BENCHMARKS
+
+        for name in BENCHMARKS.names(args.pattern):
+            b = BENCHMARKS.get(name)
+            out.print(f"[bold]{name:<12}[/bold] {b.description} (profile {b.profile})", soft_wrap=True,
+                      highlight=False)
+            for group, sets in b.groups:
+                out.print(f"  {group:<12} {', '.join(sets)}", soft_wrap=True, highlight=False)
+        return 0
     if args.kind == "profiles":
         for name in profiles():
             first = (PROFILE_DIR / f"{name}.yaml").read_text().splitlines()[0].lstrip("# ")
@@ -184,6 +198,8 @@ def _layers(args: argparse.Namespace, run_dir: Path | None = None) -> list[dict[
             raise UsageError(f"--methods {args.methods!r} names no method; e.g. --methods msp,mcdropout")
     if args.backbone is not None:
         flags["backbone"] = args.backbone
+    if args.benchmark is not None:
+        flags["benchmark"] = args.benchmark
     if args.datasets is not None:
         flags["datasets"] = _split_sets(args.datasets)
         if not flags["datasets"]:  # an empty list would silently mean the default sets
@@ -217,6 +233,10 @@ def _layers(args: argparse.Namespace, run_dir: Path | None = None) -> list[dict[
 
 def _run_dir(args: argparse.Namespace) -> Path:
     if args.out is not None:
+        if args.resume and not (args.out / "manifest.json").is_file():  # never a fresh default run in its place
+            what = "does not exist" if not args.out.exists() else "holds no bench run (no manifest.json)"
+            raise UsageError(f"--resume --out {args.out}: nothing to resume, the folder {what}; drop --resume to "
+                             "start a new run there")
         return args.out
     if args.resume:
         runs = sorted(p for p in DEFAULT_RUNS.glob("*") if (p / "manifest.json").exists()) if DEFAULT_RUNS.is_dir() \

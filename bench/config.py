@@ -68,6 +68,7 @@ EXECUTORS = ("local", "ray")
 @dataclass(frozen=True)
 class RunConfig:
     profile: str = "quick"
+    benchmark: str = "mnist"  # datasets/benchmarks.py: its data and default eval sets (--benchmark)
     methods: tuple[str, ...] = ("msp",)
     backbone: str = "lenet"
     datasets: tuple[str, ...] = ()  # empty: MNIST test plus every OOD set available offline
@@ -223,6 +224,12 @@ def resolve(layers: list[dict[str, Any]], method_configs: dict[str, type]) -> Ru
         raise UsageError("seeds is empty; give at least one, e.g. --seeds 0")
     if not cfg.methods:
         raise UsageError("methods is empty; give at least one, e.g. --methods msp (see python -m bench list)")
+    from bench.datasets.benchmarks import BENCHMARKS
+
+    if cfg.benchmark not in BENCHMARKS:
+        raise UsageError(f"{BENCHMARKS.unknown_message(cfg.benchmark)}; see python -m bench list benchmarks")
+    if cfg.data and cfg.benchmark != "mnist":
+        raise UsageError(f"--data makes a benchmark of your files; drop --benchmark {cfg.benchmark}")
     ex = cfg.executor
     if ex.kind not in EXECUTORS:
         raise UsageError(f"executor.kind={ex.kind!r} is not valid; use {' or '.join(EXECUTORS)} (--executor)")

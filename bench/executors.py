@@ -53,6 +53,7 @@ class Payload:
     datasets: tuple[str, ...]
     plugins: tuple[str, ...]
     tensorboard: bool
+    source: Any = None  # the run's DataSource (datasets/source.py): a small value; workers load its images
 
 
 @dataclass(frozen=True)
@@ -85,17 +86,13 @@ def _unit_worker(payload: Payload, device: str, threads: int) -> UnitWorker:
         from bench.utils import resolve_device
 
         load_plugins(list(payload.plugins))
-        if payload.cfg.ood:
-            from bench.datasets.user_ood import register
-
-            register(payload.cfg.ood)
         torch.set_num_threads(max(1, threads))
         dev = resolve_device(device)
         if dev.type == "cuda" and dev.index is not None:  # --jobs on several GPUs: this worker's GPU
             torch.cuda.set_device(dev)
         _WORKERS.clear()  # one run at a time per process
         _WORKERS[key] = UnitWorker(payload.cfg, Path(payload.run_dir), payload.cache, dev, list(payload.datasets),
-                                   tensorboard=payload.tensorboard)
+                                   source=payload.source, tensorboard=payload.tensorboard)
     return _WORKERS[key]
 
 

@@ -14,7 +14,7 @@ from torch import nn
 
 from bench.cache import CheckpointCache
 from bench.config import RunConfig
-from bench.datasets import user_data
+from bench.datasets.source import DataSource
 from bench.datasets.idx import read_idx
 from bench.datasets.mnist import DATA_ROOT, FILES
 from bench.datasets.splits import smallest_train_size
@@ -96,27 +96,26 @@ def heaviest_first(units: list[Unit]) -> list[Unit]:
     return sorted(units, key=weight, reverse=True)
 
 
-def preflight(cfg: RunConfig, methods: list[str], nets: Callable[[str, Any], list[nn.Module]] | None = None
-              ) -> dict[str, dict[str, Any]]:
+def preflight(cfg: RunConfig, methods: list[str], source: DataSource,
+              nets: Callable[[str, Any], list[nn.Module]] | None = None) -> dict[str, dict[str, Any]]:
     """Each method's checks that need its network or the training-split size (k-NN's k, a backbone without
     penultimate features), run before any training; returns the hyper-parameters each method will use.
-    ``nets(method, config)`` gives the networks to check (default: an untrained backbone of the run's)."""
-    data = user_data.activate(cfg)  # None: MNIST
-    n_all = data.spec.n_train if data else len(read_idx(DATA_ROOT / FILES["mnist"]["train_labels"][0]))  # labels: fast
+    ``nets(method, config)`` gives the networks to check (default: an untrained backbone of the run's, built for
+    the data's shape)."""
+    n_all = source.spec.n_train if source.is_user_data else len(read_idx(DATA_ROOT / FILES["mnist"]["train_labels"][0]))
     n_train = smallest_train_size(n_all, cfg.folds, cfg.split.val_fraction, cfg.split.max_train)
     out = {}
-    with user_data.shape_context(data):  # networks built for the data's C x H x W
-        for m in methods:
-            cls = METHODS.get(m)
-            config = cls.Config(**cfg.options_for(m))
-            for net in (nets or _untrained_backbone(cfg))(m, config):
-                out[m] = to_jsonable(cls.preflight(config, net, n_train))
+    for m in methods:
+        cls = METHODS.get(m)
+        config = cls.Config(**cfg.options_for(m))
+        for net in (nets or _untrained_backbone(cfg, source))(m, config):
+            out[m] = to_jsonable(cls.preflight(config, net, n_train))
     return out
 
 
-def _untrained_backbone(cfg: RunConfig) -> Callable[[str, Any], list[nn.Module]]:
-    classes = user_data.num_classes(user_data.activate(cfg))
-    return lambda method, config: [create_backbone(getattr(config, "backbone", "") or cfg.backbone, classes)]
+def _untrained_backbone(cfg: RunConfig, source: DataSource) -> Callable[[str, Any], list[nn.Module]]:
+    return lambda method, config: [create_backbone(getattr(config, "backbone", "") or cfg.backbone,
+                                                   source.num_classes, shape=source.shape)]
 
 
 def eval_names(datasets: list[str]) -> list[str]:

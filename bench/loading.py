@@ -66,7 +66,7 @@ def load_method(run_dir: str | Path, method: str, seed: int | None = None, fold:
     cls = METHODS.get(method)
     data = manifest.get("data")  # a run on the user's own --data: its classes and image shape
     m = cls(cls.Config(**options), backbone=config["backbone"], seed=entry["seed"],
-            num_classes=data["num_classes"] if data else 10)
+            num_classes=data["num_classes"] if data else 10, shape=tuple(data["shape"]) if data else (1, 28, 28))
     path = Path(entry["path"])
     if not path.exists():  # the run moved with its cache: look in the cache dir named in the manifest
         path = CheckpointCache(config.get("cache_dir", "results/cache")).path(entry["key"])
@@ -74,9 +74,4 @@ def load_method(run_dir: str | Path, method: str, seed: int | None = None, fold:
     if hit is None:
         raise UsageError(f"checkpoint {entry['path']} of {method} seed {entry['seed']} is missing or unreadable; "
                          f"restore it with: {resume_command(run_dir)}")
-    if data is None:
-        return m.load_checkpoint(hit, device)
-    from bench.methods.backbones import data_shape
-
-    with data_shape(tuple(data["shape"])):
-        return m.load_checkpoint(hit, device)
+    return m.load_checkpoint(hit, device)

@@ -4,9 +4,11 @@ arguments, with ``--weights FILE`` (a state dict) loaded into it. Every failure 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import logging
+import pickle
 import re
 import sys
 import warnings
@@ -27,6 +29,12 @@ class LoadedModel:
     module: nn.Module
     name: str  # default row name: the file's stem
     origin: str  # what was loaded, for the manifest
+
+
+def _stem(path: Path) -> str:
+    """A file's stem as a default model name, made safe as part of a file name (bench/store.py check_name)."""
+    name = re.sub(r"[^A-Za-z0-9_.+=-]", "_", path.stem)[:120]
+    return "_" + name[1:] if name[:1] in (".", "-", "") else name
 
 
 def _first_line(e: BaseException) -> str:
@@ -58,22 +66,45 @@ def _from_file(path: Path) -> LoadedModel:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice, not the user's concern
             module = torch.jit.load(str(path), map_location="cpu")
-        return LoadedModel(module, path.stem, f"torchscript {path}")
+        return LoadedModel(module, _stem(path), f"torchscript {path}")
     except Exception as e:  # not TorchScript: maybe an export archive
         script_error = _first_line(e)
     torch_log = logging.getLogger("torch")
     level = torch_log.level
     torch_log.setLevel(logging.ERROR)  # the export loader logs a warning before it raises; we raise one line
     try:
-        program = torch.export.load(str(path))
+        with _weights_only_loads():
+            program = torch.export.load(str(path))
         module = program.module()
+    except pickle.UnpicklingError:
+        raise UsageError(f"--model {path} holds pickled Python objects beyond tensors, which bench never unpickles "
+                         "(loading them could run code); export the model again with torch.export.save, or give "
+                         "file.py:Class with --weights") from None
     except Exception as e:  # neither: say both
         raise UsageError(f"--model {path} loads neither as TorchScript ({script_error}) nor as a torch.export "
                          f"archive ({_first_line(e)}); save it with torch.jit.save or torch.export.save, or give "
                          "file.py:Class with --weights") from None
     finally:
         torch_log.setLevel(level)
-    return LoadedModel(module, path.stem, f"torch.export {path}")
+    return LoadedModel(module, _stem(path), f"torch.export {path}")
+
+
+@contextlib.contextmanager
+def _weights_only_loads():
+    """torch.export.load unpickles parts of an archive with ``weights_only=False`` (pickled weights and constants,
+    and a fallback after a failed safe load), so a crafted .pt2 that a colleague shares would run code. For the
+    duration of the load every ``torch.load`` is the safe unpickler: such a file fails to load instead."""
+    original = torch.load
+
+    def safe_load(*args, **kwargs):
+        kwargs["weights_only"] = True
+        return original(*args, **kwargs)
+
+    torch.load = safe_load
+    try:
+        yield
+    finally:
+        torch.load = original
 
 
 def _from_python(spec: str, weights: str | None) -> LoadedModel:
@@ -114,7 +145,7 @@ def _from_python(spec: str, weights: str | None) -> LoadedModel:
         raise UsageError(f"--model {spec}: {attr}() returns a {type(model).__name__}, not an nn.Module")
     if weights:
         _load_weights(model, Path(weights), spec)
-        return LoadedModel(model, Path(weights).stem, f"{spec} with weights {weights}")
+        return LoadedModel(model, _stem(Path(weights)), f"{spec} with weights {weights}")
     return LoadedModel(model, attr, f"{spec} (no --weights: its initial weights)")
 
 

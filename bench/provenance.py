@@ -60,6 +60,16 @@ def first_difference(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> 
     return ""
 
 
+def manifest_base(store: RunStore, config: dict[str, Any], command: list[str], device: torch.device | str,
+                  device_label: str | None = None, created: str | None = None) -> dict[str, Any]:
+    """The provenance every run directory's manifest records, whichever command wrote it (bench run, score,
+    transfer, uap-sweep): run id, resolved config, command line, versions, git sha, device and when it was made."""
+    name = device_label or (device if isinstance(device, str) else device_name(device))  # str: no device at all
+    return {"run_id": store.run_id, "config": config, "command": command, "versions": versions(),
+            "git_sha": git_sha(), "device": device_label or str(device), "device_name": name,
+            "created": created or time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
 def prepare_store(cfg: RunConfig, run_dir: Path, resume: bool, command: list[str], device: torch.device,
                   device_label: str | None = None) -> RunStore:
     store = RunStore(run_dir)
@@ -78,10 +88,7 @@ def prepare_store(cfg: RunConfig, run_dir: Path, resume: bool, command: list[str
                          "drop --resume and choose another --out")
     store.ensure_writable()
     store.write_manifest({
-        "run_id": store.run_id, "config": resolved, "command": command, "versions": versions(),
-        "git_sha": git_sha(), "device": device_label or str(device),
-        "device_name": device_label or device_name(device),
-        "created": (old or {}).get("created", time.strftime("%Y-%m-%dT%H:%M:%S%z")),
+        **manifest_base(store, resolved, command, device, device_label, (old or {}).get("created")),
         "resumed": bool(resume and old is not None),
         "eval_set_groups": (old or {}).get("eval_set_groups", {}),  # filled as units build sets
     })

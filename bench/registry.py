@@ -33,6 +33,15 @@ class Registry(Generic[T]):
         self._items[name] = obj
         self._docs[name] = doc if isinstance(doc, str) else (doc[0] if doc else "")
 
+    def extended(self, items: dict[str, tuple[T, str]]) -> "Registry[T]":
+        """A new registry holding this one's entries plus ``items`` (name -> (object, description)); this one is
+        left as it is (a run's own eval sets are such a copy, never a change to the shared registry)."""
+        out: Registry[T] = Registry(self.kind)
+        out._items, out._docs = dict(self._items), dict(self._docs)
+        for name, (obj, doc) in items.items():
+            out.add(name, obj, doc)
+        return out
+
     def get(self, name: str) -> T:
         if name not in self._items:
             raise UsageError(self.unknown_message(name))

@@ -10,8 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 #: what a run computes: every top-level key but the placement keys (``method_options``: each method's own config)
-RESULT_KEYS = ("profile", "methods", "backbone", "datasets", "ood", "train", "split", "eval", "folds", "seeds",
-               "method_options", "data", "ood_resize")
+RESULT_KEYS = ("profile", "benchmark", "methods", "backbone", "datasets", "ood", "train", "split", "eval", "folds",
+               "seeds", "method_options", "data", "ood_resize")
+#: result keys added after runs were first written, with the value a run without the key had: such a run is read
+#: as having it (so it can still be resumed, reported with and compared to runs that record the key)
+ADDED_LATER = {"benchmark": "mnist"}
 #: where a run executes and keeps its files, not what it computes: a run may be resumed, reported and compared under
 #: other values
 PLACEMENT_KEYS = ("device", "data_dir", "cache_dir", "executor")
@@ -22,4 +25,4 @@ CELL_KEYS = ("methods", "datasets", "ood", "seeds")
 
 def result_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """The parts of a resolved config (a manifest's ``config``) that determine results."""
-    return {k: v for k, v in cfg.items() if k not in PLACEMENT_KEYS}
+    return {**ADDED_LATER, **{k: v for k, v in cfg.items() if k not in PLACEMENT_KEYS}}

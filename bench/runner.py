@@ -25,6 +25,9 @@ from torch import nn
 from bench.cache import CheckpointCache
 from bench.config import RunConfig
 from bench.datasets import evalsets, user_data
+from bench.datasets.benchmarks import run_defaults
+from bench.datasets.source import DataSource, run_sets
+from bench.datasets.source import resolve as resolve_source
 from bench.errors import UsageError
 from bench.executors import GridJob, Payload, check_executor, make_executor
 from bench.grid import Unit, UnitResult, eval_names, fitted_ok, plan_units, preflight
@@ -56,22 +59,22 @@ class Runner:
 
     def __init__(self, cfg: RunConfig, run_dir: Path, *, resume: bool = False, retrain: bool = False,
                  console: Console | None = None, command: list[str] | None = None, progress: bool = True,
-                 tensorboard: bool = False):
+                 tensorboard: bool = False, source: DataSource | None = None):
         self.plugins = load_plugins()
-        if cfg.ood:  # user OOD sets: registered as ood:NAME, added to an explicit --datasets list
-            from bench.datasets.user_ood import register
-
-            names = register(cfg.ood)
-            if cfg.datasets:
-                cfg = dataclasses.replace(cfg, datasets=tuple(dict.fromkeys((*cfg.datasets, *names))))
+        # the in-distribution data, resolved once (a value every worker gets), and this run's own eval sets
+        self.source = source if source is not None else resolve_source(cfg)
+        self.sets = run_sets(self.source, cfg.ood)
+        if cfg.ood and cfg.datasets:  # user OOD sets (ood:NAME) are added to an explicit --datasets list
+            names = tuple(n for n in self.sets.names() if n.startswith("ood:") and n not in evalsets.EVAL_SETS)
+            cfg = dataclasses.replace(cfg, datasets=tuple(dict.fromkeys((*cfg.datasets, *names))))
         check_executor(cfg)
         self.cfg = cfg
         # Ray workers pick their own device; the driver (maybe a CPU-only head node) only validates other specs
         ray = cfg.executor.kind == "ray"
         self.device = torch.device("cpu") if ray else resolve_device(cfg.device)
         self.methods = METHODS.expand(list(cfg.methods))
-        data = user_data.activate(cfg)  # --data: its test part is the ID set; its own default sets
-        self.datasets = evalsets.expand(list(cfg.datasets)) if cfg.datasets else user_data.default_sets(data)
+        self.datasets = evalsets.expand(list(cfg.datasets), self.sets) if cfg.datasets \
+            else run_defaults(cfg.benchmark, self.source, self.sets)
         self.console = console or Console(stderr=True)
         self.show_progress = progress
         self.tensorboard = tensorboard
@@ -79,12 +82,12 @@ class Runner:
             _check_tensorboard()
         from bench.validate import check_run
 
-        check_run(cfg, self.datasets)  # the run's values first, then what the methods check against the network
-        user_data.check_run(cfg, self.datasets, self.methods)  # --data: sets, methods and split for its shape
-        self.hyperparameters = preflight(cfg, self.methods, self._preflight_nets())  # one-line errors, before training
+        check_run(cfg, self.datasets, self.sets)  # the run's values first, then what methods check on the network
+        user_data.check_run(cfg, self.datasets, self.methods, self.source, self.sets)  # --data: sets, methods, split
+        self.hyperparameters = preflight(cfg, self.methods, self.source, self._preflight_nets())  # before training
         self.lock = RunLock(run_dir)
         if resume:  # --resume only on the data the run was made with (content hash)
-            user_data.check_resume(RunStore(run_dir).read_manifest(), data, run_dir)
+            user_data.check_resume(RunStore(run_dir).read_manifest(), self.source, run_dir)
         if RunStore(run_dir).foreign_entry() is None:  # else prepare_store refuses, before writing anything
             self.lock.acquire()  # released at the end of run(), or by the kernel if this process dies
         try:
@@ -98,8 +101,8 @@ class Runner:
         self.cache = CheckpointCache(cfg.cache_dir, ignore_existing=retrain)
         manifest = self.store.read_manifest() or {}
         manifest["hyperparameters"] = self.hyperparameters  # every method's, defaults included
-        if data is not None:
-            manifest["data"] = user_data.manifest_entry(data.spec)  # its content hash: no mixing of datasets
+        if self.source.is_user_data:
+            manifest["data"] = user_data.manifest_entry(self.source.spec)  # its content hash: no mixing of datasets
         self.store.write_manifest(manifest)
         self.cell_names: dict[str, str] = {}  # cell key -> readable name, every cell of the grid
 
@@ -128,7 +131,7 @@ class Runner:
                 if left or not all(fitted_ok(self.store, self.cache, m, unit.seed, unit.fold) for m in unit.methods):
                     units.append(unit)
             total = len(self.cell_names)
-            executor = make_executor(self.job(), len(units))
+            executor = self.make_executor(len(units))
             try:
                 executor.run(units, local, bars, total, out.cells_skipped, lambda r: self._collect(out, r))
             finally:
@@ -140,16 +143,20 @@ class Runner:
     def job(self) -> GridJob:
         """The run as the executor sees it (plain values; the workers' part is picklable)."""
         payload = Payload(self.cfg, str(self.store.dir.resolve()), self.cache, tuple(self.datasets),
-                          tuple(self.plugins), self.tensorboard)
+                          tuple(self.plugins), self.tensorboard, self.source)
         return GridJob(payload, self.device, self.console, dict(self.cell_names))
 
     def plan(self) -> list[Unit]:
         return plan_units(self.cfg, self.methods)
 
+    def make_executor(self, n_units: int):
+        """Where the units run (``--executor`` / ``--jobs``; a run of user models overrides it)."""
+        return make_executor(self.job(), n_units)
+
     def make_worker(self, bars: Bars) -> UnitWorker:
         """The in-process worker (a run of user models makes its own, bench/user_run.py)."""
-        return UnitWorker(self.cfg, self.store.dir, self.cache, self.device, self.datasets, bars=bars,
-                          tensorboard=self.tensorboard)
+        return UnitWorker(self.cfg, self.store.dir, self.cache, self.device, self.datasets, source=self.source,
+                          bars=bars, tensorboard=self.tensorboard)
 
     def unit_cells(self, unit: Unit) -> list[str]:
         """Readable names of a unit's cells, in ``unit_keys`` order (the one-line-per-cell log)."""

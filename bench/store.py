@@ -43,9 +43,39 @@ def _is_temporary(name: str) -> bool:
 ROW_FIELDS = ("run_id", "method", "backbone", "seed", "fold", "eval_set", "shift", "severity", "metric", "value")
 
 
+#: what a name that becomes part of a file name may hold (method, model and run names): no path separator, no
+#: leading dot (so never '..'), nothing a shell or another OS reads specially
+NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+@=-]*")
+
+
+def check_name(name: str, what: str) -> str:
+    """``name`` unchanged if it is safe as part of a file name, else a one-line UsageError naming ``what``."""
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name) or len(name) > 120:
+        raise UsageError(f"{what} {name!r} cannot name files: use letters, digits and _ . + @ = - (not starting "
+                         "with '.' or '-', no '/', at most 120 characters)")
+    return name
+
+
 def cell_key(method: str, seed: int, fold: int, eval_set: str) -> str:
+    check_name(method, "method name")  # every writer's names are checked at its entry; this is the last guard
     safe = re.sub(r"[^A-Za-z0-9_.=-]", "_", eval_set)
     return f"{method}__seed{seed}__fold{fold}__{safe}"
+
+
+def check_new_out(run_dir: Path, flag: str = "--out") -> None:
+    """Commands that write a run in one go (``bench score``, ``bench uap-sweep``) take a new or empty folder only:
+    they never write over a user's files or another run's (``bench run`` resumes its own runs instead)."""
+    try:
+        names = sorted(os.listdir(run_dir))
+    except FileNotFoundError:
+        return
+    except NotADirectoryError:
+        raise UsageError(f"{flag} {run_dir} is a file; give a new or empty folder") from None
+    except OSError as e:
+        raise UsageError(f"cannot read {flag} {run_dir}: {e.strerror or e}; choose another {flag}") from None
+    if names:
+        raise UsageError(f"{flag} {run_dir} is not empty (it holds {names[0]}); bench will not write over it: "
+                         "choose a new or empty folder")
 
 
 def fit_key(method: str, seed: int, fold: int) -> str:

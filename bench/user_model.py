@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import hashlib
 import inspect
 import types
 from dataclasses import dataclass, field
@@ -76,6 +77,21 @@ class UserModel(nn.Module):
         else:
             self.feature_problem = (f"model {name} has neither forward_features + forward_head (timm's convention) "
                                     f"nor a feature_layer; {FEATURE_FIX}")
+
+    def content_hash(self) -> str:
+        """sha256 of what the model computes with: its class, TorchScript code where it has some, and every
+        parameter and buffer (name, dtype, shape, bytes). ``--resume`` of a run compares it, so that another model
+        saved under the same name never adds its cells to the old model's."""
+        h = hashlib.sha256()
+        h.update(type(self.model).__qualname__.encode())
+        with contextlib.suppress(Exception):  # TorchScript's code; other modules have none
+            h.update(str(self.model.code).encode())
+        with torch.no_grad():
+            for key, t in sorted(self.model.state_dict().items()):
+                h.update(f"{key}|{t.dtype}|{tuple(t.shape)}".encode())
+                flat = t.detach().to("cpu").contiguous().reshape(-1)  # a 0-d tensor cannot be viewed as bytes
+                h.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+        return h.hexdigest()
 
     # --- the backbone interface ----------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -181,6 +197,7 @@ class UserModel(nn.Module):
                 raise UsageError(f"model {self.name} returns {out.shape[1]} logits per image but {data} has "
                                  f"{num_classes} classes; its last layer must have {num_classes} outputs")
             self.num_classes = int(out.shape[1])
+            self.input_shape = tuple(int(d) for d in x.shape[1:])  # what feature probes feed it
             if not self.feature_problem:
                 self._check_features(x, out.float())
 

@@ -25,7 +25,7 @@ from bench.methods.base import ConfidenceMethod, Training
 from bench.progress import Bars
 from bench.grid import COST_SET, Unit, shares_baseline
 from bench.runner import RunOutcome, Runner
-from bench.store import ROW_FIELDS, cell_key
+from bench.store import ROW_FIELDS, cell_key, check_name
 from bench.user_model import UserFitContext, UserModel, has_dropout, preserved
 from bench.worker import UnitWorker
 
@@ -124,13 +124,24 @@ class UserRunner(Runner):
 
     def __init__(self, cfg, run_dir: Path, models: list[UserModel], **kwargs: Any):
         self.models = models  # before the base's preflight, which checks the methods against these models
+        hashes = {m.name: m.content_hash() for m in models}
+        earlier = _earlier_models(run_dir) if kwargs.get("resume") else {}
+        for name, h in hashes.items():  # before the base prepares (and rewrites) anything of the run
+            if name in earlier and "sha256" not in earlier[name]:
+                raise UsageError(f"--resume: this run's manifest has no content hash of model {name} (an older "
+                                 "bench), so bench cannot tell it is the same model; use another --out")
+            if name in earlier and earlier[name]["sha256"] != h:
+                raise UsageError(f"--resume: model {name} is not the model this run scored under that name (its "
+                                 "content hash differs); give it another --model-name, or another --out")
         super().__init__(cfg, run_dir, **kwargs)
         manifest = self.store.read_manifest() or {}
-        manifest["user_models"] = [
-            {"name": m.name, "class": type(m.model).__name__, "origin": getattr(m, "origin", "python object"),
-             "num_classes": m.num_classes, "feature_source": m.source if not m.feature_problem else "",
-             "num_features": m.num_features, "params": sum(p.numel() for p in m.model.parameters())}
-            for m in models]
+        entries = {name: e for name, e in earlier.items() if name not in hashes}  # their cells stay in the run
+        entries.update({m.name: {
+            "name": m.name, "class": type(m.model).__name__, "origin": getattr(m, "origin", "python object"),
+            "num_classes": m.num_classes, "feature_source": m.source if not m.feature_problem else "",
+            "num_features": m.num_features, "params": sum(p.numel() for p in m.model.parameters()),
+            "sha256": hashes[m.name]} for m in models})
+        manifest["user_models"] = list(entries.values())
         # the cells this run will hold, for reports (its method labels are not the config's method names)
         ensemble = "+".join(a.name for a in models)
         manifest["cells"] = [[label(m, getattr(u, "model", "") or ensemble), u.seed, u.fold, ds]
@@ -139,6 +150,14 @@ class UserRunner(Runner):
 
     def _preflight_nets(self):
         return lambda method, config: self.models
+
+    def make_executor(self, n_units: int):
+        """Always this process: the user's models are Python objects of this process (worker processes, which
+        ``--jobs auto`` starts for a grid of several units, would not have them)."""
+        from bench.executors import Sequential
+
+        return Sequential(self.job())
+
     def plan(self) -> list[Unit]:
         singles = tuple(m for m in self.methods if m != "ensemble")
         units: list[Unit] = []
@@ -156,12 +175,24 @@ class UserRunner(Runner):
                 for ds in [*self.datasets, COST_SET]]
 
     def make_worker(self, bars: Bars) -> UnitWorker:
-        return UserModelWorker(self.cfg, self.store.dir, self.cache, self.device, self.datasets, bars=bars,
-                               models=self.models)
+        return UserModelWorker(self.cfg, self.store.dir, self.cache, self.device, self.datasets, source=self.source,
+                               bars=bars, models=self.models)
 
     def _collect(self, out: RunOutcome, result) -> None:
         result.checkpoints = []  # nothing of a user model is in bench's checkpoint cache
         super()._collect(out, result)
+
+
+def _earlier_models(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """The models a run being resumed scored, by name (from its manifest; none if it has none)."""
+    from bench.store import RunStore
+
+    try:
+        manifest = RunStore(run_dir).read_manifest() or {}
+    except BenchError:
+        return {}  # a corrupt manifest is the base runner's to report
+    entries = manifest.get("user_models") or []
+    return {e["name"]: e for e in entries if isinstance(e, dict) and isinstance(e.get("name"), str)}
 
 
 def _names(models: list[nn.Module], names: Sequence[str] | None) -> list[str]:
@@ -171,6 +202,8 @@ def _names(models: list[nn.Module], names: Sequence[str] | None) -> list[str]:
             raise UsageError(f"{len(names)} names for {len(models)} models; give one name per model")
         if len(set(names)) != len(names) or any(not n or "@" in n for n in names):
             raise UsageError(f"model names {names} must be distinct, non-empty and without '@'")
+        for n in names:  # a model's name is part of its cells' file names
+            check_name(n, "model name")
         return names
     base = [type(m).__name__ for m in models]
     return [b if base.count(b) == 1 else f"{b}-{i}" for i, b in enumerate(base)]
@@ -196,7 +229,6 @@ def prepare(model: nn.Module | Sequence[nn.Module], *, methods: str | Sequence[s
     ``layers`` (the CLI's profile/flags/--set) replaces profile, options, methods, datasets, seed and device."""
     from bench.config import load_profile, resolve
     from bench.datasets import evalsets
-    from bench.datasets.mnist import load_embedded
     from bench.methods import METHODS
     from bench.utils import resolve_device
 
@@ -224,22 +256,21 @@ def prepare(model: nn.Module | Sequence[nn.Module], *, methods: str | Sequence[s
     cfg = resolve(layers, {n: METHODS.get(n).Config for n in METHODS.names()})
     if cfg.executor.kind != "local" or cfg.executor.jobs not in (0, 1):
         raise UsageError("models you bring are scored in this process; drop --jobs / --executor")
-    from bench.datasets.user_data import activate
+    from bench.datasets.source import resolve as resolve_source
+    from bench.datasets.source import run_sets
 
-    own = activate(cfg)  # the user's --data (None: MNIST), its test part registered as an eval set
+    source = resolve_source(cfg)  # the user's --data, else MNIST
     if cfg.datasets:
-        evalsets.expand(list(cfg.datasets))  # an unknown set fails here, before the models run
+        evalsets.expand(list(cfg.datasets), run_sets(source, cfg.ood))  # an unknown set fails before the models run
     dev = resolve_device(cfg.device)
     adapted: list[UserModel] = []
     try:  # a failed check takes the hooks off the user's modules again
         for m, n in zip(raw, model_names):
             adapted.append(UserModel(m, n, feature_layer))
-        test = own.test if own is not None else load_embedded(data, "test")
-        probe = test.images[:PROBE_IMAGES].float().div(255.0).to(dev)
+        probe = source.part("test").images[:PROBE_IMAGES].float().div(255.0).to(dev)
         for a in adapted:
             a.to(dev)
-            a.probe(probe, own.spec.num_classes if own is not None else DATA_CLASSES[data],
-                    own.spec.name if own is not None else data)
+            a.probe(probe, source.num_classes, source.name)
         check_methods(method_names, adapted)
     except BaseException:
         for a in adapted:

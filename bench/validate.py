@@ -16,12 +16,12 @@ from bench.errors import UsageError
 MNIST_TRAIN = 60_000
 
 
-def check_eval_sets(names: list[str]) -> None:
+def check_eval_sets(names: list[str], sets=None) -> None:
     from bench.datasets import evalsets
 
     seen: dict[tuple[str, str], str] = {}
     for name in names:
-        parsed = evalsets.check(name)
+        parsed = evalsets.check(name, sets)
         family = name.partition(":")[0]
         key = (family, repr(parsed))
         if key in seen:
@@ -47,8 +47,8 @@ def check_writable(path: Path, flag: str) -> None:
         raise UsageError(f"cannot write to {flag} {path}: {e.strerror or e}; choose another {flag}") from None
 
 
-def check_run(cfg, datasets: list[str]) -> None:
-    check_eval_sets(datasets)
+def check_run(cfg, datasets: list[str], sets=None) -> None:
+    check_eval_sets(datasets, sets)
     check_folds(cfg.folds)
     check_writable(Path(cfg.cache_dir), "--cache-dir")
 

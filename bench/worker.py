@@ -20,9 +20,9 @@ from rich.console import Console
 from bench import faults
 from bench.cache import CheckpointCache
 from bench.config import RunConfig
-from bench.datasets import evalsets, user_data
+from bench.datasets import evalsets
 from bench.datasets.evalsets import EvalContext, EvalData
-from bench.datasets.mnist import load_embedded
+from bench.datasets.source import DataSource, run_sets
 from bench.datasets.splits import SplitSpec, split
 from bench.errors import BenchError
 from bench.grid import COST_SET, Unit, UnitResult, eval_names, fitted_ok
@@ -38,7 +38,7 @@ class UnitWorker:
     static eval sets between units; logits and model-dependent sets (attacks) live for one unit."""
 
     def __init__(self, cfg: RunConfig, run_dir: Path, cache: CheckpointCache, device: torch.device,
-                 datasets: list[str], *, bars: Bars | None = None, tensorboard: bool = False,
+                 datasets: list[str], *, source: DataSource, bars: Bars | None = None, tensorboard: bool = False,
                  on_cell: Any = None):
         self.cfg = cfg
         self.device = device
@@ -48,10 +48,12 @@ class UnitWorker:
         self.bars = bars if bars is not None else Bars(Console(stderr=True), enabled=False)
         self.tensorboard = tensorboard
         self.on_cell = on_cell  # called after each finished cell (the in-process progress bar)
-        self.data = user_data.activate(cfg)  # the user's --data (None: MNIST); id_set is its test part's name
-        self.id_set = user_data.id_set(self.data)
+        self.source = source  # the in-distribution data; id_set is its test part's eval set
+        self.id_set = source.name
+        self.sets = run_sets(source, cfg.ood)  # this run's eval sets (its --data test part, its --ood sets)
         self.eval_ctx = EvalContext(data_dir=Path(cfg.data_dir), max_eval=cfg.eval.max_eval, device=device,
-                                    cache_dir=Path(cfg.cache_dir), data=self.data, ood_resize=cfg.ood_resize)
+                                    cache_dir=Path(cfg.cache_dir), data=source, ood_resize=cfg.ood_resize,
+                                    sets=self.sets)
         self._eval_data: dict[tuple[str, str], EvalData] = {}
         self._logits: dict[tuple[str, str], torch.Tensor] = {}
         self._features: dict[tuple[str, str], torch.Tensor] = {}  # penultimate features, when a scorer reads them
@@ -61,7 +63,7 @@ class UnitWorker:
 
     def eval_data(self, name: str, method: ConfidenceMethod | None = None, method_key: str = "") -> EvalData:
         """Each eval set is built once per process; model-dependent ones (attacks) once per fitted method."""
-        model_dependent = evalsets.needs_model(name)
+        model_dependent = evalsets.needs_model(name, self.sets)
         key = (name, method_key if model_dependent else "")
         if key not in self._eval_data:
             if model_dependent and method is None:
@@ -76,16 +78,16 @@ class UnitWorker:
     def build_static(self) -> dict[str, dict[str, Any]]:
         """Build the sets that need no model up front (a missing one fails before any training)."""
         for name in [self.id_set, *self.datasets]:
-            if not evalsets.needs_model(name):
+            if not evalsets.needs_model(name, self.sets):
                 self.eval_data(name)
         return dict(self._groups)
 
     def run_unit(self, unit: Unit) -> UnitResult:
         out = UnitResult(unit)
         if self._train_full is None:
-            self._train_full = self.data.train if self.data else load_embedded("mnist", "train")
+            self._train_full = self.source.part("train")
         spec = SplitSpec(self.cfg.split.val_fraction, self.cfg.split.split_seed, self.cfg.folds, unit.fold,
-                         self.cfg.split.max_train, data=self.data.spec.split_name if self.data else "mnist-train")
+                         self.cfg.split.max_train, data=self.source.split_name)
         marker = self.store.dir / ".running" / f"{unit.marker}.{os.getpid()}"
         marker.parent.mkdir(exist_ok=True)
         marker.touch()
@@ -93,9 +95,8 @@ class UnitWorker:
         # with a feature scorer in the unit, the one shared pass per eval set yields features and logits together
         self._unit_features = any(METHODS.get(m).uses_features for m in unit.methods)
         try:
-            with user_data.shape_context(self.data):  # every network is built for the data's C x H x W
-                for method in unit.methods:
-                    self._run_method(out, spec, method, unit.seed)
+            for method in unit.methods:  # networks take the shape of the images they are fitted on
+                self._run_method(out, spec, method, unit.seed)
         finally:  # what belongs to this unit's models is not needed by the next unit
             self._logits.clear()
             self._features.clear()
@@ -196,7 +197,7 @@ class UnitWorker:
         ctx = FitContext(device=self.device, recipe=self.cfg.train, split_id=spec.split_id, cache=self.cache,
                          progress=self.bars, on_epoch=_scalar_logger(writer) if writer else None)
         try:
-            m = ctx.fit_method(method, self.cfg.backbone, user_data.num_classes(self.data), seed,
+            m = ctx.fit_method(method, self.cfg.backbone, self.source.num_classes, seed,
                                *split(self._train_full, spec), config=config)
         finally:
             if writer is not None:

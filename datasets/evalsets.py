@@ -1,8 +1,11 @@
 """Registry of evaluation sets. Each entry builds an ``EvalData`` from an ``EvalContext``.
 
 Shift families and groups appear in every result row (``shift``, ``severity``); OOD sets carry a near/far group
-(following OpenOOD v1.5's MNIST benchmark, which counts Fashion-MNIST as near-OOD and natural images and noise as
-far-OOD).
+(near: other characters and clothing, as in OpenOOD v1's MNIST benchmark; far: natural images and noise).
+
+``EVAL_SETS`` holds the built-in sets, registered at import and never changed afterwards. A run's own sets (the test
+part of a user's ``--data``, ``--ood`` folders) live in the run's copy of it (``EVAL_SETS.extended``), which every
+function below takes as ``sets`` and an ``EvalContext`` carries.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class EvalContext:
     cache_dir: Path | None = None
     data: Any = None  # a user's dataset (datasets/user_data.py, --data); None = MNIST
     ood_resize: bool = False  # --ood-resize: user OOD sets of another shape are resized to the data's
+    sets: Any = None  # the run's eval-set registry (EVAL_SETS plus its own sets); None = EVAL_SETS
     _cache: dict = field(default_factory=dict)
 
     def embedded(self, dataset: str, part: str) -> ImageSet:
@@ -54,13 +58,17 @@ class EvalContext:
         return self._cache[key]
 
     def id_part(self, part: str) -> ImageSet:
-        """The in-distribution data's 'train' or 'test' part: the user's --data, else embedded MNIST."""
+        """The in-distribution data's 'train' or 'test' part (the run's ``DataSource``; embedded MNIST without one)."""
         return self.data.part(part) if self.data is not None else self.embedded("mnist", part)
 
     @property
     def shape(self) -> tuple[int, int, int]:
         """(C, H, W) of the in-distribution images."""
-        return self.data.spec.shape if self.data is not None else (1, 28, 28)
+        return self.data.shape if self.data is not None else (1, 28, 28)
+
+    @property
+    def registry(self) -> Registry:
+        return self.sets if self.sets is not None else EVAL_SETS
 
     def cap(self, n: int) -> int:
         return min(n, self.max_eval) if self.max_eval else n
@@ -195,50 +203,53 @@ def _cifar(ctx: EvalContext) -> EvalData:
     return EvalData("ood:cifar10-grey", images, torch.full((n,), -1), "ood", "ood", group="far")
 
 
-def offline_sets() -> list[str]:
-    """The default eval sets: MNIST test plus every offline OOD set."""
-    return [n for n in EVAL_SETS.names() if EVAL_SETS.get(n).offline and not EVAL_SETS.get(n).family
+def offline_sets(sets: Registry | None = None) -> list[str]:
+    """MNIST test plus every offline OOD set of ``sets`` (the registry's by default)."""
+    sets = sets if sets is not None else EVAL_SETS
+    return [n for n in sets.names() if sets.get(n).offline and not sets.get(n).family
             and (n == "mnist" or n.startswith("ood:"))]
 
 
-def lookup(name: str) -> tuple[EvalSetSpec, str]:
+def lookup(name: str, sets: Registry | None = None) -> tuple[EvalSetSpec, str]:
     """(spec, params) of an eval-set name: an exact registered name, or ``family:params``."""
-    if name in EVAL_SETS:
-        return EVAL_SETS.get(name), ""
+    sets = sets if sets is not None else EVAL_SETS
+    if name in sets:
+        return sets.get(name), ""
     family, sep, params = name.partition(":")
-    if sep and family in EVAL_SETS and EVAL_SETS.get(family).family:
-        spec = EVAL_SETS.get(family)
+    if sep and family in sets and sets.get(family).family:
+        spec = sets.get(family)
         if spec.check is not None:  # bad parameters are refused as soon as the name is read
             spec.check(params)
         return spec, params
-    EVAL_SETS.get(name)  # raises with close matches
+    sets.get(name)  # raises with close matches
     raise AssertionError("unreachable")
 
 
-def expand(patterns: list[str]) -> list[str]:
+def expand(patterns: list[str], sets: Registry | None = None) -> list[str]:
     """Names, wildcards and families (a bare family name means its default instances), without repeats."""
+    sets = sets if sets is not None else EVAL_SETS
     out: list[str] = []
     for p in patterns:
-        names = [p] if ":" in p and not any(c in p for c in "*?[") and p not in EVAL_SETS else EVAL_SETS.expand([p])
+        names = [p] if ":" in p and not any(c in p for c in "*?[") and p not in sets else sets.expand([p])
         for n in names:
-            spec, _ = lookup(n)
-            for inst in (spec.defaults if spec.family and n in EVAL_SETS else (n,)):
+            spec, _ = lookup(n, sets)
+            for inst in (spec.defaults if spec.family and n in sets else (n,)):
                 if inst not in out:
                     out.append(inst)
     return out
 
 
 def build(name: str, ctx: EvalContext, method=None) -> EvalData:
-    spec, params = lookup(name)
+    spec, params = lookup(name, ctx.registry)
     args = (ctx, method) if spec.needs_model else (ctx,)
     return spec.build(*args, params) if spec.family else spec.build(*args)
 
 
-def check(name: str) -> object:
+def check(name: str, sets: Registry | None = None) -> object:
     """The parsed parameters of a family instance (raises UsageError when they are bad); the name otherwise."""
-    spec, params = lookup(name)
+    spec, params = lookup(name, sets)
     return spec.check(params) if spec.family and spec.check is not None else name
 
 
-def needs_model(name: str) -> bool:
-    return lookup(name)[0].needs_model
+def needs_model(name: str, sets: Registry | None = None) -> bool:
+    return lookup(name, sets)[0].needs_model

@@ -30,7 +30,7 @@ import hashlib
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,7 +46,6 @@ TEST_SEED = 0
 MNIST_SHAPE = (1, 28, 28)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _LOADED: dict[tuple, "UserData"] = {}  # per process: (spec text, file signature) -> data
-_REGISTERED: set[str] = set()  # eval-set names registered here for a user's data
 
 
 @dataclass(frozen=True)
@@ -257,133 +256,83 @@ def manifest_entry(spec: DataSpec) -> dict[str, Any]:
 
 
 # --- the run's side --------------------------------------------------------------------------------------------------
-def activate(cfg: Any) -> UserData | None:
-    """The run's data (None: MNIST), with its test part registered as the eval set NAME."""
-    text = getattr(cfg, "data", "")
-    if not text:
-        return None
-    data = load(text)
-    register(data.spec.name)
-    return data
+def id_set_spec() -> Any:
+    """The eval set of a user's test part (in the run's own registry, datasets/source.py ``run_sets``)."""
+    from bench.datasets.evalsets import EvalSetSpec
 
-
-def register(name: str) -> None:
-    from bench.datasets.evalsets import EVAL_SETS, EvalSetSpec
-
-    if name in _REGISTERED:
-        return
-    if name in EVAL_SETS:
-        raise UsageError(f"--data {name}=...: {name} is a built-in eval set; choose another NAME")
-    EVAL_SETS.add(name, EvalSetSpec(_id_set, offline=True, any_shape=True), "your --data test part, "
-                  "in-distribution")
-    _REGISTERED.add(name)
+    return EvalSetSpec(_id_set, offline=True, any_shape=True)
 
 
 def _id_set(ctx) -> Any:
     from bench.datasets.evalsets import EvalData
 
-    if ctx.data is None:
+    if ctx.data is None or not ctx.data.is_user_data:
         raise UsageError("this eval set is a --data test part; run with --data NAME=PATH")
-    test = ctx.data.test
+    test = ctx.data.part("test")
     n = ctx.cap(len(test))
-    return EvalData(ctx.data.spec.name, test.images[:n], test.labels[:n], kind="id")
-
-
-def id_set(data: UserData | None) -> str:
-    """The in-distribution eval set of a run."""
-    return data.spec.name if data is not None else "mnist"
-
-
-def default_sets(data: UserData | None) -> list[str]:
-    """A run's eval sets when ``--datasets`` is not given: MNIST's defaults, or the data's test part plus every
-    offline OOD set of any shape (noise) and the user's OOD sets."""
-    from bench.datasets import evalsets
-
-    if data is None:
-        return evalsets.offline_sets()
-    return [data.spec.name, *[n for n in evalsets.offline_sets()
-                              if n.startswith("ood:") and evalsets.EVAL_SETS.get(n).any_shape]]
-
-
-def num_classes(data: UserData | None) -> int:
-    return data.spec.num_classes if data is not None else 10
-
-
-def shape(data: UserData | None) -> tuple[int, int, int]:
-    return data.spec.shape if data is not None else MNIST_SHAPE
-
-
-@contextlib.contextmanager
-def shape_context(data: UserData | None) -> Iterator[None]:
-    """Backbones built inside take the data's channels and size (methods/backbones.py ``data_shape``)."""
-    from bench.methods.backbones import data_shape
-
-    if data is None:
-        yield
-        return
-    with data_shape(data.spec.shape):
-        yield
+    return EvalData(ctx.data.name, test.images[:n], test.labels[:n], kind="id")
 
 
 # --- checks before anything is written or trained ---------------------------------------------------------------------
-def check_run(cfg: Any, datasets: list[str], methods: list[str]) -> None:
+def check_run(cfg: Any, datasets: list[str], methods: list[str], source: Any, sets: Any) -> None:
     """Every check of a run on the user's data: sets of its shape, methods that can train at its shape, a split
     with something in every part, k-fold within the images, --resume on the same data (``check_resume``)."""
-    data = activate(cfg)
-    if data is None:
+    if not source.is_user_data:
         if getattr(cfg, "ood_resize", False):
             raise UsageError("--ood-resize goes with --data NAME=PATH (MNIST runs always bring OOD sets to 28x28 "
                              "grey, docs/evaluation-sets.md)")
         return
-    check_sets(datasets, data, getattr(cfg, "ood_resize", False))
-    check_methods(methods, data)
-    check_split(data, cfg.folds, cfg.split.val_fraction, cfg.split.max_train)
+    check_sets(datasets, source, getattr(cfg, "ood_resize", False), sets)
+    check_methods(methods, source)
+    check_split(source, cfg.folds, cfg.split.val_fraction, cfg.split.max_train)
 
 
-def check_sets(names: list[str], data: UserData, resize: bool) -> None:
+def check_sets(names: list[str], source: Any, resize: bool, sets: Any) -> None:
     from bench.datasets import evalsets, user_ood
 
     for name in names:
-        spec, _ = evalsets.lookup(name)
+        spec, _ = evalsets.lookup(name, sets)
         if not spec.any_shape:
-            raise UsageError(f"eval set {name} is made for MNIST (28x28 grey digits), not for {data.spec.describe()}; "
+            raise UsageError(f"eval set {name} is made for MNIST (28x28 grey digits), not for {source.describe()}; "
                              "drop it (sets of any shape: your test part, ood:uniform, ood:gaussian, fgsm, pgd, uap, "
                              "fooling, occlusion:random-squares, your --ood sets)")
-        if name in user_ood._PATHS:
-            read_ood(user_ood._PATHS[name], data.spec, resize, name)  # its shape, now rather than after training
+        path = user_ood.path_of(spec)
+        if path is not None:
+            read_ood(path, source.spec, resize, name)  # its shape, now rather than after training
 
 
-def check_methods(methods: list[str], data: UserData) -> None:
+def check_methods(methods: list[str], source: Any) -> None:
     from bench.methods import METHODS
 
     for m in methods:
         why = getattr(METHODS.get(m), "mnist_only", "")
-        if why and data.spec.shape != MNIST_SHAPE:
-            raise UsageError(f"{m} works on 28x28 grey images only ({why}), not on {data.spec.describe()}; "
+        if why and source.shape != MNIST_SHAPE:
+            raise UsageError(f"{m} works on 28x28 grey images only ({why}), not on {source.describe()}; "
                              "drop it from --methods")
 
 
-def check_split(data: UserData, folds: int, val_fraction: float, max_train: int) -> None:
+def check_split(source: Any, folds: int, val_fraction: float, max_train: int) -> None:
     from bench.datasets.splits import fold_bounds, smallest_train_size
 
-    n = data.spec.n_train
+    spec = source.spec
+    n = spec.n_train
     if folds > n:
-        raise UsageError(f"folds={folds} is more than the {n} training images of {data.spec.name}; use fewer folds")
+        raise UsageError(f"folds={folds} is more than the {n} training images of {spec.name}; use fewer folds")
     n_val = min(hi - lo for lo, hi in zip(fold_bounds(n, folds), fold_bounds(n, folds)[1:])) if folds > 1 \
         else round(n * val_fraction)
     n_train = smallest_train_size(n, folds, val_fraction, max_train)
-    if data.spec.n_test < 1 or n_val < 1 or n_train < 2:
-        raise UsageError(f"--data {data.spec.name}: {data.spec.n_train + data.spec.n_test} images are too few for "
-                         f"the split ({data.spec.n_test} test, {n_val} validation, {n_train} training); bench needs "
+    if spec.n_test < 1 or n_val < 1 or n_train < 2:
+        raise UsageError(f"--data {spec.name}: {spec.n_train + spec.n_test} images are too few for "
+                         f"the split ({spec.n_test} test, {n_val} validation, {n_train} training); bench needs "
                          "at least 1 test, 1 validation and 2 training images: give more images")
 
 
-def check_resume(old_manifest: dict[str, Any] | None, data: UserData | None, run_dir: Path) -> None:
-    """--resume continues a run only on the data it was made with (same content hash)."""
+def check_resume(old_manifest: dict[str, Any] | None, source: Any, run_dir: Path) -> None:
+    """--resume continues a run only on the data it was made with (same content identity)."""
     if not old_manifest:
         return
     old = (old_manifest.get("data") or {}).get("sha256", "mnist")
-    new = data.spec.sha256 if data is not None else "mnist"
+    new = source.identity
     if old != new:
         was = "MNIST" if old == "mnist" else f"data sha256 {old[:12]}"
         now = "MNIST" if new == "mnist" else f"sha256 {new[:12]}"

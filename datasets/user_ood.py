@@ -21,19 +21,19 @@ from __future__ import annotations
 
 import re
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.datasets.evalsets import EVAL_SETS, EvalContext, EvalData, EvalSetSpec
+from bench.datasets.evalsets import EvalContext, EvalData, EvalSetSpec
 from bench.datasets.idx import parse_idx, read_bytes
 from bench.errors import DataError, UsageError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 LUMA = (0.299, 0.587, 0.114)
-_PATHS: dict[str, Path] = {}  # ood:NAME -> PATH of the user sets registered in this process
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -48,24 +48,35 @@ def parse_spec(spec: str) -> tuple[str, Path]:
     return name, Path(path.strip()).expanduser()
 
 
-def register(specs: list[str] | tuple[str, ...]) -> list[str]:
-    """Register ``ood:NAME`` for each ``NAME=PATH``; returns the set names. Checks that each path exists (reading
-    happens when the run builds the set). Registering the same name again points it at the new path."""
-    names = []
-    for spec in specs:
-        name, path = parse_spec(spec)
+@dataclass(frozen=True)
+class _UserSet:
+    """Builds ``ood:NAME`` from PATH (a value, so that the run's registry holds what it reads)."""
+
+    name: str
+    path: Path
+
+    def __call__(self, ctx: EvalContext) -> EvalData:
+        return load_user_set(self.name, self.path, ctx)
+
+
+def specs(items: list[str] | tuple[str, ...]) -> dict[str, EvalSetSpec]:
+    """``ood:NAME`` -> its eval-set spec for each ``NAME=PATH`` (the run's own sets, datasets/source.py
+    ``run_sets``). Checks that each path exists; reading happens when the run builds the set."""
+    out: dict[str, EvalSetSpec] = {}
+    for item in items:
+        name, path = parse_spec(item)
         full = f"ood:{name}"
         if not path.exists():
-            raise UsageError(f"--ood {spec}: {path} does not exist")
-        if full in EVAL_SETS and full not in _PATHS:
-            raise UsageError(f"--ood {spec}: {full} is a built-in eval set; choose another NAME")
-        if full not in EVAL_SETS:
-            EVAL_SETS.add(full, EvalSetSpec(lambda ctx, _n=full: load_user_set(_n, _PATHS[_n], ctx), offline=True,
-                                             any_shape=True),
-                          "user OOD set (--ood)")
-        _PATHS[full] = path
-        names.append(full)
-    return names
+            raise UsageError(f"--ood {item}: {path} does not exist")
+        if full in out:
+            raise UsageError(f"--ood {name}=... is given twice; give each NAME once")
+        out[full] = EvalSetSpec(_UserSet(full, path), offline=True, any_shape=True)
+    return out
+
+
+def path_of(spec: EvalSetSpec) -> Path | None:
+    """The folder or file a user's --ood set reads (None for any other set)."""
+    return spec.build.path if isinstance(spec.build, _UserSet) else None
 
 
 def to_grey28(arr: np.ndarray, source: str) -> torch.Tensor:
@@ -151,8 +162,8 @@ def read_images(path: Path) -> torch.Tensor:
 
 
 def load_user_set(name: str, path: Path, ctx: EvalContext) -> EvalData:
-    if ctx.data is not None:  # a run on the user's own data: its shape, never a silent resize
-        from bench.datasets.image_files import read_ood
+    if ctx.data is not None and ctx.data.is_user_data:  # a run on the user's own data: its shape, never resized
+        from bench.datasets.image_files import read_ood  # unless --ood-resize
 
         images = read_ood(path, ctx.data.spec, ctx.ood_resize, name)
     else:

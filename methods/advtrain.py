@@ -31,7 +31,6 @@ from bench.methods.training import eval_mode, fit_loop, new_classifier
 
 @dataclass(frozen=True)
 class AdvTrainConfig(Options):
-    section = "advtrain"
     attack: str = option("pgd", one_of=ATTACKS)  # pgd (Madry) | fgsm_rs (Wong et al. 2020) | fgsm (Goodfellow)
     eps: float = option(0.3, ge=0, le=1)  # l_inf radius in [0, 1] pixel units (Madry MNIST: 0.3)
     steps: int = option(10, ge=1)  # PGD iterations (Madry MNIST: 40; fewer here for the CPU budget)
@@ -52,7 +51,8 @@ class AdvTrain(ConfidenceMethod):
 
     def _fit(self, train: ImageSet, val: ImageSet, ctx: FitContext) -> None:
         cfg, recipe = self.config, ctx.recipe
-        model, stepper = new_classifier(self.backbone, self.num_classes, self.seed, recipe, ctx.device, len(train))
+        model, stepper = new_classifier(self.backbone, self.num_classes, self.seed, recipe, ctx.device, len(train),
+                                        self.shape)
         n_batches = stepper.n_batches
         gen = self.generator(7919)  # random starts, apart from the batch order
 

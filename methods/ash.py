@@ -26,7 +26,6 @@ VARIANTS = ("ash-s", "ash-p", "ash-b")
 
 @dataclass(frozen=True)
 class ASHConfig(Options):
-    section = "ash"
     variant: str = option("ash-s", one_of=VARIANTS)  # Djurisic et al. 2023: ASH-S is their best variant
     percentile: float = option(0.90, ge=0, lt=1)  # fraction of activations pruned per image (ASH-S@90); 1: all
 

@@ -11,16 +11,13 @@ MC-dropout's cost floor: a backbone whose layers before its first dropout are de
 for any dropout mask. MC-dropout then runs the prefix once and only the tail T times, batched; a model without the
 declaration keeps T full passes.
 
-Shape: bench's registered backbones are built for MNIST (1 x 28 x 28). On a user's dataset (``--data``) the runner
-builds every network inside ``data_shape((C, H, W))``: ``timm:<model>`` then takes C input channels, a backbone
-marked ``any_shape`` (``tinycnn``) takes the whole shape, and the MNIST backbones refuse with one line.
+Shape: bench's registered backbones are built for MNIST (1 x 28 x 28). ``create_backbone(..., shape=(C, H, W))``
+builds for a user's dataset (``--data``; a method passes its own ``shape``, the data's): ``timm:<model>`` then takes
+C input channels, a backbone marked ``any_shape`` (``tinycnn``) takes the whole shape, and the MNIST backbones refuse
+with one line. Every built network records the shape it was built for as ``input_shape``.
 """
 
 from __future__ import annotations
-
-import contextlib
-import contextvars
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -31,25 +28,6 @@ from bench.methods.registry import BACKBONES
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 MNIST_SHAPE = (1, 28, 28)
-#: (C, H, W) of the images the networks being built will see; set by ``data_shape`` (None = MNIST). A context
-#: variable rather than a parameter so that every method's own ``create_backbone`` call (base, training, each
-#: method file) builds for the run's data without each of them passing it along.
-_SHAPE: contextvars.ContextVar[tuple[int, int, int] | None] = contextvars.ContextVar("bench_data_shape", default=None)
-
-
-@contextlib.contextmanager
-def data_shape(shape: tuple[int, int, int]) -> Iterator[None]:
-    """Backbones created inside this block are built for images of ``shape`` (C, H, W)."""
-    token = _SHAPE.set(tuple(int(d) for d in shape))  # type: ignore[arg-type]
-    try:
-        yield
-    finally:
-        _SHAPE.reset(token)
-
-
-def current_shape() -> tuple[int, int, int]:
-    """(C, H, W) of the images networks are being built for (MNIST's outside ``data_shape``)."""
-    return _SHAPE.get() or MNIST_SHAPE
 
 
 class Backbone(nn.Module):
@@ -59,6 +37,8 @@ class Backbone(nn.Module):
     num_features: int
     #: True where ``forward_prefix`` / ``forward_tail`` are implemented (see the module docstring)
     stochastic_tail: bool = False
+    #: (C, H, W) of the images it was built for (``create_backbone`` sets it)
+    input_shape: tuple[int, int, int] = MNIST_SHAPE
 
     def __init__(self, mean: float = MNIST_MEAN, std: float = MNIST_STD):
         super().__init__()
@@ -297,17 +277,22 @@ class TimmBackbone(Backbone):
         return self.model.get_classifier()(d)
 
 
-def create_backbone(name: str, num_classes: int = 10, in_chans: int | None = None) -> Backbone:
+def create_backbone(name: str, num_classes: int = 10, in_chans: int | None = None,
+                    shape: tuple[int, int, int] = MNIST_SHAPE) -> Backbone:
     """Build a registered backbone, or ``timm:<model>`` for any timm model (dropout 0.2 before its classifier), for
-    images of ``current_shape()`` (MNIST unless inside ``data_shape``); ``in_chans`` overrides its channels."""
-    shape = current_shape()
+    images of ``shape`` (C, H, W); ``in_chans`` overrides its channels."""
+    shape = tuple(int(d) for d in shape)  # type: ignore[assignment]
     if name.startswith("timm:"):
-        return TimmBackbone(name[len("timm:"):], num_classes=num_classes, in_chans=in_chans or shape[0],
-                            drop_rate=0.2)
-    cls = BACKBONES.get(name)
-    if getattr(cls, "any_shape", False):
-        return cls(num_classes=num_classes, shape=(in_chans or shape[0], *shape[1:]))
-    if shape != MNIST_SHAPE:
-        raise UsageError(f"backbone {name} is built for 28x28 grey images (MNIST), not "
-                         f"{'x'.join(map(str, shape))} (C x H x W); use --backbone tinycnn or timm:<model>")
-    return cls(num_classes=num_classes, in_chans=in_chans or 1)
+        model: Backbone = TimmBackbone(name[len("timm:"):], num_classes=num_classes, in_chans=in_chans or shape[0],
+                                       drop_rate=0.2)
+    else:
+        cls = BACKBONES.get(name)
+        if getattr(cls, "any_shape", False):
+            model = cls(num_classes=num_classes, shape=(in_chans or shape[0], *shape[1:]))
+        elif shape != MNIST_SHAPE:
+            raise UsageError(f"backbone {name} is built for 28x28 grey images (MNIST), not "
+                             f"{'x'.join(map(str, shape))} (C x H x W); use --backbone tinycnn or timm:<model>")
+        else:
+            model = cls(num_classes=num_classes, in_chans=in_chans or 1)
+    model.input_shape = (in_chans or shape[0], *shape[1:])  # what feature probes feed it (methods/features.py)
+    return model

@@ -20,7 +20,7 @@ from torch import nn
 from bench.cache import CheckpointCache
 from bench.datasets.mnist import ImageSet, to_float
 from bench.errors import NotFittedError
-from bench.methods.backbones import create_backbone
+from bench.methods.backbones import MNIST_SHAPE, create_backbone
 from bench.methods.training import (
     Loop,
     TrainLog,
@@ -36,6 +36,11 @@ from bench.methods.training import (
 from bench.utils import stable_hash
 
 CACHE_VERSION = 1  # bump when training code changes in a way that invalidates cached checkpoints
+
+
+def image_shape(data: ImageSet) -> tuple[int, int, int]:
+    """(C, H, W) of a set's images."""
+    return tuple(int(d) for d in data.images.shape[1:])  # type: ignore[return-value]
 
 
 class Prediction(NamedTuple):
@@ -85,14 +90,16 @@ class FitContext:
         """The plain cross-entropy classifier of (backbone, recipe, seed, split), trained once and cached, so
         inference-only methods (msp, mcdropout, post-hoc scorers) share it instead of retraining."""
         key = self.baseline_key(backbone, num_classes, seed)
+        shape = image_shape(train)
         with self._locked(key):  # parallel workers: one trains, the others wait and load
             hit = None if self.cache is None else self.cache.get(key)
-            model = create_backbone(backbone, num_classes)
+            model = create_backbone(backbone, num_classes, shape=shape)
             if hit is not None:
                 model.load_state_dict(hit["model"])
                 return model.to(self.device), TrainLog(**hit["log"]), key
             with forked_rng(self.device):
-                model, stepper = new_classifier(backbone, num_classes, seed, self.recipe, self.device, len(train))
+                model, stepper = new_classifier(backbone, num_classes, seed, self.recipe, self.device, len(train),
+                                                shape)
                 log = fit_loop(model, supervised_step(model, stepper), train, val, self.recipe,
                                self.loop(f"{backbone} seed {seed}", seed))
             if self.cache is not None:
@@ -115,7 +122,7 @@ class FitContext:
         from bench.methods.registry import METHODS
 
         cls = METHODS.get(name)
-        m = cls(config, backbone=backbone, num_classes=num_classes, seed=seed)
+        m = cls(config, backbone=backbone, num_classes=num_classes, seed=seed, shape=image_shape(train))
         key = m.cache_key(self)
         with self._locked(key):
             hit = None if self.cache is None else self.cache.get(key)
@@ -166,11 +173,13 @@ class ConfidenceMethod:
     #: several workers the heaviest units start first, so that one long unit does not run alone at the end.
     grid_weight: ClassVar[float] = 1.0
 
-    def __init__(self, config: Any = None, *, backbone: str = "lenet", num_classes: int = 10, seed: int = 0):
+    def __init__(self, config: Any = None, *, backbone: str = "lenet", num_classes: int = 10, seed: int = 0,
+                 shape: tuple[int, int, int] = MNIST_SHAPE):
         self.config = config if config is not None else self.Config()
         self.backbone = backbone
         self.num_classes = num_classes
         self.seed = seed
+        self.shape = tuple(int(d) for d in shape)  # (C, H, W) of the images its networks are built for
         self.model: nn.Module | None = None
         self.train_log: TrainLog | None = None
         self.baseline_key: str | None = None
@@ -180,6 +189,7 @@ class ConfidenceMethod:
     def fit(self, train: ImageSet, val: ImageSet, ctx: FitContext | None = None) -> "ConfidenceMethod":
         ctx = ctx or FitContext()
         self.device = ctx.device
+        self.shape = image_shape(train)  # the networks it builds take the images it is fitted on
         train, val = train.to(ctx.device), val.to(ctx.device)
         with forked_rng(ctx.device):  # the fit's draws (init, dropout, noise) never shift the caller's stream
             self._fit(train, val, ctx)
@@ -210,7 +220,7 @@ class ConfidenceMethod:
 
     def build_model(self) -> nn.Module:
         """An untrained model of the right shape, for ``load_state_dict``."""
-        return create_backbone(self.backbone, self.num_classes)
+        return create_backbone(self.backbone, self.num_classes, shape=self.shape)
 
     @property
     def classifier(self) -> nn.Module:
@@ -351,6 +361,14 @@ def register(name: str, description: str | None = None):
     def deco(cls: type[ConfidenceMethod]) -> type[ConfidenceMethod]:
         check_declarations(cls, name)
         cls.name = name
+        from bench.methods.options import Options
+
+        if isinstance(cls.Config, type) and issubclass(cls.Config, Options):
+            own = vars(cls.Config).get("section")
+            if own is not None and own != name:
+                raise TypeError(f"method {name!r}: its config says section = {own!r}; a config's section is its "
+                                "method's registered name (set by register: leave it out)")
+            cls.Config.section = name  # its options are <name>.<key> in --set and in every error message
         METHODS.add(name, cls, description)
         return cls
 

@@ -50,7 +50,6 @@ from bench.methods.training import (
 
 @dataclass(frozen=True)
 class ConfidNetConfig(Options):
-    section = "confidnet"
     head_epochs: int = option(20, ge=1)  # the head's own epochs (reference template: 500); see the module docstring
     head_lr: float = option(1e-4, gt=0)  # Adam, as the reference
     hidden: int = option(400, ge=1)
@@ -113,7 +112,7 @@ class ConfidNet(ConfidenceMethod):
     training_version = 1  # 1: the head reads the post-dropout features (before: the clean ones)
 
     def build_model(self) -> nn.Module:
-        backbone = create_backbone(self.backbone, self.num_classes)
+        backbone = create_backbone(self.backbone, self.num_classes, shape=self.shape)
         encoder = copy.deepcopy(backbone) if self.config.finetune_epochs > 0 else None
         return ConfidNetModel(backbone, self.config.hidden, encoder)
 

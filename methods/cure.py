@@ -37,7 +37,6 @@ from bench.methods.training import eval_mode, fit_loop, new_classifier
 
 @dataclass(frozen=True)
 class CureConfig(Options):
-    section = "cure"
     lam: float = option(4.0, ge=0)  # weight of the curvature penalty
     h: tuple[float, ...] = (0.1, 0.4, 0.8, 1.8, 3.0)  # h per epoch (pixel-space l2), the last value repeats
 
@@ -75,7 +74,8 @@ class Cure(ConfidenceMethod):
 
     def _fit(self, train: ImageSet, val: ImageSet, ctx: FitContext) -> None:
         cfg, recipe = self.config, ctx.recipe
-        model, stepper = new_classifier(self.backbone, self.num_classes, self.seed, recipe, ctx.device, len(train))
+        model, stepper = new_classifier(self.backbone, self.num_classes, self.seed, recipe, ctx.device, len(train),
+                                        self.shape)
 
         def step(x: torch.Tensor, y: torch.Tensor, epoch: int) -> dict[str, torch.Tensor]:
             with eval_mode(model):  # the penalty sees the deterministic network (dropout off), as the reference

@@ -22,7 +22,6 @@ from bench.methods.features import FeatureScorer
 
 @dataclass(frozen=True)
 class DICEConfig(Options):
-    section = "dice"
     p: float = option(0.9, ge=0, lt=1)  # Sun & Li 2022: sparsity of the last layer (CIFAR); 1 would remove all
 
 

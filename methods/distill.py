@@ -39,7 +39,6 @@ from bench.methods.training import accuracy_on, fit_loop, new_classifier
 
 @dataclass(frozen=True)
 class DistillConfig(Options):
-    section = "distill"
     teacher: str = "ensemble"  # any registered method, fitted with its default config
     temperature: float = option(4.0, gt=0)  # T
     lam: float = option(0.1, ge=0, le=1)  # weight of the hard-label cross-entropy; 1 - lam on the soft term
@@ -82,7 +81,8 @@ class Distill(ConfidenceMethod):
         # the student's batches carry sample indices as "labels", to look up the teacher's outputs and true labels
         indexed = ImageSet(train.images, torch.arange(len(train), device=train.labels.device))
         labels = train.labels
-        model, stepper = new_classifier(self.backbone, self.num_classes, self.seed, recipe, ctx.device, len(train))
+        model, stepper = new_classifier(self.backbone, self.num_classes, self.seed, recipe, ctx.device, len(train),
+                                        self.shape)
 
         def step(x: torch.Tensor, idx: torch.Tensor, epoch: int) -> torch.Tensor:
             return stepper(distillation_loss(model(x), teacher_logp[idx], labels[idx], cfg.lam, cfg.temperature))

@@ -16,7 +16,6 @@ from bench.methods.options import Options, option
 
 @dataclass(frozen=True)
 class EnergyConfig(Options):
-    section = "energy"
     temperature: float = option(1.0, gt=0)  # T of the energy; 1 as in Liu et al.
 
 

@@ -30,7 +30,6 @@ from bench.methods.training import TrainLog
 
 @dataclass(frozen=True)
 class EnsembleConfig(Options):
-    section = "ensemble"
     members: int = option(5, ge=1)  # M, as in Lakshminarayanan et al.
 
 
@@ -64,7 +63,7 @@ class Ensemble(ConfidenceMethod):
         return self.config.members
 
     def build_model(self) -> nn.Module:
-        return MeanProbEnsemble([create_backbone(self.backbone, self.num_classes) for _ in self.member_seeds])
+        return MeanProbEnsemble([create_backbone(self.backbone, self.num_classes, shape=self.shape) for _ in self.member_seeds])
 
     def _fit(self, train: ImageSet, val: ImageSet, ctx: FitContext) -> None:
         members, logs, keys = [], [], []

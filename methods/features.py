@@ -32,9 +32,10 @@ def require_features(model: nn.Module, method: str) -> int:
                          "forward_head; use a bench backbone (bench list backbones) or add both methods")
     with eval_mode(model), torch.inference_mode():
         p = next(model.parameters(), None)
-        from bench.methods.backbones import current_shape  # the run's data shape (--data), MNIST's otherwise
+        from bench.methods.backbones import MNIST_SHAPE  # a model built for a user's --data says its shape
 
-        x = torch.zeros(2, *current_shape(), device=p.device if p is not None else "cpu")
+        shape = getattr(model, "input_shape", MNIST_SHAPE)
+        x = torch.zeros(2, *shape, device=p.device if p is not None else "cpu")
         try:
             f = model.forward_features(x)
         except NotImplementedError:

@@ -25,7 +25,6 @@ from bench.methods.options import Options, option
 
 @dataclass(frozen=True)
 class GENConfig(Options):
-    section = "gen"
     gamma: float = option(0.1, gt=0)  # Liu et al. 2023
     M: int = option(100, ge=1)  # top-M probabilities (paper, ImageNet); capped at the number of classes
 

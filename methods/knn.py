@@ -27,7 +27,6 @@ from bench.methods.features import FeatureScorer
 
 @dataclass(frozen=True)
 class KNNConfig(Options):
-    section = "knn"
     k: int = option(50, ge=1)  # Sun et al. 2022, CIFAR-10
     sample: float = option(1.0, gt=0.0, le=1.0)  # fraction of the training features kept; 1 = all (CIFAR-10)
 

@@ -28,7 +28,6 @@ VARIANTS = ("mcp", "entropy", "mi")
 
 @dataclass(frozen=True)
 class MCDropoutConfig(Options):
-    section = "mcdropout"
     passes: int = option(50, ge=1)  # T; 50 as in ConfidNet's code
     variant: str = option("mcp", one_of=VARIANTS)
 

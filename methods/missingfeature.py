@@ -41,7 +41,6 @@ FC_LAYERS = ("fc1", "fc2")
 class MissingFeatureConfig(Options):
     """Phase 2 (the inverted-feature retraining); phase 1 is the run's ``train.*`` baseline recipe."""
 
-    section = "missingfeature"
     # hybrid (reset FC) | hybrid_nr (keep FC) | hybrid_alt (reset FC, alternate epochs)
     variant: str = option("hybrid", one_of=VARIANTS)
     epochs: int = option(10, ge=1)  # reference: 10 standard + 10 inverted
@@ -91,7 +90,7 @@ class MissingFeature(ConfidenceMethod):
     grid_weight = 1.2  # scheduling hint, in baseline trainings: its inverted phase on top of a standard net
 
     def build_model(self) -> nn.Module:
-        return MissingFeatureNet(create_backbone(self.backbone, self.num_classes), self.backbone)
+        return MissingFeatureNet(create_backbone(self.backbone, self.num_classes, shape=self.shape), self.backbone)
 
     def _fit(self, train, val, ctx: FitContext) -> None:
         cfg = self.config

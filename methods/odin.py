@@ -26,7 +26,6 @@ from bench.methods.options import Options, option
 
 @dataclass(frozen=True)
 class ODINConfig(Options):
-    section = "odin"
     temperature: float = option(1000.0, gt=0)  # Liang et al. 2018
     eps: float = option(0.0014, ge=0)  # perturbation size in [0, 1] pixel units (Liang et al. 2018, CIFAR-10)
 

@@ -37,7 +37,6 @@ from bench.methods.training import Stepper, TrainRecipe, fit_loop, training_layo
 
 @dataclass(frozen=True)
 class OODGANConfig(Options):
-    section = "oodgan"
     beta: float = option(1.0, ge=0)  # weight of the KL-to-uniform term (reference: 1; 0.1 for its CIFAR-10 run)
     lr: float = option(2e-4, gt=0)  # Adam learning rate of classifier, G and D (reference)
     nz: int = option(100, gt=0)  # latent size (reference)

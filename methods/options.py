@@ -2,8 +2,7 @@
 every declared range (a one-line UsageError naming ``section.key``, the range and the bad value).
 
     @dataclass(frozen=True)
-    class MyConfig(Options):
-        section = "mymethod"  # errors name mymethod.<key>
+    class MyConfig(Options):  # register("mymethod") sets its section: errors name mymethod.<key>
         lr: float = option(1e-3, gt=0)
         mode: str = option("fast", one_of=("fast", "exact"))
 
@@ -75,7 +74,8 @@ def check_values(cls: type, section: str, values: Mapping[str, Any]) -> None:
 class Options:
     """Base of a method's config: declared ranges are checked on construction (see the module docstring)."""
 
-    # no annotation: not a field, and not a key of the run's config (bench.config reads the type hints)
+    # no annotation: not a field, and not a key of the run's config (bench.config reads the type hints); a method's
+    # config gets its registered name from register()
     section = "options"
 
     def __post_init__(self) -> None:

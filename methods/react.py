@@ -24,7 +24,6 @@ from bench.methods.features import FeatureMapDetector
 
 @dataclass(frozen=True)
 class ReActConfig(Options):
-    section = "react"
     percentile: float = option(0.90, gt=0, le=1)  # Sun et al. 2021: clip at the 90th percentile of ID activations
 
 

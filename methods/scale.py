@@ -22,7 +22,6 @@ from bench.methods.features import FeatureMapDetector
 
 @dataclass(frozen=True)
 class SCALEConfig(Options):
-    section = "scale"
     percentile: float = option(0.85, ge=0, lt=1)  # Xu et al. 2024; 1 would leave no activation for s2
 
 

@@ -25,7 +25,6 @@ from bench.methods.training import map_batches
 
 @dataclass(frozen=True)
 class TemperatureConfig(Options):
-    section = "temperature"
     init: float = option(1.5, gt=0)  # starting T, as in Guo et al.'s code
     max_iter: int = option(100, ge=1)  # L-BFGS iterations
 

@@ -37,6 +37,7 @@ class TrainRecipe(Options):
     """How a classifier is trained. Part of every checkpoint's cache key."""
 
     section = "train"
+
     optimizer: str = option("adam", one_of=OPTIMIZERS)
     lr: float = option(1e-3, gt=0)
     momentum: float = option(0.9, ge=0, lt=1)
@@ -358,12 +359,13 @@ class Stepper:
 
 
 def new_classifier(backbone: str, num_classes: int, seed: int, recipe: TrainRecipe, device: torch.device,
-                   n_train: int) -> tuple[nn.Module, Stepper]:
-    """A backbone initialised from ``seed`` and its ``Stepper`` for the recipe (batches per epoch from n_train)."""
+                   n_train: int, shape: tuple[int, int, int] = (1, 28, 28)) -> tuple[nn.Module, Stepper]:
+    """A backbone for images of ``shape`` initialised from ``seed`` and its ``Stepper`` for the recipe (batches per
+    epoch from n_train)."""
     from bench.methods.backbones import create_backbone
 
     seed_stream(seed)
-    model = create_backbone(backbone, num_classes).to(device)
+    model = create_backbone(backbone, num_classes, shape=shape).to(device)
     return model, Stepper(model.parameters(), recipe, math.ceil(n_train / recipe.batch_size))
 
 

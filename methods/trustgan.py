@@ -37,7 +37,6 @@ GAN_SCHEDULES = ("cyclic", "none")
 
 @dataclass(frozen=True)
 class TrustGANConfig(Options):
-    section = "trustgan"
     backbone: str = ""  # target model; "" = the run's backbone (the paper profile sets trustgan-net)
     net_size: int = option(7, ge=2)  # trustgan-net size knob (7 = original, 86,046 params)
     gan_size: int = option(0, ge=2, also=(0,))  # attacker size (5 = original, 4,931 params); 0 = 5 with trustgan-net, else 3
@@ -69,8 +68,8 @@ class TrustGAN(ConfidenceMethod):
     training = Training.OWN
     grid_weight = 2.8  # scheduling hint, in baseline trainings: an attacker network trained beside the target
 
-    def __init__(self, config=None, *, backbone: str = "lenet", num_classes: int = 10, seed: int = 0):
-        super().__init__(config, backbone=backbone, num_classes=num_classes, seed=seed)
+    def __init__(self, config=None, **kwargs):
+        super().__init__(config, **kwargs)
         if self.config.backbone:
             self.backbone = self.config.backbone
         self.attacker: Attacker | None = None
@@ -81,7 +80,7 @@ class TrustGAN(ConfidenceMethod):
     def build_model(self) -> nn.Module:
         if self.backbone == "trustgan-net":
             return TrustGANNet(self.num_classes, net_size=self.config.net_size)
-        return create_backbone(self.backbone, self.num_classes)
+        return create_backbone(self.backbone, self.num_classes, shape=self.shape)
 
     def _fit(self, train: ImageSet, val: ImageSet, ctx: FitContext) -> None:
         cfg, device = self.config, ctx.device

@@ -33,7 +33,6 @@ from bench.methods.training import map_batches
 
 @dataclass(frozen=True)
 class TrustScoreConfig(Options):
-    section = "trustscore"
     k: int = option(10, ge=1)  # neighbours of the density filter (reference default)
     alpha: float = option(0.0, ge=0, lt=1)  # fraction of lowest-density training points dropped per class (0 = none)
     neighbor: int = option(2, ge=1)  # which nearest neighbour's distance is used (reference: 2nd, query(X, k=2))

@@ -28,7 +28,6 @@ from bench.methods.features import FeatureScorer
 
 @dataclass(frozen=True)
 class ViMConfig(Options):
-    section = "vim"
     dim: int = option(0, ge=0)  # principal-subspace dimension; 0 = the authors' rule from the feature dimension
 
 

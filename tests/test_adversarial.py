@@ -109,13 +109,8 @@ def test_run_end_to_end_rows_carry_shift_severity_and_extra_rows(tmp_path, monke
 
     from bench.cli import main
 
-    from bench.datasets import user_ood
-
     monkeypatch.chdir(tmp_path)
-    # --ood registers ood:blobs in the process-global registry: keep that to this test
-    monkeypatch.setattr(evalsets.EVAL_SETS, "_items", dict(evalsets.EVAL_SETS._items))
-    monkeypatch.setattr(evalsets.EVAL_SETS, "_docs", dict(evalsets.EVAL_SETS._docs))
-    monkeypatch.setattr(user_ood, "_PATHS", {})
+    before = evalsets.EVAL_SETS.names()  # --ood sets live in the run's own registry, never the global one
     folder = tmp_path / "blobs"
     folder.mkdir()
     from PIL import Image
@@ -135,3 +130,4 @@ def test_run_end_to_end_rows_carry_shift_severity_and_extra_rows(tmp_path, monke
     assert {("fgsm:eps=0.1", "gen_seconds"), ("fgsm:eps=0.1", "robust_accuracy"),
             ("uap:xi=4,p=2,n=20,passes=1", "uap_fooling_rate"), ("fooling:n=20,steps=5", "ood_auroc"),
             ("fooling:n=20,steps=5", "fooling_target_prob"), ("ood:blobs", "ood_auroc")} <= metrics
+    assert evalsets.EVAL_SETS.names() == before

@@ -46,7 +46,7 @@ def test_saved_msp_lenet_gives_the_same_rows_as_bench_run(fmt, msp_run, tmp_path
 
     entry = json.loads((msp_run / "run" / "checkpoints.json").read_text())["msp__seed0__fold0"]
     lenet = create_backbone("lenet")
-    lenet.load_state_dict(torch.load(entry["path"], weights_only=False)["state"]["model"])
+    lenet.load_state_dict(torch.load(entry["path"], weights_only=True)["state"]["model"])
     saved = tmp_path / "lenet.pt"
     if fmt == "torchscript":
         torch.jit.save(torch.jit.script(lenet.eval()), str(saved))

@@ -131,7 +131,7 @@ def check_checkpoint_round_trip(name: str, fitted: Fits, tiny) -> None:
     buf = io.BytesIO()
     torch.save(m.state_dict(), buf)
     buf.seek(0)
-    clone = make(name).load_state_dict(torch.load(buf, weights_only=False))
+    clone = make(name).load_state_dict(torch.load(buf, weights_only=True))
     a, b = m.predict(tiny[2].images), clone.predict(tiny[2].images)
     assert torch.equal(a.probs, b.probs) and torch.equal(a.confidence, b.confidence)
 

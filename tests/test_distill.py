@@ -70,7 +70,7 @@ def test_teacher_is_fitted_once_through_the_cache_and_reported(tiny, tmp_path, m
     buf = io.BytesIO()
     torch.save(m.state_dict(), buf)
     buf.seek(0)
-    clone = Distill(DistillConfig(teacher="msp")).load_state_dict(torch.load(buf, weights_only=False))
+    clone = Distill(DistillConfig(teacher="msp")).load_state_dict(torch.load(buf, weights_only=True))
     assert clone.report == r
 
 

@@ -10,7 +10,6 @@ import multiprocessing
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -196,25 +195,40 @@ def test_bad_executor_flags_are_one_line(flags, msg, tmp_path, capsys):
     assert msg in err and err.count("\n") == 1
 
 
-def _train_once(root: str, log: str) -> None:
+def _train_once(root: str, log: str, start, trying, me: int, count, overlap) -> None:
+    """Both processes pass ``start`` together and announce themselves at the lock (``trying``); whoever gets the
+    key's lock first holds it until the other is at the lock too, then waits on ``overlap`` (set by a second process
+    inside "look up, else train") instead of sleeping: without the lock the other would be inside by then."""
     cache = CheckpointCache(root)
+    start.wait(60)
+    trying[me].set()
     with cache.lock("k"):
+        with count.get_lock():
+            count.value += 1
+            if count.value > 1:
+                overlap.set()
+        trying[1 - me].wait(60)
+        overlap.wait(2.0)
         if cache.get("k") is None:
             with open(log, "a") as f:
                 f.write("trained\n")
-            time.sleep(0.5)  # both processes are inside "look up, else train" at the same time without the lock
             cache.put("k", {"v": 1})
+        with count.get_lock():
+            count.value -= 1
 
 
 def test_two_processes_racing_on_one_key_train_it_once(tmp_path):
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_train_once, args=(str(tmp_path / "cache"), str(tmp_path / "log")))
-             for _ in range(2)]
+    start, count, overlap = ctx.Barrier(2), ctx.Value("i", 0), ctx.Event()
+    trying = [ctx.Event(), ctx.Event()]
+    procs = [ctx.Process(target=_train_once, args=(str(tmp_path / "cache"), str(tmp_path / "log"), start, trying,
+                                                    i, count, overlap)) for i in range(2)]
     for p in procs:
         p.start()
     for p in procs:
-        p.join(60)
+        p.join(120)
     assert [p.exitcode for p in procs] == [0, 0]
+    assert not overlap.is_set()  # never two processes inside the locked block at once
     assert (tmp_path / "log").read_text() == "trained\n"
     assert CheckpointCache(tmp_path / "cache").get("k") == {"v": 1}
 

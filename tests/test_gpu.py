@@ -73,7 +73,7 @@ def test_seeded_runs_repeat_on_the_gpu(tmp_path):
     from bench.methods.registry import METHODS
 
     cache = tmp_path / "ca"
-    ck = torch.load(next(cache.glob("mcdropout-*.pt")), weights_only=False)
+    ck = torch.load(next(cache.glob("mcdropout-*.pt")), weights_only=True)
     m = METHODS.get("mcdropout")(backbone="lenet", seed=0).load_checkpoint(ck, device="cuda")
     x = load_embedded("mnist", "test").images[:512]
     first, second = m.predict(x), m.predict(x)

@@ -54,7 +54,7 @@ def test_tiny_fit_records_gan_series_and_round_trips_generator(tiny):
     buf = io.BytesIO()
     torch.save(m.state_dict(), buf)
     buf.seek(0)
-    clone = OODGAN(OODGANConfig(ngf=4, ndf=4, nz=8)).load_state_dict(torch.load(buf, weights_only=False))
+    clone = OODGAN(OODGANConfig(ngf=4, ndf=4, nz=8)).load_state_dict(torch.load(buf, weights_only=True))
     z = torch.randn(3, 8, 1, 1)
     with torch.no_grad():
         assert torch.equal(m.generator(z), clone.generator(z))

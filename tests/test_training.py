@@ -197,3 +197,25 @@ def test_training_layout_is_channels_last_inside_and_the_default_after():
     fc = next(mlp.parameters())
     with training_layout(mlp, torch.device("cpu")):  # nothing to convert
         assert next(mlp.parameters()) is fc and fc.is_contiguous()
+
+
+def test_a_configs_section_is_its_registered_name():
+    from bench.methods import METHODS
+    from bench.methods.base import ConfidenceMethod, Training, register
+
+    for name in METHODS.names():
+        cfg = METHODS.get(name).Config
+        if issubclass(cfg, Options):
+            assert cfg.section == name, name
+
+    @dataclass(frozen=True)
+    class Mismatch(Options):
+        section = "other"
+
+    class M(ConfidenceMethod):
+        Config = Mismatch
+        training = Training.SHARED_BASELINE
+
+    with pytest.raises(TypeError, match="section = 'other'"):
+        register("mismatch-probe")(M)
+    assert "mismatch-probe" not in METHODS

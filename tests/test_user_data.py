@@ -14,25 +14,23 @@ import pytest
 import torch
 
 from _tiny import run_main
-from bench.datasets import evalsets, user_data
+from bench.datasets import evalsets, source, user_data
 from bench.datasets.evalsets import EvalContext
 from bench.datasets.occlusion import square_for
 from bench.datasets.splits import SplitSpec
 from bench.errors import UsageError
-from bench.methods.backbones import create_backbone, data_shape
+from bench.methods.backbones import create_backbone
 from bench.methods.base import FitContext
 
 
 @pytest.fixture(autouse=True)
-def scratch_registry(monkeypatch):
-    """The eval sets these tests register (--data NAME, --ood NAME) vanish afterwards: other tests see bench's own."""
-    from bench.datasets import user_ood
-
-    monkeypatch.setattr(evalsets.EVAL_SETS, "_items", dict(evalsets.EVAL_SETS._items))
-    monkeypatch.setattr(evalsets.EVAL_SETS, "_docs", dict(evalsets.EVAL_SETS._docs))
-    monkeypatch.setattr(user_ood, "_PATHS", {})
-    monkeypatch.setattr(user_data, "_REGISTERED", set())
+def registry_untouched(monkeypatch):
+    """A run's own sets (--data NAME, --ood NAME) live in the run's copy of the registry: bench's own is never
+    changed, whatever a test runs."""
+    before = (dict(evalsets.EVAL_SETS._items), dict(evalsets.EVAL_SETS._docs))
     monkeypatch.setattr(user_data, "_LOADED", {})
+    yield
+    assert (evalsets.EVAL_SETS._items, evalsets.EVAL_SETS._docs) == before
 
 
 def _learnable(n: int, shape=(1, 8, 8), classes: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -233,9 +231,8 @@ def test_end_to_end_run_then_resume_on_other_content_is_refused(tmp_path):
 # --- shape-generic sets and backbones at the data's shape ------------------------------------------------------------------
 def test_generic_sets_are_made_at_the_data_shape(tmp_path):
     x, y = _learnable(40, shape=(3, 12, 12), classes=2)
-    d = user_data.load(f"rgbtoy={_npz(tmp_path / 'c.npz', images=x, labels=y)}")
-    user_data.register("rgbtoy")
-    ctx = EvalContext(max_eval=8, data=d)
+    d = source.from_files(f"rgbtoy={_npz(tmp_path / 'c.npz', images=x, labels=y)}")
+    ctx = EvalContext(max_eval=8, data=d, sets=source.run_sets(d))
     for name in ("rgbtoy", "ood:uniform", "ood:gaussian", "occlusion:random-squares=0.25"):
         assert tuple(evalsets.build(name, ctx).images.shape[1:]) == (3, 12, 12), name
     occ = evalsets.build("occlusion:random-squares=0.25", ctx)
@@ -247,22 +244,20 @@ def test_generic_sets_are_made_at_the_data_shape(tmp_path):
         num_classes = 2
 
         def __init__(self):
-            with data_shape(d.spec.shape):
-                self.classifier = create_backbone("tinycnn", 2).eval()
+            self.classifier = create_backbone("tinycnn", 2, shape=d.shape).eval()
 
     for name in ("fgsm:eps=0.1", "pgd:eps=0.1,steps=2", "fooling:n=4,steps=2", "uap:xi=0.1,p=inf,n=8,passes=1"):
         assert tuple(evalsets.build(name, ctx, Fitted()).images.shape[1:]) == (3, 12, 12), name
 
 
 def test_backbones_take_the_data_shape_or_refuse():
-    with data_shape((3, 8, 8)):
-        net = create_backbone("timm:resnet10t", 4)
-        assert net(torch.rand(2, 3, 8, 8)).shape == (2, 4)
-        assert create_backbone("tinycnn", 5)(torch.rand(2, 3, 8, 8)).shape == (2, 5)
-        for name in ("lenet", "mlp", "smallconvnet", "hg-mlp"):
-            with pytest.raises(UsageError, match=f"backbone {name} is built for 28x28 grey images"):
-                create_backbone(name, 4)
-    assert create_backbone("lenet", 10)(torch.rand(1, 1, 28, 28)).shape == (1, 10)  # MNIST outside the block
+    net = create_backbone("timm:resnet10t", 4, shape=(3, 8, 8))
+    assert net(torch.rand(2, 3, 8, 8)).shape == (2, 4) and net.input_shape == (3, 8, 8)
+    assert create_backbone("tinycnn", 5, shape=(3, 8, 8))(torch.rand(2, 3, 8, 8)).shape == (2, 5)
+    for name in ("lenet", "mlp", "smallconvnet", "hg-mlp"):
+        with pytest.raises(UsageError, match=f"backbone {name} is built for 28x28 grey images"):
+            create_backbone(name, 4, shape=(3, 8, 8))
+    assert create_backbone("lenet", 10)(torch.rand(1, 1, 28, 28)).shape == (1, 10)  # MNIST's shape by default
 
 
 def test_evaluate_a_users_model_on_a_users_data(tmp_path):

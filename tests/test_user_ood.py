@@ -12,7 +12,7 @@ from PIL import Image
 
 from bench.datasets import evalsets
 from bench.datasets.evalsets import EvalContext
-from bench.datasets.user_ood import parse_spec, read_images, register, to_grey28
+from bench.datasets.user_ood import parse_spec, read_images, specs, to_grey28
 from bench.errors import DataError, UsageError
 
 
@@ -67,26 +67,23 @@ def test_unreadable_inputs_give_clear_errors(tmp_path):
         to_grey28(np.zeros((2, 5, 28, 28), dtype=np.uint8), "arr")
 
 
-@pytest.fixture
-def scratch_registry(monkeypatch):
-    """User sets registered by a test vanish after it (the registry is process-global)."""
-    from bench.datasets import user_ood
+def test_user_sets_live_in_the_runs_registry_names_paths_and_collisions(tmp_path):
+    from bench.datasets.source import embedded, run_sets
 
-    monkeypatch.setattr(evalsets.EVAL_SETS, "_items", dict(evalsets.EVAL_SETS._items))
-    monkeypatch.setattr(evalsets.EVAL_SETS, "_docs", dict(evalsets.EVAL_SETS._docs))
-    monkeypatch.setattr(user_ood, "_PATHS", {})
-
-
-def test_register_names_paths_and_collisions(tmp_path, scratch_registry):
+    before = list(evalsets.EVAL_SETS.names())
     Image.new("L", (28, 28), 10).save(tmp_path / "a.png")
     assert parse_spec(f"mine={tmp_path}") == ("mine", tmp_path)
-    assert register([f"mine={tmp_path}"]) == ["ood:mine"]
-    assert register([f"ood:mine={tmp_path}"]) == ["ood:mine"]  # idempotent
-    data = evalsets.build("ood:mine", EvalContext())
+    sets = run_sets(embedded(), [f"mine={tmp_path}"])
+    assert list(specs([f"ood:mine={tmp_path}"])) == ["ood:mine"]  # the ood: prefix is optional
+    data = evalsets.build("ood:mine", EvalContext(sets=sets))
     assert (data.kind, data.group, data.shift) == ("ood", "user", "ood")
     assert data.images.shape == (1, 1, 28, 28) and (data.labels == -1).all()
-    assert "ood:mine" in evalsets.offline_sets()
-    for bad, match in [("noequals", "malformed"), ("a b=x", "malformed"), (f"fashion={tmp_path}", "built-in"),
-                       (f"x={tmp_path / 'missing'}", "does not exist")]:
+    assert "ood:mine" in evalsets.offline_sets(sets)
+    assert evalsets.EVAL_SETS.names() == before and "ood:mine" not in evalsets.offline_sets()  # never global
+    for bad, match in [("noequals", "malformed"), ("a b=x", "malformed"), (f"x={tmp_path / 'missing'}", "does not exist")]:
         with pytest.raises(UsageError, match=match):
-            register([bad])
+            specs([bad])
+    with pytest.raises(UsageError, match="built-in"):
+        run_sets(embedded(), [f"fashion={tmp_path}"])
+    with pytest.raises(UsageError, match="given twice"):
+        specs([f"a={tmp_path}", f"a={tmp_path}"])

@@ -19,7 +19,7 @@ from bench.datasets.mnist import load_embedded
 from bench.methods.registry import METHODS
 
 N_EVAL, N_TRAIN = 2000, 54000
-ckpt = torch.load(sys.argv[1], weights_only=False)
+ckpt = torch.load(sys.argv[1], weights_only=True)
 dim = int(sys.argv[2]) if len(sys.argv) > 2 else 25
 net = METHODS.get("msp")(backbone="lenet", seed=0).load_checkpoint(ckpt).classifier.eval()
 

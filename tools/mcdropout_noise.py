@@ -5,7 +5,7 @@ from bench.methods.registry import METHODS
 from bench.methods import mcdropout as mc
 from bench.datasets.mnist import load_embedded
 from bench import metrics
-ck = torch.load(sys.argv[1], weights_only=False)
+ck = torch.load(sys.argv[1], weights_only=True)
 test = load_embedded("mnist", "test")
 x, y = test.images[:1000], test.labels[:1000].numpy()
 orig = mc.tail_passes

@@ -22,7 +22,7 @@ for rec in json.loads((run / "checkpoints.json").read_text()).values():
     if rec["method"] != "msp":
         continue
     net = create_backbone(backbone, 10)
-    net.load_state_dict(torch.load(rec["path"], map_location="cpu", weights_only=False)["state"]["model"])
+    net.load_state_dict(torch.load(rec["path"], map_location="cpu", weights_only=True)["state"]["model"])
     net.eval()
     with torch.no_grad():
         logits = {n: net(x).double() for n, x in sets.items()}

@@ -7,7 +7,6 @@ file is valid."""
 from __future__ import annotations
 
 import argparse
-import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -64,6 +63,13 @@ def run_score(args: argparse.Namespace, out: Console, err: Console) -> int:
     from bench.scoring import check_sets, labelled, rows_for, unlabelled
     from bench.table import summary_tables
 
+    from bench.store import check_name, check_new_out
+
+    if args.out is not None:  # before reading anything: a user's folder is never written over
+        check_new_out(args.out)
+    if args.method is not None:
+        check_name(args.method, "--method")
+    check_name(args.model_name, "--model-name")
     oods = _ood_args(args.ood)
     main = read_npz(args.file, labelled=True)
     sets = [labelled(args.name, main["outputs"], main["labels"], main["kind"], main["confidence"])]
@@ -92,20 +98,20 @@ def write_run(run_dir: Path, sets: list, rows: list[dict[str, Any]], method: str
     """A run directory of the scored files: one cell per set (rows + the arrays as a run saves them)."""
     import sys
 
-    from bench.provenance import git_sha, versions
+    from bench.provenance import manifest_base
     from bench.store import RunStore, cell_key
 
+    from bench.store import check_new_out
+
+    check_new_out(run_dir)
     store = RunStore(run_dir)
-    if store.has_results() or (run_dir / "manifest.json").exists():
-        raise UsageError(f"{run_dir} already holds a run; choose another --out")
     store.ensure_writable()
     names = [s.name for s in sets]
+    config = {"profile": "score", "methods": [method], "datasets": names, "seeds": [0], "folds": 1}
     store.write_manifest({
-        "run_id": store.run_id, "command": [sys.executable, "-m", "bench", *sys.argv[1:]], "versions": versions(),
-        "git_sha": git_sha(), "device": "none", "device_name": "none (saved outputs)",
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "eval_set_groups": groups, "scored_files": inputs,
-        "config": {"profile": "score", "methods": [method], "datasets": names, "seeds": [0], "folds": 1},
-        "cells": [[method, 0, 0, n] for n in names],
+        **manifest_base(store, config, [sys.executable, "-m", "bench", *sys.argv[1:]], "none"),
+        "device_name": "none (saved outputs)",
+        "eval_set_groups": groups, "scored_files": inputs, "cells": [[method, 0, 0, n] for n in names],
     })
     for s in sets:
         store.write_cell(cell_key(method, 0, 0, s.name), [r for r in rows if r["eval_set"] == s.name],

@@ -109,7 +109,7 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
     from bench.methods.backbones import BACKBONES
     from bench.methods.base import FitContext
     from bench.progress import Bars
-    from bench.provenance import versions
+    from bench.provenance import manifest_base
     from bench.store import RunStore, cell_key
     from bench.utils import resolve_device, to_jsonable
 
@@ -137,11 +137,11 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
         raise UsageError(f"--out {store.dir} is a folder that is not a bench run (it holds {store.foreign_entry()}); "
                          "choose a new or empty folder")
     store.ensure_writable()
-    store.write_manifest({"run_id": store.run_id, "kind": "transfer", "config": to_jsonable(cfg),
+    store.write_manifest({**manifest_base(store, to_jsonable(cfg), [sys.executable, "-m", "bench", *sys.argv[1:]],
+                                          device),
+                          "kind": "transfer",
                           "transfer": {"backbones": backbones, "inits": args.inits, "attack": args.attack,
-                                       "eps": eps_list},
-                          "command": [sys.executable, "-m", "bench", *sys.argv[1:]], "versions": versions(),
-                          "device": str(device)})
+                                       "eps": eps_list}})
     spec = SplitSpec(cfg.split.val_fraction, cfg.split.split_seed, 1, 0, cfg.split.max_train)
     train, val = split(load_embedded("mnist", "train"), spec)
     cache = CheckpointCache(cfg.cache_dir)

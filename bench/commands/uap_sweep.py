@@ -122,8 +122,8 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
     from bench.datasets.uap import ALGOS
     from bench.methods import METHODS
     from bench.methods.base import FitContext
-    from bench.provenance import versions
-    from bench.store import RunStore, cell_key
+    from bench.provenance import manifest_base
+    from bench.store import RunStore, cell_key, check_new_out
     from bench.utils import resolve_device, to_jsonable
 
     methods = METHODS.expand(_split_names(args.methods))
@@ -135,14 +135,13 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
     cfg = config_from_flags(args)
     device = resolve_device(cfg.device)
     store = RunStore(args.out or Path("results/runs") / time.strftime("uap-sweep-%Y%m%d-%H%M%S"))
-    if store.has_results():
-        raise UsageError(f"{store.dir} already holds results; choose another --out")
+    check_new_out(store.dir)  # never over a user's results.csv, manifest.json or plot
     store.ensure_writable()
-    store.write_manifest({"run_id": store.run_id, "kind": "uap-sweep", "config": to_jsonable(cfg),
+    store.write_manifest({**manifest_base(store, to_jsonable(cfg), [sys.executable, "-m", "bench", *sys.argv[1:]],
+                                          device),
+                          "kind": "uap-sweep",
                           "uap_sweep": {"methods": methods, "algos": algos, "sets": [s[0] for s in sets],
-                                        "seed": args.seed},
-                          "command": [sys.executable, "-m", "bench", *sys.argv[1:]], "versions": versions(),
-                          "device": str(device)})
+                                        "seed": args.seed}})
     spec = SplitSpec(cfg.split.val_fraction, cfg.split.split_seed, 1, 0, cfg.split.max_train)
     train, val = split(load_embedded("mnist", "train"), spec)
     fit = FitContext(device=device, recipe=cfg.train, split_id=spec.split_id, cache=CheckpointCache(cfg.cache_dir))

@@ -51,7 +51,7 @@ def cli() -> None:
     run([*common, "--out", str(root / "warm")])  # trains the baseline and fits trustscore once (cached)
     entry = json.loads((root / "warm" / "checkpoints.json").read_text())["msp__seed0__fold0"]
     lenet = create_backbone("lenet")
-    lenet.load_state_dict(torch.load(entry["path"], weights_only=False)["state"]["model"])
+    lenet.load_state_dict(torch.load(entry["path"], weights_only=True)["state"]["model"])
     timed_evaluate(lenet, a.profile, {"eval.max_eval": 100})  # warm-up of the evaluate path (imports)
     pairs = []
     for i in range(a.repeats):

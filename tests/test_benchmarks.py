@@ -1,0 +1,91 @@
+"""Benchmarks declared as data and the run's data as one value (issue 31, items 1-2): ``bench list benchmarks``,
+``--benchmark`` (default mnist: the default sets of before), no module-level registry changed by a run, no context
+variable carrying the image shape."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from _tiny import run_main
+from bench.datasets import evalsets
+from bench.datasets.benchmarks import BENCHMARKS, GROUPS, Benchmark, run_defaults
+from bench.datasets.source import embedded, resolve, run_sets
+from bench.errors import UsageError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_mnist_benchmark_runs_the_default_sets_of_before():
+    """Before benchmarks were declared a run without --datasets took MNIST test plus every offline OOD set."""
+    before = [n for n in evalsets.EVAL_SETS.names() if evalsets.EVAL_SETS.get(n).offline
+              and not evalsets.EVAL_SETS.get(n).family and (n == "mnist" or n.startswith("ood:"))]
+    assert run_defaults("mnist", embedded(), run_sets(embedded())) == before
+    assert before[0] == "mnist" and "ood:fashion" in before
+
+
+def test_every_declared_set_exists_and_groups_are_known():
+    for name in BENCHMARKS.names():
+        b = BENCHMARKS.get(name)
+        assert b.group("id"), name
+        for group, sets in b.groups:
+            assert group in GROUPS
+            evalsets.expand(list(sets))  # raises for an unknown set or bad parameters
+    with pytest.raises(ValueError, match="unknown group"):
+        Benchmark("x", "x", "mnist", (("nearish", ("mnist",)),))
+
+
+def test_data_source_is_one_small_value():
+    import pickle
+
+    class Cfg:
+        data = ""
+        benchmark = "mnist"
+
+    src = resolve(Cfg())
+    assert (src.name, src.shape, src.num_classes, src.split_name) == ("mnist", (1, 28, 28), 10, "mnist-train")
+    assert len(pickle.dumps(src)) < 1000  # workers get the value and load the images themselves
+    assert src.part("test").images.shape == (10_000, 1, 28, 28)
+
+
+def test_list_benchmarks_and_unknown_benchmark(capsys):
+    code, out, _ = run_main(["list", "benchmarks"])
+    assert code == 0 and "mnist" in out and "near" in out and "ood:fashion" in out
+    code, _, err = run_main(["run", "--benchmark", "mnits", "--profile", "smoke", "--no-progress"])
+    assert code == 2 and "unknown benchmark 'mnits'; did you mean mnist?" in err
+
+
+def test_no_context_variable_carries_state():
+    """The image shape travels as a value (a method's ``shape``, ``create_backbone(shape=...)``)."""
+    offenders = [str(p) for folder in ("bench", "methods", "datasets") for p in (REPO / folder).rglob("*.py")
+                 if "ContextVar" in p.read_text()]
+    assert not offenders
+
+
+def test_a_runs_own_sets_never_change_the_shipped_registry(tmp_path):
+    """A user's --data test part and --ood sets live in the run's copy (runs with them: tests/test_user_data.py,
+    whose every test checks the registry afterwards, and tests/test_adversarial.py)."""
+    import numpy as np
+
+    np.savez(tmp_path / "d.npz", images=np.zeros((20, 8, 8), np.uint8), labels=np.arange(20) % 2)
+    (tmp_path / "o").mkdir()
+    before = (dict(evalsets.EVAL_SETS._items), dict(evalsets.EVAL_SETS._docs))
+    from bench.datasets.source import from_files
+
+    src = from_files(f"mine={tmp_path / 'd.npz'}")
+    sets = run_sets(src, [f"extra={tmp_path / 'o'}"])
+    assert {"mine", "ood:extra"} <= set(sets.names()) and src.shape == (1, 8, 8)
+    assert (evalsets.EVAL_SETS._items, evalsets.EVAL_SETS._docs) == before
+
+
+def test_data_and_another_benchmark_exclude_each_other(monkeypatch):
+    import bench.datasets.benchmarks as b
+    from bench.config import resolve as resolve_cfg
+
+    other = Benchmark("other", "o", "mnist", (("id", ("mnist",)),))
+    monkeypatch.setattr(b, "BENCHMARKS", BENCHMARKS.extended({"other": (other, "o")}))
+    assert resolve_cfg([{"benchmark": "other"}], {}).benchmark == "other"
+    with pytest.raises(UsageError, match="drop --benchmark other"):
+        resolve_cfg([{"data": "d=x.npz", "benchmark": "other"}], {})
