@@ -30,7 +30,6 @@ from bench.methods.options import Options, option
 
 @dataclass(frozen=True)
 class DoctorConfig(Options):
-    section = "doctor"
     variant: str = option("alpha", one_of=("alpha", "beta"))  # D_alpha (Gini) or D_beta (1 - max p)
     temperature: float = option(1.0, gt=0)  # softmax temperature; 1 in the paper's totally-black-box setting
 

@@ -33,7 +33,6 @@ MSP = -1.0  # p_used when the MSP fallback won
 
 @dataclass(frozen=True)
 class PNormConfig(Options):
-    section = "pnorm"
     p: float = option(-1.0, ge=0, also=(-1.0,))  # -1 = chosen on validation by AURC; >= 0 fixes it
     grid_max: int = option(9, ge=0)  # the grid is p = 0, 1, ..., grid_max (authors' code: 0..9)
     msp_fallback: bool = option(True)  # the MSP competes in the choice (authors' code default)

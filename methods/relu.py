@@ -29,7 +29,6 @@ from bench.methods.training import map_batches
 
 @dataclass(frozen=True)
 class RelUConfig(Options):
-    section = "relu"
     lbd: float = option(0.5, ge=0, le=1)  # lambda: weight of the errors' term against the correct ones'
     temperature: float = option(1.0, gt=0)  # softmax temperature of p
 

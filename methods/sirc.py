@@ -38,7 +38,6 @@ from bench.methods.vim import principal_dim
 
 @dataclass(frozen=True)
 class SIRCConfig(Options):
-    section = "sirc"
     s1: str = option("msp", one_of=("msp", "entropy"))  # the softmax score S1: MSP or -entropy
     s2: str = option("l1", one_of=("l1", "residual"))  # the feature score S2: ||f||_1 or -ViM residual
     sigmas: float = option(3.0, ge=0)  # a = mean - sigmas * std (3 in the paper)
