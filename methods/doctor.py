@@ -9,8 +9,9 @@ threshold gamma:
 
 bench's confidence is the negative log of that ratio, log g - log(1 - g) (alpha) or log max p - log(1 - max p)
 (beta): a strictly decreasing function of the paper's ratio, so every threshold test and every ranking metric is the
-paper's, while confident predictions keep distinct scores (1 - g and 1 - max p are computed in log space from the
-logits, so they never round to 0 in float; the ratio itself would be 0/1 for most MNIST test digits in float32).
+paper's, while confident predictions keep distinct scores (1 - max p is summed from the other classes' exp(z_j -
+z_top) in float64, so 1 - g and 1 - max p do not round to 0; the ratio itself would be 0/1 for most MNIST test
+digits in float32).
 D_beta ranks exactly as the MSP at the same temperature; the paper offers it for that reason as the MSP's ratio form.
 
 Defaults: variant alpha, T = 1 (the paper's totally-black-box setting; its authors' CIFAR-10 files use T = 1,
@@ -34,28 +35,30 @@ class DoctorConfig(Options):
     temperature: float = option(1.0, gt=0)  # softmax temperature; 1 in the paper's totally-black-box setting
 
 
-def log_softmax_and_complement(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log p_j, log(1 - p_j)) of softmax(logits) in float64, exact where 1 - p_j is tiny: for the top class
-    1 - p_top is the mass of the other classes, logsumexp(others) - logsumexp(all); log1p(-p) elsewhere (p <= 1/2)."""
+def softmax_and_top_complement(logits: torch.Tensor
+                               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(p, top class (N, 1), p_top, 1 - p_top) of softmax(logits) in float64, 1 - p_top exact where it is tiny: the mass of the other
+    classes, summed from exp(z_j - z_top) instead of subtracting p_top from 1 (which rounds to 0 once the logit gap
+    exceeds ~37). Floored at the smallest positive double (a gap beyond ~745), so that its log stays finite."""
     z = logits.double()
-    lse = torch.logsumexp(z, dim=1, keepdim=True)
-    log_p = z - lse
     top = z.argmax(1, keepdim=True)
-    log_q_top = torch.logsumexp(z.scatter(1, top, float("-inf")), dim=1, keepdim=True) - lse
-    log_q = torch.log1p(-log_p.exp().clamp(max=0.5))
-    is_top = torch.zeros_like(z, dtype=torch.bool).scatter(1, top, True)
-    return log_p, torch.where(is_top, log_q_top.expand_as(z), log_q)
+    e = (z - z.gather(1, top)).exp()  # the top class's entry is exactly 1
+    rest = e.scatter(1, top, 0.0).sum(1)
+    total = 1.0 + rest
+    p = e / total[:, None]
+    return p, top, 1.0 / total, (rest / total).clamp(min=torch.finfo(torch.float64).tiny)
 
 
 def doctor_confidence(logits: torch.Tensor, variant: str, temperature: float) -> torch.Tensor:
     """-log of DOCTOR's rejection ratio (float64): higher = more trustworthy."""
-    log_p, log_q = log_softmax_and_complement(logits.double() / temperature)
+    p, top, p_top, q_top = softmax_and_top_complement(logits.double() / temperature)
     if variant == "beta":
-        top = log_p.argmax(1, keepdim=True)
-        return (log_p.gather(1, top) - log_q.gather(1, top)).squeeze(1)
-    log_g = torch.logsumexp(2 * log_p, dim=1)  # g = sum p^2
-    log_one_minus_g = torch.logsumexp(log_p + log_q, dim=1)  # 1 - g = sum p (1 - p), as sum p = 1
-    return log_g - log_one_minus_g
+        return p_top.log() - q_top.log()
+    g = (p * p).sum(1)
+    # 1 - g = sum p (1 - p) (as sum p = 1): the top class's term with the exact 1 - p_top, the others (p <= 1/2)
+    # as they are
+    one_minus_g = (p * (1 - p)).scatter(1, top, 0.0).sum(1) + p_top * q_top
+    return g.log() - one_minus_g.clamp(min=torch.finfo(torch.float64).tiny).log()
 
 
 @register("doctor", "Post-hoc misclassification detector: DOCTOR's D_alpha (Gini) / D_beta ratio of the softmax "

@@ -10,7 +10,7 @@ the confidence of samples it finds atypical and never reorders what S1 separates
 
 bench scores -log[(S1_max - S1)(1 + exp(-b (S2 - a)))] = -log(S1_max - S1) - log(1 + exp(-b (S2 - a))), as the
 authors' code (Guoxoug/SIRC) does: a strictly increasing function of the paper's C, so the same ranking, while
-1 - MSP is computed in log space from the logits (it rounds to 0 for confident MNIST digits otherwise).
+1 - MSP is summed from the other classes in float64 (1 - max p rounds to 0 for confident MNIST digits otherwise).
 
 Residual (``s2 = residual``): -||(f - u)^{P-perp}||, u = -W^+ b from the last layer (W, b) and P the ``dim``
 leading eigenvectors of sum (f - u)(f - u)^T over the validation features (the authors' code: training features);
@@ -29,7 +29,7 @@ import torch
 from bench.datasets.mnist import ImageSet
 from bench.errors import UsageError
 from bench.methods.base import FitContext, register
-from bench.methods.doctor import log_softmax_and_complement
+from bench.methods.doctor import softmax_and_top_complement
 from bench.methods.features import FeatureScorer, linear_head, require_features
 from bench.methods.options import Options, option
 from bench.methods.training import map_batches
@@ -70,12 +70,12 @@ def sirc_parameters(features: torch.Tensor, sigmas: float, space: dict[str, torc
 
 
 def log_s1_gap(logits: torch.Tensor, s1: str) -> torch.Tensor:
-    """log(S1_max - S1): log(1 - max p) for MSP, log(entropy) for -entropy (float64; entropy floored at the
-    smallest positive double so that a one-hot softmax stays finite)."""
-    log_p, log_q = log_softmax_and_complement(logits)
+    """log(S1_max - S1): log(1 - max p) for MSP, log(entropy) for -entropy (float64; both floored at the smallest
+    positive double so that a one-hot softmax stays finite)."""
+    p, _, _, q_top = softmax_and_top_complement(logits)
     if s1 == "msp":
-        return log_q.gather(1, log_p.argmax(1, keepdim=True)).squeeze(1)
-    entropy = -(log_p.exp() * log_p).sum(1)
+        return q_top.log()
+    entropy = torch.special.entr(p).sum(1)  # -p log p, 0 at p = 0
     return entropy.clamp(min=torch.finfo(torch.float64).tiny).log()
 
 
