@@ -22,8 +22,10 @@ import numpy as np
 
 __all__ = [
     "auroc", "average_precision", "fpr_at_tpr", "aurc", "eaurc",
+    "augrc", "risk_at_coverage", "coverage_at_risk",
     "misclassification_metrics", "ood_metrics",
-    "ece", "nll", "brier", "accuracy", "classification_metrics",
+    "ece", "adaptive_ece", "classwise_ece", "mce", "brier_decomposition",
+    "nll", "brier", "accuracy", "classification_metrics",
 ]
 
 
@@ -180,12 +182,58 @@ def eaurc(confidence, correct):
     return aurc(c, ok) - _optimal_aurc(c.size, int((~ok).sum()))
 
 
+def augrc(confidence, correct):
+    """Area under the generalized risk-coverage curve (Traub et al., NeurIPS 2024), percent.
+
+    Generalized risk at a threshold = accepted AND wrong samples / ALL n samples (not / accepted, as
+    AURC's selective risk). Same discrete convention as ``aurc``: mean over the n sorted prefix positions, a
+    tie group's positions sharing the value at the end of the group. Random ranking -> about r / 2,
+    perfect ranking -> about r^2 / 2 (r = error rate), both up to O(1/n).
+    """
+    c = _scores(confidence, "confidence")
+    ok = _binary(correct, "correct", c.size, "confidence")
+    errs, oks = _curve(c, ~ok)
+    sizes = np.diff(np.r_[0, errs + oks])
+    return float(100.0 * np.sum(sizes * errs) / c.size ** 2)
+
+
+def _accept_curve(confidence, correct):
+    """(coverage, selective risk) at every distinct threshold, highest threshold first (fractions)."""
+    c = _scores(confidence, "confidence")
+    ok = _binary(correct, "correct", c.size, "confidence")
+    errs, oks = _curve(c, ~ok)
+    accepted = errs + oks
+    return accepted / c.size, errs / accepted
+
+
+def risk_at_coverage(confidence, correct, coverage=0.9):
+    """Selective risk (percent): error rate among samples with c >= t, t the largest threshold accepting at
+    least ``coverage`` of the samples (ties are accepted or rejected together, so the coverage reached can
+    exceed the target)."""
+    if not 0.0 < coverage <= 1.0:
+        raise ValueError(f"coverage: must lie in (0, 1], got {coverage}")
+    cov, risk = _accept_curve(confidence, correct)
+    # coverage is compared as a fraction (cumulative count / n), as fpr_at_tpr compares rates
+    return float(100.0 * risk[int(np.argmax(cov >= coverage))])
+
+
+def coverage_at_risk(confidence, correct, risk=0.01):
+    """Largest coverage (percent) over thresholds t whose selective risk (errors among c >= t) is <= ``risk``;
+    0 when no threshold reaches it."""
+    if not 0.0 <= risk <= 1.0:
+        raise ValueError(f"risk: must lie in [0, 1], got {risk}")
+    cov, sel = _accept_curve(confidence, correct)
+    good = sel <= risk + 1e-12  # a margin for rounding in errors / accepted
+    return float(100.0 * cov[good].max()) if good.any() else 0.0
+
+
 def misclassification_metrics(confidence, correct):
     """Failure-prediction metrics; positives = correct predictions. Percent values.
 
     Keys: auroc, aupr_error (errors positive, score -c), aupr_success (correct positive,
     score c), fpr95 (fraction of errors accepted at the threshold keeping 95% of correct),
-    aurc, eaurc.
+    aurc, eaurc, augrc, risk_cov90 (selective risk at 90% coverage), cov_risk1 (coverage at 1% selective
+    risk).
     """
     c = _scores(confidence, "confidence")
     ok = _binary(correct, "correct", c.size, "confidence")
@@ -196,6 +244,9 @@ def misclassification_metrics(confidence, correct):
         "fpr95": fpr_at_tpr(c, ok, 0.95),
         "aurc": aurc(c, ok),
         "eaurc": eaurc(c, ok),
+        "augrc": augrc(c, ok),
+        "risk_cov90": risk_at_coverage(c, ok, 0.9),
+        "cov_risk1": coverage_at_risk(c, ok, 0.01),
     }
 
 
@@ -237,6 +288,81 @@ def ece(probs, labels, n_bins=15):
     return float(100.0 * gap.sum() / conf.size)
 
 
+def _bin_index(conf, n_bins):
+    # the equal-width right-closed bins of ``ece`` (0 goes into the first)
+    edges = np.linspace(0.0, 1.0, int(n_bins) + 1)
+    return np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, int(n_bins) - 1)
+
+
+def _check_bins(n_bins):
+    if int(n_bins) != n_bins or n_bins < 1:
+        raise ValueError(f"n_bins: must be a positive integer, got {n_bins}")
+
+
+def mce(probs, labels, n_bins=15):
+    """Maximum calibration error (percent): the largest |acc_b - conf_b| over the non-empty bins of ``ece``."""
+    _check_bins(n_bins)
+    p, y = _probs_labels(probs, labels)
+    conf = p.max(axis=1)
+    hit = (p.argmax(axis=1) == y).astype(np.float64)
+    b = _bin_index(conf, n_bins)
+    n = np.bincount(b, minlength=int(n_bins))
+    full = n > 0
+    gap = np.abs(np.bincount(b, hit, int(n_bins))[full] - np.bincount(b, conf, int(n_bins))[full]) / n[full]
+    return float(100.0 * gap.max())
+
+
+def adaptive_ece(probs, labels, n_bins=15):
+    """Adaptive (equal-mass) ECE, percent: samples sorted by max probability (stable sort) and cut into
+    ``n_bins`` consecutive groups whose sizes differ by at most one (``np.array_split``); then the ECE sum.
+    Tied confidences that straddle a cut may fall in either group, so with ties the value can depend on the
+    input order."""
+    _check_bins(n_bins)
+    p, y = _probs_labels(probs, labels)
+    conf = p.max(axis=1)
+    hit = (p.argmax(axis=1) == y).astype(np.float64)
+    order = np.argsort(conf, kind="stable")
+    gap = sum(abs(hit[g].sum() - conf[g].sum()) for g in np.array_split(order, min(int(n_bins), conf.size)))
+    return float(100.0 * gap / conf.size)
+
+
+def classwise_ece(probs, labels, n_bins=15):
+    """Classwise ECE (Kull et al., NeurIPS 2019), percent: for each class k, the ECE of p_k against the event
+    y == k over the equal-width bins of ``ece`` (all samples), averaged over the C classes."""
+    _check_bins(n_bins)
+    p, y = _probs_labels(probs, labels)
+    total = 0.0
+    for k in range(p.shape[1]):
+        b = _bin_index(p[:, k], n_bins)
+        total += np.abs(np.bincount(b, (y == k).astype(np.float64), int(n_bins))
+                        - np.bincount(b, p[:, k], int(n_bins))).sum() / y.size
+    return float(100.0 * total / p.shape[1])
+
+
+def brier_decomposition(probs, labels, n_bins=15):
+    """Murphy's (1973) decomposition of the top-label Brier score, raw (not percent).
+
+    The forecast is the max probability c, the event is "the prediction is correct" (o = 1), binned on c with
+    the equal-width bins of ``ece``. With bin b holding n_b samples of mean confidence c_b and accuracy o_b,
+    and o the overall accuracy: reliability = sum n_b/N (c_b - o_b)^2, resolution = sum n_b/N (o_b - o)^2,
+    uncertainty = o (1 - o). mean (c - o)^2 = reliability - resolution + uncertainty + the within-bin
+    variance of c (0 when every bin holds one confidence value). Keys: rel, res, unc.
+    """
+    _check_bins(n_bins)
+    p, y = _probs_labels(probs, labels)
+    conf = p.max(axis=1)
+    hit = (p.argmax(axis=1) == y).astype(np.float64)
+    b = _bin_index(conf, n_bins)
+    n = np.bincount(b, minlength=int(n_bins)).astype(np.float64)
+    full = n > 0
+    c_b = np.bincount(b, conf, int(n_bins))[full] / n[full]
+    o_b = np.bincount(b, hit, int(n_bins))[full] / n[full]
+    w = n[full] / conf.size
+    o = hit.mean()
+    return {"rel": float(np.sum(w * (c_b - o_b) ** 2)), "res": float(np.sum(w * (o_b - o) ** 2)),
+            "unc": float(o * (1.0 - o))}
+
+
 def nll(probs, labels):
     """Mean negative log-likelihood of the true class, p clipped at 1e-12 (raw)."""
     p, y = _probs_labels(probs, labels)
@@ -275,6 +401,8 @@ def classification_metrics(probs, labels, confidence):
     c = _scores(confidence, "confidence")
     if c.size != y.size:
         raise ValueError(f"confidence: length {c.size} does not match probs length {y.size}")
-    out = {"accuracy": accuracy(p, y), "ece": ece(p, y), "nll": nll(p, y), "brier": brier(p, y)}
+    out = {"accuracy": accuracy(p, y), "ece": ece(p, y), "nll": nll(p, y), "brier": brier(p, y),
+           "ece_adaptive": adaptive_ece(p, y), "ece_classwise": classwise_ece(p, y), "mce": mce(p, y)}
+    out.update({f"brier_{k}": v for k, v in brier_decomposition(p, y).items()})
     out.update(misclassification_metrics(c, p.argmax(axis=1) == y))
     return out

@@ -15,6 +15,7 @@ from bench.methods import advtrain, cure, distill  # noqa: F401
 from bench.methods import logitnorm, edl, duq  # noqa: F401  (single-pass training methods)
 from bench.methods import sn_nets, ddu  # noqa: F401  (sn_nets registers the sn-resnet backbone DDU trains)
 from bench.methods import mahalanobis, rmd, knn, odin, vim, react, ash, gen, dice, scale  # noqa: F401  (detectors)
+from bench.methods import doctor, relu, sirc, pnorm  # noqa: F401  (misclassification detectors)
 from bench.methods.registry import BACKBONES, METHODS
 
 __all__ = ["METHODS", "BACKBONES"]

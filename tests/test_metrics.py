@@ -6,8 +6,9 @@ import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from bench.metrics import (
-    accuracy, aurc, auroc, average_precision, brier, classification_metrics, eaurc, ece,
-    fpr_at_tpr, misclassification_metrics, nll, ood_metrics,
+    accuracy, adaptive_ece, augrc, aurc, auroc, average_precision, brier, brier_decomposition,
+    classification_metrics, classwise_ece, coverage_at_risk, eaurc, ece, fpr_at_tpr, mce,
+    misclassification_metrics, nll, ood_metrics, risk_at_coverage,
 )
 
 SEEDS = [0, 1, 2, 3, 4, 5, 6, 7]
@@ -204,7 +205,8 @@ def test_misclassification_hand():
 def test_misclassification_vs_sklearn(seed):
     c, ok = _random_case(seed)
     m = misclassification_metrics(c, ok)
-    assert set(m) == {"auroc", "aupr_error", "aupr_success", "fpr95", "aurc", "eaurc"}
+    assert set(m) == {"auroc", "aupr_error", "aupr_success", "fpr95", "aurc", "eaurc", "augrc", "risk_cov90",
+                      "cov_risk1"}
     np.testing.assert_allclose(m["auroc"], 100 * roc_auc_score(ok, c), rtol=1e-12)
     np.testing.assert_allclose(m["aupr_success"], 100 * average_precision_score(ok, c), rtol=1e-12)
     np.testing.assert_allclose(m["aupr_error"], 100 * average_precision_score(~ok, -c), rtol=1e-12)
@@ -285,21 +287,26 @@ def test_classification_metrics_composition():
     labels = rng.integers(0, 5, 200)
     conf = probs.max(1)
     m = classification_metrics(probs, labels, conf)
-    assert list(m) == ["accuracy", "ece", "nll", "brier", "auroc", "aupr_error",
-                       "aupr_success", "fpr95", "aurc", "eaurc"]
+    assert list(m) == ["accuracy", "ece", "nll", "brier", "ece_adaptive", "ece_classwise", "mce",
+                       "brier_rel", "brier_res", "brier_unc", "auroc", "aupr_error",
+                       "aupr_success", "fpr95", "aurc", "eaurc", "augrc", "risk_cov90", "cov_risk1"]
     ok = probs.argmax(1) == labels
     assert 0 < ok.sum() < len(ok)
     assert m["accuracy"] == pytest.approx(100 * ok.mean())
     assert m["ece"] == pytest.approx(ece(probs, labels))
     assert m["nll"] == pytest.approx(nll(probs, labels))
     assert m["brier"] == pytest.approx(brier(probs, labels))
+    assert m["ece_adaptive"] == pytest.approx(adaptive_ece(probs, labels))
+    assert m["ece_classwise"] == pytest.approx(classwise_ece(probs, labels))
+    assert m["mce"] == pytest.approx(mce(probs, labels))
+    assert m["brier_rel"] == pytest.approx(brier_decomposition(probs, labels)["rel"])
     for k, v in misclassification_metrics(conf, ok).items():
         assert m[k] == pytest.approx(v)
 
 
 # ------------------------------------------------------------------------- error paths
-@pytest.mark.parametrize("fn", [auroc, average_precision, fpr_at_tpr, aurc, eaurc,
-                                misclassification_metrics])
+@pytest.mark.parametrize("fn", [auroc, average_precision, fpr_at_tpr, aurc, eaurc, augrc, risk_at_coverage,
+                                coverage_at_risk, misclassification_metrics])
 def test_errors_binary_metrics(fn):
     with pytest.raises(ValueError, match="length"):
         fn([0.1, 0.2, 0.3], [1, 0])
@@ -321,7 +328,7 @@ def test_errors_other():
     with pytest.raises(ValueError, match="tpr"):
         fpr_at_tpr([0.1, 0.2], [1, 0], tpr=0.0)
     good = np.array([[0.7, 0.3], [0.2, 0.8]])
-    for fn in (ece, nll, brier, accuracy):
+    for fn in (ece, nll, brier, accuracy, adaptive_ece, classwise_ece, mce, brier_decomposition):
         with pytest.raises(ValueError, match="labels"):
             fn(good, np.array([0, 1, 1]))
         with pytest.raises(ValueError, match="probs"):
@@ -343,3 +350,168 @@ def test_single_class_returns_nan():
     m = misclassification_metrics(s, [True, True, True])  # perfect classifier
     assert all(math.isnan(m[k]) for k in ("auroc", "aupr_error", "aupr_success", "fpr95"))
     assert m["aurc"] == 0.0 and m["eaurc"] == 0.0
+    assert m["augrc"] == 0.0 and m["risk_cov90"] == 0.0 and m["cov_risk1"] == 100.0
+
+
+# ---------------------------------------------------------- generalized / selective risk
+def _brute_augrc(conf, ok):
+    # Per sample: generalized risk = (errors with c >= c_i) / n (a tie group shares it); mean over samples.
+    return 100.0 * np.mean([np.sum(~ok[conf >= c]) / conf.size for c in conf])
+
+
+def _brute_risk_at_coverage(conf, ok, cov):
+    # the largest threshold accepting >= cov of all samples; error rate among the accepted
+    t = max(c for c in np.unique(conf) if np.mean(conf >= c) >= cov)
+    return 100.0 * np.mean(~ok[conf >= t])
+
+
+def _brute_coverage_at_risk(conf, ok, risk):
+    covs = [np.mean(conf >= c) for c in np.unique(conf) if np.mean(~ok[conf >= c]) <= risk + 1e-12]
+    return 100.0 * max(covs, default=0.0)
+
+
+def test_augrc_hand():
+    c, ok = [0.9, 0.8, 0.7, 0.6], [1, 0, 1, 0]
+    # accepted-and-wrong counts at k = 1..4: 0, 1, 1, 2 -> mean of count / 4 = (0 + 1 + 1 + 2) / 16 = 1/4
+    assert augrc(c, ok) == pytest.approx(25.0)
+    # ties: {.9}: 0 errors (1 position); {.5, .5}: 1 error, 2 positions; {.1}: 2 -> (0 + 1 + 1 + 2) / 16
+    assert augrc([0.9, 0.5, 0.5, 0.1], ok) == pytest.approx(25.0)
+    # errors first: 1, 2, 2, 2 -> 7/16; correct first: 0, 0, 1, 2 -> 3/16
+    assert augrc(c, [0, 0, 1, 1]) == pytest.approx(100 * 7 / 16)
+    assert augrc(c, [1, 1, 0, 0]) == pytest.approx(100 * 3 / 16)
+    # all wrong: 1, 2 -> 3/4 (the maximum, (n + 1) / 2n, not 100)
+    assert augrc([0.3, 0.2], [1, 1]) == 0.0 and augrc([0.3, 0.2], [0, 0]) == pytest.approx(75.0)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_augrc_vs_bruteforce_and_traub_identity(seed):
+    c, ok = _random_case(seed)
+    np.testing.assert_allclose(augrc(c, ok), _brute_augrc(c, ok), rtol=1e-12)
+    perm = np.random.default_rng(200 + seed).permutation(len(c))
+    np.testing.assert_allclose(augrc(c[perm], ok[perm]), augrc(c, ok), rtol=1e-12)
+    # Traub et al. (2024): AUGRC = acc * r * (1 - AUROC) + r^2 / 2 for r the error rate (continuous form); for n
+    # samples without ties, summing over positions adds exactly r / (2n): each error counts itself once more.
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(50, 400))
+    ok2 = rng.random(n) < 0.8
+    ok2[0], ok2[1] = True, False
+    c2 = rng.permutation(n) + ok2 * rng.uniform(0, n / 2)  # distinct, informative scores
+    assert len(np.unique(c2)) == n
+    r, a = np.mean(~ok2), auroc(c2, ok2) / 100
+    np.testing.assert_allclose(augrc(c2, ok2), 100 * ((1 - r) * r * (1 - a) + r * r / 2 + r / (2 * n)), rtol=1e-12)
+
+
+def test_risk_at_coverage_hand():
+    c, ok = [0.9, 0.8, 0.7, 0.6, 0.5], [1, 1, 0, 1, 0]
+    # 60% of 5 = 3 accepted {.9, .8, .7}: 1 error -> 1/3; 50% needs 2.5 -> 3 as well; 40% -> 2, no error; 100%: 2/5
+    assert risk_at_coverage(c, ok, 0.6) == pytest.approx(100 / 3)
+    assert risk_at_coverage(c, ok, 0.5) == pytest.approx(100 / 3)
+    assert risk_at_coverage(c, ok, 0.4) == pytest.approx(0.0)
+    assert risk_at_coverage(c, ok, 1.0) == pytest.approx(40.0)
+    # a tie group is accepted whole: 50% of 4 needs 2, the tie {.5, .5} takes 3 (1 error) -> 1/3
+    assert risk_at_coverage([0.9, 0.5, 0.5, 0.1], [1, 0, 1, 0], 0.5) == pytest.approx(100 / 3)
+
+
+def test_coverage_at_risk_hand():
+    c, ok = [0.9, 0.8, 0.7, 0.6, 0.5], [1, 1, 0, 1, 0]
+    # (coverage, selective risk) per threshold: (.2, 0), (.4, 0), (.6, 1/3), (.8, 1/4), (1, 2/5)
+    assert coverage_at_risk(c, ok, 0.25) == pytest.approx(80.0)
+    assert coverage_at_risk(c, ok, 0.01) == pytest.approx(40.0)
+    assert coverage_at_risk(c, ok, 0.4) == pytest.approx(100.0)
+    assert coverage_at_risk(c, [0, 0, 0, 0, 0], 0.01) == 0.0  # no threshold reaches it
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_selective_risk_vs_bruteforce(seed):
+    c, ok = _random_case(seed)
+    for cov in (0.1, 0.5, 0.9, 1.0):
+        np.testing.assert_allclose(risk_at_coverage(c, ok, cov), _brute_risk_at_coverage(c, ok, cov), rtol=1e-12)
+    for risk in (0.0, 0.01, 0.2, 0.5):
+        np.testing.assert_allclose(coverage_at_risk(c, ok, risk), _brute_coverage_at_risk(c, ok, risk), rtol=1e-12)
+
+
+# ----------------------------------------------------------- more calibration metrics
+def test_mce_hand():
+    # the bins of test_ece_hand_edges: one sample each with gaps .25, .5, .6, .2 -> the largest, .6
+    probs = np.array([[0.5, 0.3, 0.2, 0.0], [0.25, 0.25, 0.25, 0.25], [0.1, 0.8, 0.1, 0.0], [0.6, 0.4, 0.0, 0.0]])
+    assert mce(probs, np.array([0, 3, 1, 1]), n_bins=4) == pytest.approx(60.0)
+    # test_ece_hand_default_bins' case: gaps .6, .41, 0, 1 -> 1
+    probs = np.array([[0.4, 0.35, 0.25], [0.41, 0.3, 0.29], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
+    assert mce(probs, np.array([0, 1, 1, 0])) == pytest.approx(100.0)
+
+
+def test_adaptive_ece_hand():
+    # confidences (given out of order) .9 wrong, .55 wrong, .8 right, .6 right; 2 equal-mass bins after sorting:
+    # {.55 wrong, .6 right}: |1 - 1.15| = .15; {.8 right, .9 wrong}: |1 - 1.7| = .7 -> (.15 + .7) / 4 = .2125
+    probs = np.array([[0.9, 0.1], [0.45, 0.55], [0.2, 0.8], [0.6, 0.4]])
+    labels = np.array([1, 0, 1, 0])
+    assert (probs.argmax(1) == labels).tolist() == [False, False, True, True]
+    assert adaptive_ece(probs, labels, n_bins=2) == pytest.approx(21.25)
+    # equal-width bins put .55 and .6 into (.5, 1] with the others when n_bins = 2: |2 - 2.85| / 4 = .2125 too,
+    # so the 4-bin split tells them apart: equal mass {.55}, {.6}, {.8}, {.9} -> (.55 + .4 + .2 + .9) / 4 = .5125
+    assert adaptive_ece(probs, labels, n_bins=4) == pytest.approx(51.25)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_adaptive_ece_vs_bruteforce(seed):
+    rng = np.random.default_rng(seed)
+    n, bins = int(rng.integers(30, 300)), int(rng.integers(1, 20))
+    logits = rng.normal(size=(n, 4)) * 2
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    labels = rng.integers(0, 4, n)
+    conf, hit = probs.max(1), probs.argmax(1) == labels
+    order = np.argsort(conf)
+    # bin b holds sorted positions [floor(b n / B) .. ) up to rounding: np.array_split gives the first n % B bins
+    # one extra sample; written out with explicit boundaries
+    sizes = [n // bins + (1 if b < n % bins else 0) for b in range(bins)]
+    edges = np.r_[0, np.cumsum(sizes)]
+    gap = sum(abs(hit[order[lo:hi]].mean() - conf[order[lo:hi]].mean()) * (hi - lo) for lo, hi in zip(edges, edges[1:]))
+    np.testing.assert_allclose(adaptive_ece(probs, labels, bins), 100 * gap / n, rtol=1e-10)
+
+
+def test_classwise_ece_hand():
+    # 2 bins (0, .5], (.5, 1], labels (0, 0). class 0: p = .6 (y 1) -> .4, .2 (y 1) -> .8: (.4 + .8) / 2 = .6;
+    # class 1: .3 and .2 share the first bin, y 0 both: |0 - .5| / 2 = .25; class 2: .1 -> .1, .6 -> .6: .35.
+    # mean (.6 + .25 + .35) / 3 = .4
+    probs = np.array([[0.6, 0.3, 0.1], [0.2, 0.2, 0.6]])
+    assert classwise_ece(probs, np.array([0, 0]), n_bins=2) == pytest.approx(40.0)
+
+
+@pytest.mark.parametrize("seed", SEEDS[:4])
+def test_classwise_ece_vs_bruteforce(seed):
+    rng = np.random.default_rng(seed)
+    n, c, bins = 200, 5, 15
+    logits = rng.normal(size=(n, c)) * 2
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    labels = rng.integers(0, c, n)
+    total = 0.0
+    for k in range(c):
+        for b in range(bins):  # right-closed (b/B, (b+1)/B], 0 into the first
+            lo, hi = b / bins, (b + 1) / bins
+            inside = (probs[:, k] > lo) & (probs[:, k] <= hi) | ((b == 0) & (probs[:, k] == 0))
+            if inside.any():
+                total += abs((labels[inside] == k).mean() - probs[inside, k].mean()) * inside.sum() / n
+    np.testing.assert_allclose(classwise_ece(probs, labels), 100 * total / c, rtol=1e-10)
+
+
+def test_brier_decomposition_hand():
+    # 4 bins; confidences .6, .6 (bin (.5, .75]: one right, one wrong -> o_b = 1/2) and .9, .9 (both right -> 1);
+    # o = 3/4. rel = 1/2 (.6 - .5)^2 + 1/2 (.9 - 1)^2 = .01; res = 1/2 (1/2 - 3/4)^2 + 1/2 (1 - 3/4)^2 = .0625;
+    # unc = 3/4 * 1/4 = .1875. Check: mean (c - o)^2 = (.16 + .36 + .01 + .01) / 4 = .135 = .01 - .0625 + .1875
+    probs = np.array([[0.6, 0.4], [0.6, 0.4], [0.9, 0.1], [0.1, 0.9]])
+    labels = np.array([0, 1, 0, 1])
+    d = brier_decomposition(probs, labels, n_bins=4)
+    assert d == pytest.approx({"rel": 0.01, "res": 0.0625, "unc": 0.1875})
+
+
+@pytest.mark.parametrize("seed", SEEDS[:4])
+def test_brier_decomposition_identity(seed):
+    # when every bin holds one confidence value, rel - res + unc is exactly the top-label Brier score
+    rng = np.random.default_rng(seed)
+    n = 300
+    conf = rng.choice([0.55, 0.7, 0.85, 0.9, 1.0], n)  # one per 15-bin: (8/15, 9/15], ..., (13/15, 14/15], last
+    probs = np.stack([conf, 1 - conf], 1)
+    hit = rng.random(n) < conf
+    labels = np.where(hit, 0, 1)
+    d = brier_decomposition(probs, labels)
+    np.testing.assert_allclose(d["rel"] - d["res"] + d["unc"], np.mean((conf - hit) ** 2), atol=1e-12)

@@ -2,6 +2,7 @@
 baseline and eval sets (docs/detectors.md, "Cost"). Not a pytest file: run it as
 
     python tests/benchmarks/time_detectors.py --profile quick --seed 0 --repeats 3
+    python tests/benchmarks/time_detectors.py --detectors doctor,relu,sirc,pnorm   # other scorers, same protocol
 
 It times what the runner does per eval set: msp = one logits pass + its scoring; the detectors (ODIN apart) = one
 shared (features, logits) pass + the nine scorings; ODIN = its own predict (forward + backward per batch). Fitting
@@ -38,17 +39,19 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--cache-dir", default="results/cache")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="as bench run --set")
+    ap.add_argument("--detectors", default=",".join(DETECTORS), help="the post-hoc scorers timed together")
     args = ap.parse_args()
+    names = args.detectors.split(",")
     cfg = resolve([load_profile(args.profile), parse_set(args.set)],
                   {n: METHODS.get(n).Config for n in METHODS.names()})
     bs = cfg.eval.batch_size
     spec = SplitSpec(cfg.split.val_fraction, cfg.split.split_seed, 1, 0, cfg.split.max_train)
     ctx = FitContext(recipe=cfg.train, split_id=spec.split_id, cache=CheckpointCache(args.cache_dir))
     train, val = split(load_embedded("mnist", "train"), spec)
-    names = evalsets.expand(args.datasets.split(",")) if args.datasets else evalsets.offline_sets()
+    set_names = evalsets.expand(args.datasets.split(",")) if args.datasets else evalsets.offline_sets()
     ectx = EvalContext(data_dir=cfg.data_dir, max_eval=cfg.eval.max_eval, device=torch.device("cpu"),
                        cache_dir=cfg.cache_dir)
-    sets = {n: evalsets.build(n, ectx).images for n in names}
+    sets = {n: evalsets.build(n, ectx).images for n in set_names}
 
     t0 = time.perf_counter()
     msp = ctx.fit_method("msp", cfg.backbone, 10, args.seed, train, val)  # the cached baseline (trains if absent)
@@ -58,7 +61,7 @@ def main() -> None:
         cls = METHODS.get(n)
         return cls(cls.Config(**cfg.options_for(n)), backbone=cfg.backbone, seed=args.seed)
 
-    dets = [make(n).fit(train, val, ctx) for n in DETECTORS]
+    dets = [make(n).fit(train, val, ctx) for n in names]
     t_fit = time.perf_counter() - t0
     odin = make("odin").fit(train, val, ctx)
 
@@ -67,12 +70,12 @@ def main() -> None:
             msp.predict_from_logits(msp.logits(x, batch_size=bs))
 
     def run_detectors() -> dict[str, float]:
-        per = dict.fromkeys(["features pass", *DETECTORS], 0.0)
+        per = dict.fromkeys(["features pass", *names], 0.0)
         for x in sets.values():
             t = time.perf_counter()
             f, logits = dets[0].features(x, batch_size=bs)
             per["features pass"] += time.perf_counter() - t
-            for name, d in zip(DETECTORS, dets):
+            for name, d in zip(names, dets):
                 t = time.perf_counter()
                 d.predict_from_features(f, logits) if d.uses_features else d.predict_from_logits(logits)
                 per[name] += time.perf_counter() - t
@@ -92,10 +95,10 @@ def main() -> None:
     m_msp, m_det = statistics.median(t_msp), statistics.median(t_det)
     print(f"backbone {cfg.backbone}, profile {args.profile}, seed {args.seed}, {len(train)} training images; "
           f"{len(sets)} eval sets ({', '.join(sets)}), {n_img} images; torch threads {torch.get_num_threads()}")
-    print(f"baseline load {t_base:.2f} s; fit of the nine detectors (training features once + statistics) "
+    print(f"baseline load {t_base:.2f} s; fit of the {len(names)} detectors (training features once + statistics) "
           f"{t_fit:.2f} s")
     print(f"msp alone:                 {m_msp:.2f} s  (runs {', '.join(f'{v:.2f}' for v in t_msp)})")
-    print(f"nine detectors together:   {m_det:.2f} s  (runs {', '.join(f'{v:.2f}' for v in t_det)})")
+    print(f"{len(names)} detectors together:   {m_det:.2f} s  (runs {', '.join(f'{v:.2f}' for v in t_det)})")
     print(f"ratio detectors / msp:     {m_det / m_msp:.2f}x")
     print(f"odin alone:                {t_odin[0]:.2f} s  ({t_odin[0] / m_msp:.1f}x msp)")
     last = parts[-1]
