@@ -58,6 +58,33 @@ def supports(cls: type[ConfidenceMethod]) -> bool:
     return shares_baseline(cls) or cls.training is Training.FROZEN_BASELINE
 
 
+def expand_methods(patterns: list[str], models: list[UserModel]) -> list[str]:
+    """Method names and wildcards for models you bring: a wildcard takes the methods that can score these models
+    (``--methods 'trust*'`` is trustscore, not trustgan, which trains its own classifier; ``'*'`` leaves out what a
+    model without features or dropout cannot run); a name is kept as given, so that ``check_methods`` says why it
+    cannot run."""
+    from bench.methods import METHODS
+
+    out: list[str] = []
+    for p in patterns:
+        names = METHODS.expand([p])
+        if any(c in p for c in "*?["):
+            names = [n for n in names if _runs_on(n, models)]
+            if not names:
+                raise UsageError(f"--methods {p!r} matches no method that can score the model(s) you bring (methods "
+                                 "that train their own classifier cannot; see docs/byom.md)")
+        out.extend(n for n in names if n not in out)
+    return out
+
+
+def _runs_on(name: str, models: list[UserModel]) -> bool:
+    try:
+        check_methods([name], models)
+    except UsageError:
+        return False
+    return True
+
+
 def check_methods(methods: list[str], models: list[UserModel]) -> None:
     """Refuse, before any work, every method that cannot run on these models (one line each, the first one)."""
     from bench.methods import METHODS
@@ -249,20 +276,17 @@ def prepare(model: nn.Module | Sequence[nn.Module], *, methods: str | Sequence[s
     layers = [*layers, {"backbone": "+".join(model_names)}]
     if data not in DATA_CLASSES:  # the user's own data (datasets/user_data.py): its test part is the ID set
         layers.append({"data": data})
-    probe_cfg = resolve(layers, {n: METHODS.get(n).Config for n in METHODS.names()})
-    method_names = METHODS.expand(list(probe_cfg.methods))
-    if "ensemble" in method_names:  # one member per model given
-        layers.append({"ensemble": {"members": len(raw)}})
-    cfg = resolve(layers, {n: METHODS.get(n).Config for n in METHODS.names()})
-    if cfg.executor.kind != "local" or cfg.executor.jobs not in (0, 1):
+    configs = {n: METHODS.get(n).Config for n in METHODS.names()}
+    probe_cfg = resolve(layers, configs)
+    if probe_cfg.executor.kind != "local" or probe_cfg.executor.jobs not in (0, 1):
         raise UsageError("models you bring are scored in this process; drop --jobs / --executor")
     from bench.datasets.source import resolve as resolve_source
     from bench.datasets.source import run_sets
 
-    source = resolve_source(cfg)  # the user's --data, else MNIST
-    if cfg.datasets:
-        evalsets.expand(list(cfg.datasets), run_sets(source, cfg.ood))  # an unknown set fails before the models run
-    dev = resolve_device(cfg.device)
+    source = resolve_source(probe_cfg)  # the user's --data, else MNIST
+    if probe_cfg.datasets:  # an unknown set fails here, before the models run
+        evalsets.expand(list(probe_cfg.datasets), run_sets(source, probe_cfg.ood))
+    dev = resolve_device(probe_cfg.device)
     adapted: list[UserModel] = []
     try:  # a failed check takes the hooks off the user's modules again
         for m, n in zip(raw, model_names):
@@ -271,7 +295,12 @@ def prepare(model: nn.Module | Sequence[nn.Module], *, methods: str | Sequence[s
         for a in adapted:
             a.to(dev)
             a.probe(probe, source.num_classes, source.name)
+        method_names = expand_methods(list(probe_cfg.methods), adapted)
         check_methods(method_names, adapted)
+        layers.append({"methods": method_names})  # wildcards resolved: the run's cells are these methods
+        if "ensemble" in method_names:  # one member per model given
+            layers.append({"ensemble": {"members": len(raw)}})
+        cfg = resolve(layers, configs)
     except BaseException:
         for a in adapted:
             a.close()

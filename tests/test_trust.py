@@ -225,3 +225,16 @@ def test_resume_on_a_folder_without_a_run_says_so(tmp_path):
         code, _, err = run_main(["run", "--resume", "--out", str(target)])
         assert code == 2 and "nothing to resume" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "nothing").exists()
+
+
+def test_a_wildcard_takes_only_methods_that_can_score_a_brought_model():
+    """README's ``--methods 'trust*'`` with --model: trustscore, not trustgan (which trains its own classifier)."""
+    from bench.user_run import prepare
+
+    net = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    cfg, adapted = prepare(net, methods="trust*", device="cpu", feature_layer="0")
+    assert cfg.methods == ("trustscore",)
+    cfg, adapted = prepare(net, methods="*", device="cpu")  # no features, no dropout: the logit scorers
+    assert "msp" in cfg.methods and not {"trustscore", "mcdropout", "trustgan", "knn"} & set(cfg.methods)
+    with pytest.raises(UsageError, match="trains its own classifier"):
+        prepare(net, methods="trustgan", device="cpu")  # a name is refused with the reason
