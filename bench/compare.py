@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.result_keys import CELL_KEYS, RESULT_KEYS
 from bench.errors import UsageError
 from bench.metric_facts import default_tolerances, metric_info
+from bench.result_keys import CELL_KEYS, RESULT_KEYS
 from bench.runs import RunSet
 from bench.stats import summarize
 from bench.utils import atomic_write_text

@@ -1,9 +1,9 @@
 """Run configuration: a profile (YAML) gives defaults, ``--config`` and flags override, ``--set key=value`` last.
 
 The resolved configuration is a frozen dataclass tree, saved in every run's manifest. Keys:
-top level ``backbone, methods, datasets, seeds, folds, device, data_dir, cache_dir, save_features``; sections ``train.*``
-(``TrainRecipe``), ``split.*`` (``SplitSpec`` less the fold), ``eval.*``, ``executor.*`` (where the grid runs);
-and ``<method>.<option>`` for each method's own config (e.g. ``mcdropout.passes=20``).
+top level ``benchmark, backbone, methods, datasets, seeds, folds, device, data_dir, cache_dir, save_features``;
+sections ``train.*`` (``TrainRecipe``), ``split.*`` (``SplitSpec`` less the fold), ``eval.*``, ``executor.*`` (where
+the grid runs); and ``<method>.<option>`` for each method's own config (e.g. ``mcdropout.passes=20``).
 """
 
 from __future__ import annotations

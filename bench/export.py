@@ -15,7 +15,7 @@ import math
 from collections.abc import Callable
 
 from bench.errors import UsageError
-from bench.latex import Page, tex_escape, to_latex
+from bench.latex import Page, to_latex
 from bench.report import Cell, Column, ReportTable
 
 FORMATS = ("md", "latex", "csv", "html")

@@ -14,9 +14,9 @@ from torch import nn
 
 from bench.cache import CheckpointCache
 from bench.config import RunConfig
-from bench.datasets.source import DataSource
 from bench.datasets.idx import read_idx
 from bench.datasets.mnist import DATA_ROOT, FILES
+from bench.datasets.source import DataSource
 from bench.datasets.splits import smallest_train_size
 from bench.methods import METHODS
 from bench.methods.backbones import create_backbone

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import norm, rankdata
 
-__all__ = ["Paired", "delong", "paired_bootstrap", "metric_difference", "bootstrap_auroc_difference", "misclassification_difference",
+__all__ = ["Paired", "delong", "paired_bootstrap", "metric_difference", "bootstrap_auroc_difference",
+           "misclassification_difference",
            "ood_difference", "combine", "z_test"]
 
 

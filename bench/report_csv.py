@@ -66,7 +66,8 @@ def read_report_csv(path: str | Path, alpha: float = 0.05, ci: bool = False, met
                 _float(r["mean"]), _float(r["std"]), int(r["n"]), _float(r["ci_low"]), _float(r["ci_high"]),
                 r["best"] == "1", math.isfinite(p_holm) and p_holm >= alpha, p_holm if math.isfinite(p_holm) else None)
         if ci and not any(math.isfinite(c.ci_low) for c in cells.values()):
-            raise UsageError(f"{p} holds no bootstrap intervals for group {gkey}; write it with --ci, or leave --ci out")
+            raise UsageError(f"{p} holds no bootstrap intervals for group {gkey}; write it with --ci, or leave "
+                             "--ci out")
         title = group_spec(gkey)[0]
         present = [m for m in keep_methods if any(r["method"] == m for r in g)]
         tables.append(ReportTable(gkey, title, present, columns, cells, max(c.n for c in cells.values()), ci, alpha))

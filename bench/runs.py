@@ -112,7 +112,8 @@ def load_run(path: str | Path, allow_partial: bool = False) -> tuple[pd.DataFram
             expected = len(_expected_cells(manifest, df))
             why = " (see errors.json)" if (p / "errors.json").exists() else ""
             raise UsageError(f"{p} is partial: {len(missing_cells)} of {expected} cells missing{why}, e.g. {m} "
-                             f"seed {s} fold {f} {ds}; finish it with `python -m bench run --resume --out {shlex.quote(str(p))}` or pass "
+                             f"seed {s} fold {f} {ds}; finish it with "
+                             f"`python -m bench run --resume --out {shlex.quote(str(p))}` or pass "
                              "--allow-partial")
     return df, manifest
 

@@ -21,10 +21,10 @@ from rich.console import Console
 from torch import nn
 
 from bench.errors import BenchError, UsageError
+from bench.grid import COST_SET, Unit, shares_baseline
 from bench.methods.base import ConfidenceMethod, Training
 from bench.progress import Bars
-from bench.grid import COST_SET, Unit, shares_baseline
-from bench.runner import RunOutcome, Runner
+from bench.runner import Runner, RunOutcome
 from bench.store import ROW_FIELDS, cell_key, check_name
 from bench.user_model import UserFitContext, UserModel, has_dropout, preserved
 from bench.worker import UnitWorker
@@ -334,7 +334,8 @@ def evaluate(model: nn.Module | Sequence[nn.Module], *, methods: str | Sequence[
     ConfidNet's head, ensemble). ``datasets``: eval sets as for ``bench run --datasets`` (None: MNIST
     test plus the offline OOD sets). ``data``: "mnist", or your own labelled dataset as "NAME=PATH" (an .npz, IDX
     files IMAGES,LABELS or a folder of class subfolders; docs/your-data.md), whose test part is then the eval set
-    NAME and whose training part fits temperature, trust score and ConfidNet's head. ``out``: also keep the run directory there (for ``bench report``/``compare``).
+    NAME and whose training part fits temperature, trust score and ConfidNet's head. ``out``: also keep the run
+    directory there (for ``bench report``/``compare``).
     ``feature_layer``: submodule whose output is the penultimate features, for models without timm's
     ``forward_features``/``forward_head``. ``profile``/``options``: as ``bench run --profile``/``--set``
     (e.g. ``{"mcdropout.passes": 10, "eval.max_eval": 1000}``).

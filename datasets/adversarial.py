@@ -14,7 +14,8 @@ scored by the method's own stochastic ``predict``. ``fgsm:eps=E,eot=K`` and ``pg
 marked ``stochastic`` with expectation over transformation instead (datasets/eot.py: dropout on, the mean of K
 gradient samples per step, masks drawn from a fixed seed); their rows carry shift ``fgsm-eot`` / ``pgd-eot`` and
 ``eot_samples``. A deterministic method given ``eot=K`` gets the deterministic attack (its expectation is itself;
-``eot_samples`` = 1). ``clean_accuracy`` / ``robust_accuracy`` are always those of the deterministic classifier. A deep ensemble exposes the averaged ensemble as its classifier, so it is
+``eot_samples`` = 1). ``clean_accuracy`` / ``robust_accuracy`` are always those of the deterministic classifier.
+A deep ensemble exposes the averaged ensemble as its classifier, so it is
 attacked as a whole. Each set carries ``gen_seconds`` (time to craft it) and ``clean_accuracy`` /
 ``robust_accuracy`` of the attacked classifier as extra result rows.
 """

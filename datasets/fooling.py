@@ -85,6 +85,7 @@ def _build(ctx: EvalContext, method, params: str = "") -> EvalData:
 
 # ``fooling`` (defaults) and ``fooling:n=...,steps=...,eps=...`` (a family; the bare name builds the defaults).
 EVAL_SETS.add("fooling", EvalSetSpec(_build, offline=True, needs_model=True, family=True,
-                                     defaults=("fooling:eps=0.25",), check=parse, report_group="fooling", any_shape=True),
+                                     defaults=("fooling:eps=0.25",), check=parse, report_group="fooling",
+                                     any_shape=True),
               "rubbish-class images per model: gradient ascent on a class posterior from noise "
               "(fooling:n=,steps=,eps=)")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from bench.datasets.evalsets import NOISE_SEED, EVAL_SETS, EvalContext, EvalData, EvalSetSpec
+from bench.datasets.evalsets import EVAL_SETS, NOISE_SEED, EvalContext, EvalData, EvalSetSpec
 
 
 def _gaussian(ctx: EvalContext) -> EvalData:

@@ -90,7 +90,7 @@ def shape_text(x: torch.Tensor) -> str:
     return "x".join(str(d) for d in x.shape[1:])
 
 
-# --- user OOD sets at the data's shape ---------------------------------------------------------------------------------
+# --- user OOD sets at the data's shape ------------------------------------------------------------------------------
 def read_ood(path: Path, spec: Any, resize: bool, name: str) -> torch.Tensor:
     """uint8 (N, C, H, W) images of a --ood set for a run on ``spec``'s data: of its shape, or refused (one line),
     or converted when ``resize`` (--ood-resize): grey <-> RGB (ITU-R 601 luma / repeated), bilinear with
@@ -122,7 +122,8 @@ def read_ood(path: Path, spec: Any, resize: bool, name: str) -> torch.Tensor:
     if tuple(x.shape[1:]) == spec.shape:
         return x
     if not resize:
-        raise UsageError(f"{name} is {shape_text(x)} but --data {spec.name} is {shape_text(torch.empty(0, *spec.shape))} "
+        want = shape_text(torch.empty(0, *spec.shape))
+        raise UsageError(f"{name} is {shape_text(x)} but --data {spec.name} is {want} "
                          "(C x H x W); bench does not resize silently: give images of that shape or pass --ood-resize")
     return _convert(x, spec.shape)
 

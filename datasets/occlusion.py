@@ -131,5 +131,6 @@ EVAL_SETS.add("occlusion", EvalSetSpec(_random_squares, offline=True, family=Tru
                                        check=parse_fraction, report_group="occlusion", any_shape=True),
               "MNIST test with seeded random 7x7 squares removed: occlusion:random-squares=F (fraction F >= removed)")
 EVAL_SETS.add("occlusion:random-squares", EvalSetSpec(_sweep_only, offline=True, family=True,
-                                                     defaults=SQUARES_DEFAULTS, report_group="occlusion", any_shape=True),
+                                                     defaults=SQUARES_DEFAULTS, report_group="occlusion",
+                                                     any_shape=True),
               f"random-squares sweep at removed fractions {', '.join(f'{f:g}' for f in FRACTIONS)}")

@@ -7,8 +7,9 @@ dominating the gradient; here the label is the classifier's clean prediction (th
 it, as in Moosavi-Dezfooli et al.). The step is a signed gradient step for L-inf (what the paper uses: an FGSM-like
 update of size ``lr * xi``) and a normalised gradient step of the same length for L2. The step shrinks linearly
 over the passes (a pass = one sweep over the ``n`` images in shuffled mini-batches), and the v with the best
-fooling rate on the ``n`` images after any pass is kept (the later one on ties). Everything is batched: a pass over 1,000 MNIST images is a
-handful of forward/backward passes, against one DeepFool search per image for Algorithm 1 of the CVPR paper.
+fooling rate on the ``n`` images after any pass is kept (the later one on ties). Everything is batched: a pass over
+1,000 MNIST images is a handful of forward/backward passes, against one DeepFool search per image for Algorithm 1 of
+the CVPR paper.
 """
 
 from __future__ import annotations

@@ -36,8 +36,7 @@ import numpy as np
 import torch
 
 from bench.datasets.idx import parse_idx, read_bytes
-from bench.datasets.image_files import (IMAGE_SUFFIXES, read_image, read_npz, read_ood, shape_text, to_images,
-                                        to_labels)
+from bench.datasets.image_files import IMAGE_SUFFIXES, read_image, read_npz, read_ood, shape_text, to_images, to_labels
 from bench.datasets.mnist import ImageSet
 from bench.errors import UsageError
 

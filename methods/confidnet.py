@@ -33,7 +33,6 @@ import torch
 from torch import nn
 
 from bench.datasets.mnist import ImageSet
-from bench.metrics import average_precision
 from bench.methods.backbones import create_backbone
 from bench.methods.base import ConfidenceMethod, FitContext, Training, register
 from bench.methods.options import Options, option
@@ -46,6 +45,7 @@ from bench.methods.training import (
     frozen,
     map_batches,
 )
+from bench.metrics import average_precision
 
 
 @dataclass(frozen=True)

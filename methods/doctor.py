@@ -37,9 +37,10 @@ class DoctorConfig(Options):
 
 def softmax_and_top_complement(logits: torch.Tensor
                                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(p, top class (N, 1), p_top, 1 - p_top) of softmax(logits) in float64, 1 - p_top exact where it is tiny: the mass of the other
-    classes, summed from exp(z_j - z_top) instead of subtracting p_top from 1 (which rounds to 0 once the logit gap
-    exceeds ~37). Floored at the smallest positive double (a gap beyond ~745), so that its log stays finite."""
+    """(p, top class (N, 1), p_top, 1 - p_top) of softmax(logits) in float64, 1 - p_top exact where it is tiny: the
+    mass of the other classes, summed from exp(z_j - z_top) instead of subtracting p_top from 1 (which rounds to 0
+    once the logit gap exceeds ~37). Floored at the smallest positive double (a gap beyond ~745), so that its log
+    stays finite."""
     z = logits.double()
     top = z.argmax(1, keepdim=True)
     e = (z - z.gather(1, top)).exp()  # the top class's entry is exactly 1

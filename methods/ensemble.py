@@ -63,7 +63,8 @@ class Ensemble(ConfidenceMethod):
         return self.config.members
 
     def build_model(self) -> nn.Module:
-        return MeanProbEnsemble([create_backbone(self.backbone, self.num_classes, shape=self.shape) for _ in self.member_seeds])
+        return MeanProbEnsemble([create_backbone(self.backbone, self.num_classes, shape=self.shape)
+                                 for _ in self.member_seeds])
 
     def _fit(self, train: ImageSet, val: ImageSet, ctx: FitContext) -> None:
         members, logs, keys = [], [], []

@@ -18,8 +18,8 @@ import torch
 from pytorch_ood.detector import ReAct as _ReAct
 
 from bench.methods.base import register
-from bench.methods.options import Options, option
 from bench.methods.features import FeatureMapDetector
+from bench.methods.options import Options, option
 
 
 @dataclass(frozen=True)

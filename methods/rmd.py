@@ -13,7 +13,6 @@ paper's distances divided by N, the same ranking. No hyper-parameters.
 
 from __future__ import annotations
 
-import torch
 from pytorch_ood.detector import RMD as _RMD
 
 from bench.methods.base import register

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pytorch_ood.detector import SCALE as _SCALE
 
 from bench.methods.base import register
-from bench.methods.options import Options, option
 from bench.methods.features import FeatureMapDetector
+from bench.methods.options import Options, option
 
 
 @dataclass(frozen=True)

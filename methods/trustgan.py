@@ -39,7 +39,8 @@ GAN_SCHEDULES = ("cyclic", "none")
 class TrustGANConfig(Options):
     backbone: str = ""  # target model; "" = the run's backbone (the paper profile sets trustgan-net)
     net_size: int = option(7, ge=2)  # trustgan-net size knob (7 = original, 86,046 params)
-    gan_size: int = option(0, ge=2, also=(0,))  # attacker size (5 = original, 4,931 params); 0 = 5 with trustgan-net, else 3
+    # attacker size (5 = original, 4,931 params); 0 = 5 with trustgan-net, else 3
+    gan_size: int = option(0, ge=2, also=(0,))
     epochs: int = option(0, ge=0)  # 0 = the run's train.epochs
     batch_size: int = option(0, ge=0)  # 0 = the run's train.batch_size (reference: 512)
     val_every: int = option(0, ge=0)  # 0 = the run's train.val_every (follow-up study: 25)
@@ -54,7 +55,8 @@ class TrustGANConfig(Options):
     replay_prob: float = option(0.1, ge=0, le=1)  # probability of training the target on an earlier attacker snapshot
     target_loss: str = option("cross-entropy", one_of=TARGET_LOSSES)  # on real data
     attacker_sample_loss: str = option("", one_of=TARGET_LOSSES, also=("",))  # on attacker samples; "" = target_loss
-    amp: bool = False  # bf16 autocast on CUDA (losses in float32); off: 3x slower than fp32 for the dilated convs on H100
+    # bf16 autocast on CUDA (losses in float32); off: 3x slower than fp32 for the dilated convs on H100
+    amp: bool = False
 
 
 def _snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -110,8 +112,9 @@ class _Trainer:
     def __init__(self, net: nn.Module, gan: Attacker, cfg: TrustGANConfig, device: torch.device, classes: int,
                  coins: torch.Generator):
         self.net, self.gan, self.cfg, self.device, self.classes = net, gan, cfg, device, classes
+        # holds a replayed snapshot
         self.replayer = Attacker(gan.out.out_channels, len(gan.units) + 1).to(device,
-                                                                             memory_format=torch.channels_last)  # holds a replayed snapshot
+                                                                             memory_format=torch.channels_last)
         self.net_opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.gan_opt = torch.optim.AdamW(gan.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.gan_sched = (torch.optim.lr_scheduler.CyclicLR(self.gan_opt, base_lr=cfg.lr, max_lr=5 * cfg.lr,

@@ -21,11 +21,11 @@ import math
 
 import torch
 import torch.nn.functional as F
-from bench.methods.backbones import Backbone
-from bench.methods.registry import BACKBONES
 from torch import nn
 
 from bench.errors import UsageError
+from bench.methods.backbones import Backbone
+from bench.methods.registry import BACKBONES
 
 
 def _check_size(size: int, what: str) -> None:

@@ -22,8 +22,8 @@ from pytorch_ood.detector import ViM as _ViM
 
 from bench.errors import UsageError
 from bench.methods.base import register
-from bench.methods.options import Options, option
 from bench.methods.features import FeatureScorer
+from bench.methods.options import Options, option
 
 
 @dataclass(frozen=True)

@@ -3,13 +3,12 @@ it (in a copy of the registry, undone afterwards) and runs it through every cont
 
 from __future__ import annotations
 
-import pytest
-
 import re
 import sys
 import types
 from pathlib import Path
 
+import pytest
 from test_contract import checks_for, run_contract
 
 from bench.methods import METHODS

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+from bench.errors import UsageError
 from bench.methods.advtrain import AdvTrain, AdvTrainConfig
 from bench.methods.attacks import ATTACKS, input_grad, perturb
 from bench.methods.base import FitContext
 from bench.methods.training import TrainRecipe
-from torch import nn
-
-from bench.errors import UsageError
 
 
 @pytest.fixture()

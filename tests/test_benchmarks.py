@@ -4,7 +4,6 @@ variable carrying the image shape."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from _runs import write_run
 
+from _runs import write_run
 from bench import compare as gate
 from bench.cli import main
 from bench.errors import UsageError

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from bench.methods.attacks import input_grad
-from bench.methods.cure import CureConfig, curvature_direction, curvature_penalty
 from torch import nn
 
 from bench.errors import UsageError
+from bench.methods.attacks import input_grad
+from bench.methods.cure import CureConfig, curvature_direction, curvature_penalty
 
 
 def smooth_net() -> nn.Module:

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _dadc import data_url, make_run, png_bytes, stroke
 
+from _dadc import data_url, make_run, png_bytes, stroke
 from bench.cli import main
 from bench.dadc import preprocess as pp
 from bench.dadc.store import SCHEMA_VERSION, DadcStore, ModelPrediction, check_label
@@ -55,7 +55,7 @@ def test_aspect_ratio_is_kept_and_a_lopsided_digit_is_centred_by_mass_not_by_box
     img = pp.to_mnist(ell)
     cy, cx = pp.centre_of_mass(img)
     assert abs(cy - 13.5) <= 0.5 and abs(cx - 13.5) <= 0.5
-    rows, cols = np.flatnonzero((img > 0.05).any(1)), np.flatnonzero((img > 0.05).any(0))
+    cols = np.flatnonzero((img > 0.05).any(0))
     assert (cols[0] + cols[-1]) / 2 > 13.5 + 1  # the box itself is off-centre: centring is by mass
 
 
@@ -78,8 +78,9 @@ def test_canvas_data_url_round_trip_and_transparency_is_black():
     assert ink_box(img)[0] == 20
     rgba = np.zeros((50, 50, 4), dtype=np.uint8)  # a transparent canvas with an opaque white stroke
     rgba[10:40, 22:28] = 255
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     buf = io.BytesIO()
     Image.fromarray(rgba).save(buf, format="PNG")
@@ -90,8 +91,10 @@ def test_canvas_data_url_round_trip_and_transparency_is_black():
 def _png_header(width: int, height: int) -> bytes:
     """A PNG that announces width x height grey pixels (and holds none): decoding it would fail."""
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    chunk = lambda kind, data: (struct.pack(">I", len(data)) + kind + data
-                                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
 
 

@@ -16,7 +16,6 @@ from bench.cache import CheckpointCache
 from bench.errors import UsageError
 from bench.methods import METHODS
 from bench.methods.backbones import create_backbone
-from bench.methods.base import FitContext
 from bench.methods.features import FeatureScorer, linear_head, require_features
 
 DETECTORS = ["mahalanobis", "rmd", "knn", "odin", "vim", "react", "ash", "gen", "dice", "scale"]
@@ -237,7 +236,8 @@ def fitted_lenet(tiny, lenet_ctx):
 
 
 # (method, option, another value): every field of every detector's Config is listed (checked below)
-CHANGES = [("knn", "k", 5), ("knn", "sample", 0.5), ("vim", "dim", 10), ("react", "percentile", 0.5), ("ash", "variant", "ash-p"),
+CHANGES = [("knn", "k", 5), ("knn", "sample", 0.5), ("vim", "dim", 10), ("react", "percentile", 0.5),
+           ("ash", "variant", "ash-p"),
            ("ash", "percentile", 0.65), ("scale", "percentile", 0.5), ("dice", "p", 0.5), ("gen", "gamma", 1.0),
            ("gen", "M", 2), ("odin", "temperature", 1.0), ("odin", "eps", 0.01)]
 
@@ -372,14 +372,16 @@ def test_run_shares_one_feature_pass_and_records_hyperparameters(tmp_path, monke
 
     passes = []
     features = ConfidenceMethod.features
-    monkeypatch.setattr(ConfidenceMethod, "features", lambda self, x, **k: passes.append(len(x)) or features(self, x, **k))
+    monkeypatch.setattr(ConfidenceMethod, "features",
+                        lambda self, x, **k: passes.append(len(x)) or features(self, x, **k))
     monkeypatch.setattr(ConfidenceMethod, "logits", lambda *a, **k: pytest.fail("a second, logits-only pass"))
     run = tmp_path / "r"
     assert main([*RUN, "--methods", "msp,knn,react,gen", "--set", "knn.k=7", "--out", str(run),
                  "--cache-dir", str(tmp_path / "c")]) == 0
     assert passes == [128, 128]  # mnist and ood:uniform, once each, for all four methods
     hp = json.loads((run / "manifest.json").read_text())["hyperparameters"]
-    assert hp["knn"] == {"k": 7, "sample": 1.0, "bank_used": 256} and hp["react"] == {"percentile": 0.9} and hp["gen"] == {"gamma": 0.1, "M": 100}
+    assert hp["knn"] == {"k": 7, "sample": 1.0, "bank_used": 256} and hp["react"] == {"percentile": 0.9}
+    assert hp["gen"] == {"gamma": 0.1, "M": 100}
     with open(run / "results.csv") as f:
         rows = [r for r in csv.DictReader(f) if r["eval_set"] == "mnist"]
     acc = {r["method"]: r["value"] for r in rows if r["metric"] == "accuracy"}

@@ -4,12 +4,12 @@ means, gain mean ± std and smallest..largest seed gain are recomputed here from
 
 from __future__ import annotations
 
-import pytest
-
 import re
 import statistics
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
+
+import pytest
 
 pytestmark = pytest.mark.docs  # the README and docs stay true (tier: see tests/conftest.py)
 

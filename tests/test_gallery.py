@@ -181,8 +181,8 @@ def test_run_without_checkpoints_draws_the_samples_and_skips_the_rest(tiny_run, 
 
 
 def test_dadc_examples_are_drawn_with_the_stored_predictions(tiny_run, tmp_path):
-    from bench.dadc.store import DadcStore, ModelPrediction
     from _dadc import png_bytes
+    from bench.dadc.store import DadcStore, ModelPrediction
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)

@@ -14,15 +14,15 @@ import re
 from pathlib import Path
 
 import pytest
-from _runs import write_run
 
+from _runs import write_run
 from bench.cli import main
 from bench.export import render, to_csv, to_markdown
 from bench.latex import Page, plan_column, split, table_width, to_latex
 from bench.layout import LAYOUTS, numeric_severity, relayout, set_labels
 from bench.report import Cell, Column, ReportTable, build_tables
-from bench.runs import load_runs
 from bench.report_csv import read_report_csv
+from bench.runs import load_runs
 from bench.texcheck import TOLERANCE_PT, compile_tables, pdflatex
 
 ROOT = Path(__file__).resolve().parents[1]

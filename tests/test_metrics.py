@@ -6,9 +6,25 @@ import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from bench.metrics import (
-    accuracy, adaptive_ece, augrc, aurc, auroc, average_precision, brier, brier_decomposition,
-    classification_metrics, classwise_ece, coverage_at_risk, eaurc, ece, fpr_at_tpr, mce,
-    misclassification_metrics, nll, ood_metrics, risk_at_coverage,
+    accuracy,
+    adaptive_ece,
+    augrc,
+    aurc,
+    auroc,
+    average_precision,
+    brier,
+    brier_decomposition,
+    classification_metrics,
+    classwise_ece,
+    coverage_at_risk,
+    eaurc,
+    ece,
+    fpr_at_tpr,
+    mce,
+    misclassification_metrics,
+    nll,
+    ood_metrics,
+    risk_at_coverage,
 )
 
 SEEDS = [0, 1, 2, 3, 4, 5, 6, 7]

@@ -11,9 +11,9 @@ import math
 import numpy as np
 import pytest
 import torch
-from _runs import write_run
 from skimage import color
 
+from _runs import write_run
 from bench import groups, report
 from bench.datasets import evalsets, mnistc
 from bench.datasets import mnistc_corruptions as cor
@@ -157,7 +157,8 @@ def test_impulse_noise_sets_17_percent_of_pixels_to_black_or_white():
 def test_line_intensity_by_hand():
     line = lines.line_from_points(0, 10, 27, 10)
     assert (line[10, :27] == 1).all() and line[10, 27] == 0  # ceil(27) = 27: the last column stays blank
-    assert line[11, 5] == pytest.approx(math.log(1 - 1 / 2.3) + 1) == pytest.approx(0.429455, abs=1e-6)  # ln(0.565217) = -0.570545
+    # ln(0.565217) = -0.570545
+    assert line[11, 5] == pytest.approx(math.log(1 - 1 / 2.3) + 1) == pytest.approx(0.429455, abs=1e-6)
     assert (line[12] == 0).all() and (line[8] == 0).all()  # d = 2: log(1 - 2/2.3) + 1 < 0 -> 0
     assert not lines.line_from_points(3, 0, 3, 20).any()  # vertical: nothing, as in the reference
 

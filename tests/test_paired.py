@@ -10,8 +10,15 @@ import pytest
 from scipy.stats import combine_pvalues, norm
 from sklearn.metrics import roc_auc_score
 
-from bench.paired import (bootstrap_auroc_difference, combine, delong, misclassification_difference, ood_difference,
-                          paired_bootstrap, z_test)
+from bench.paired import (
+    bootstrap_auroc_difference,
+    combine,
+    delong,
+    misclassification_difference,
+    ood_difference,
+    paired_bootstrap,
+    z_test,
+)
 
 
 # ------------------------------------------------------------------------------------------------ DeLong
@@ -309,7 +316,6 @@ def write_versus_run(root, seeds=(0, 1, 2), n_id=400, n_ood=300, shuffle_method=
     computed from the saved predictions as ``bench run`` does. ``shuffle_method`` saves that method's ID labels in
     another order; ``perfect`` makes the shared network right on every image."""
     from _runs import manifest
-
     from bench.metrics import classification_metrics, ood_metrics
     from bench.store import RunStore, cell_key
 

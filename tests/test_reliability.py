@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from _runs import write_run
-from _tiny import TINY, indices, rows, run_main, tiny
+from _tiny import indices, rows, run_main, tiny
 
 pytestmark = pytest.mark.e2e  # every test here runs bench end to end (tier: see tests/conftest.py)
 

@@ -9,9 +9,9 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from _runs import write_run
 from scipy import stats
 
+from _runs import write_run
 from bench import report
 from bench.cli import main
 from bench.errors import UsageError

@@ -6,8 +6,8 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from _runs import manifest, write_run
 
+from _runs import manifest, write_run
 from bench import compare, runs
 from bench.config import ExecutorConfig, RunConfig
 from bench.datasets.splits import SplitSpec

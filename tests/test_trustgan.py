@@ -11,6 +11,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+
+from bench.cli import main
+from bench.errors import UsageError
+from bench.loading import load_method
 from bench.methods.base import FitContext
 from bench.methods.training import TrainRecipe
 from bench.methods.trustgan import TrustGAN, TrustGANConfig, _Trainer
@@ -26,10 +30,6 @@ from bench.methods.trustgan_nets import (
     output_diversity_loss,
     target_loss,
 )
-
-from bench.cli import main
-from bench.errors import UsageError
-from bench.loading import load_method
 
 # Parameter counts of the reference networks (ThalesGroup/trustGAN networks.Net / Gan with the follow-up study's
 # size knob: channels 2^0..2^(n-1), FC width 2^(n-1)), measured by instantiating the reference classes.

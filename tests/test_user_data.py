@@ -82,7 +82,9 @@ def test_npz_pool_is_cut_by_the_documented_seeded_rule(tmp_path):
 def test_npz_given_split_float_pixels_and_rgb(tmp_path):
     xtr = np.full((4, 3, 5, 6), 0.5, dtype=np.float32)
     xtr[0, 2, 0, 0] = 1.0
-    d = user_data.load(f"rgb={_npz(tmp_path / 'b.npz', x_train=xtr, y_train=np.array([0, 1, 2, 0]), x_test=xtr[:2], y_test=np.array([1, 2]))}")
+    path = _npz(tmp_path / 'b.npz', x_train=xtr, y_train=np.array([0, 1, 2, 0]), x_test=xtr[:2],
+                y_test=np.array([1, 2]))
+    d = user_data.load(f"rgb={path}")
     assert d.spec.shape == (3, 5, 6) and d.spec.format == "npz-split" and d.spec.num_classes == 3
     assert (d.spec.n_train, d.spec.n_test) == (4, 2)
     assert int(d.train.images[0, 1, 0, 0]) == 128 and int(d.train.images[0, 2, 0, 0]) == 255  # round(0.5 * 255)
@@ -189,7 +191,7 @@ def test_ood_resize_converts_and_is_in_the_manifest_config(tmp_path):
         user_data.read_ood(tmp_path / "o.npz", d.spec, False, "ood:o")
 
 
-# --- identity: cache keys and --resume ----------------------------------------------------------------------------------
+# --- identity: cache keys and --resume -------------------------------------------------------------------------
 def test_same_name_and_path_other_content_gives_other_cache_keys(tmp_path):
     x, y = _learnable(30)
     path = tmp_path / "d.npz"
@@ -230,7 +232,7 @@ def test_end_to_end_run_then_resume_on_other_content_is_refused(tmp_path):
     assert code == 2 and "cannot resume" in err and "sha256" in err
 
 
-# --- shape-generic sets and backbones at the data's shape ------------------------------------------------------------------
+# --- shape-generic sets and backbones at the data's shape ------------------------------------------------------
 def test_generic_sets_are_made_at_the_data_shape(tmp_path):
     x, y = _learnable(40, shape=(3, 12, 12), classes=2)
     d = source.from_files(f"rgbtoy={_npz(tmp_path / 'c.npz', images=x, labels=y)}")
@@ -263,8 +265,9 @@ def test_backbones_take_the_data_shape_or_refuse():
 
 
 def test_evaluate_a_users_model_on_a_users_data(tmp_path):
-    import bench
     from torch import nn
+
+    import bench
 
     x, y = _learnable(40, shape=(3, 6, 6), classes=2)
     path = _npz(tmp_path / "e.npz", images=x, labels=y)

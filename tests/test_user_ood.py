@@ -80,7 +80,8 @@ def test_user_sets_live_in_the_runs_registry_names_paths_and_collisions(tmp_path
     assert data.images.shape == (1, 1, 28, 28) and (data.labels == -1).all()
     assert "ood:mine" in evalsets.offline_sets(sets)
     assert evalsets.EVAL_SETS.names() == before and "ood:mine" not in evalsets.offline_sets()  # never global
-    for bad, match in [("noequals", "malformed"), ("a b=x", "malformed"), (f"x={tmp_path / 'missing'}", "does not exist")]:
+    for bad, match in [("noequals", "malformed"), ("a b=x", "malformed"),
+                       (f"x={tmp_path / 'missing'}", "does not exist")]:
         with pytest.raises(UsageError, match=match):
             specs([bad])
     with pytest.raises(UsageError, match="built-in"):

@@ -15,7 +15,9 @@ SECTIONS = ("samples", "attacks", "targeted", "uap", "fooling", "trustgan", "dad
 
 
 def _names(text: str | None, flag: str) -> tuple[str, ...]:
-    from bench.commands.args import split_sets as _split_sets  # eval-set names carry commas (uap:xi=0.2,p=inf): the run's own splitter
+    from bench.commands.args import (
+        split_sets as _split_sets,  # eval-set names carry commas (uap:xi=0.2,p=inf): the run's own splitter
+    )
 
     if text is None:
         return ()

@@ -56,7 +56,6 @@ def _read_one(path: Path) -> tuple[torch.Tensor, list[str]]:
 
 def run_predict(args: argparse.Namespace, out: Console, err: Console) -> int:
     from bench.loading import load_method
-
     from bench.validate import check_file_writable
 
     device = resolve_device(args.device)

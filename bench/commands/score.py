@@ -72,9 +72,8 @@ def _ood_args(items: list[str]) -> list[tuple[str, Path]]:
 
 def run_score(args: argparse.Namespace, out: Console, err: Console) -> int:
     from bench.scoring import check_sets, labelled, rows_for, unlabelled
-    from bench.table import summary_tables
-
     from bench.store import check_name, check_new_out
+    from bench.table import summary_tables
 
     if args.out is not None:  # before reading anything: a user's folder is never written over
         check_new_out(args.out)
@@ -110,9 +109,7 @@ def write_run(run_dir: Path, sets: list, rows: list[dict[str, Any]], method: str
     import sys
 
     from bench.provenance import manifest_base
-    from bench.store import RunStore, cell_key
-
-    from bench.store import check_new_out
+    from bench.store import RunStore, cell_key, check_new_out
 
     check_new_out(run_dir)
     store = RunStore(run_dir)

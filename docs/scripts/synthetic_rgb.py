@@ -24,7 +24,8 @@ def make(n: int, size: int = 32, seed: int = SEED) -> tuple[np.ndarray, np.ndarr
     side = size // 3
     for i, k in enumerate(labels):
         top, left = rng.integers(0, size - side + 1, 2)
-        images[i, :, top : top + side, left : left + side] = COLOURS[k][:, None, None] + rng.normal(0, 25, (3, side, side))
+        patch = COLOURS[k][:, None, None] + rng.normal(0, 25, (3, side, side))
+        images[i, :, top : top + side, left : left + side] = patch
     return np.clip(np.round(images), 0, 255).astype(np.uint8), labels.astype(np.int64)
 
 

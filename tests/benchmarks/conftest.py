@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from bench.methods import METHODS
 from bench.methods.base import FitContext
 from bench.methods.training import TrainRecipe

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from bench.datasets import evalsets
 from bench.datasets.evalsets import EvalContext
 

@@ -30,7 +30,6 @@ def test_ood_metrics_10k_vs_10k(benchmark):
 
 def test_report_tables(benchmark, tmp_path):
     from _runs import write_run
-
     from bench.report import build_tables
     from bench.runs import load_runs
 

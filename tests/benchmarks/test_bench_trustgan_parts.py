@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+
 from bench.methods.backbones import create_backbone
 from bench.methods.trustgan import TrustGANConfig, _Trainer
 from bench.methods.trustgan_nets import Attacker, DilatedConv
