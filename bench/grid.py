@@ -14,8 +14,6 @@ from torch import nn
 
 from bench.cache import CheckpointCache
 from bench.config import RunConfig
-from bench.datasets.idx import read_idx
-from bench.datasets.mnist import DATA_ROOT, FILES
 from bench.datasets.source import DataSource
 from bench.datasets.splits import smallest_train_size
 from bench.methods import METHODS
@@ -102,7 +100,7 @@ def preflight(cfg: RunConfig, methods: list[str], source: DataSource,
     penultimate features), run before any training; returns the hyper-parameters each method will use.
     ``nets(method, config)`` gives the networks to check (default: an untrained backbone of the run's, built for
     the data's shape)."""
-    n_all = source.spec.n_train if source.is_user_data else len(read_idx(DATA_ROOT / FILES["mnist"]["train_labels"][0]))
+    n_all = source.n_train
     n_train = smallest_train_size(n_all, cfg.folds, cfg.split.val_fraction, cfg.split.max_train)
     out = {}
     for m in methods:

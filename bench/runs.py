@@ -56,7 +56,12 @@ def _expand(kind: str, names: list[str]) -> list[str] | None:
             return METHODS.expand(list(names))
         from bench.datasets import evalsets
 
-        return evalsets.expand(list(names)) if names else evalsets.offline_sets()
+        if names:
+            return evalsets.expand(list(names))
+        from bench.datasets.benchmarks import run_defaults  # a run that lists no sets ran the mnist defaults
+        from bench.datasets.source import embedded
+
+        return run_defaults("mnist", embedded())
     except (BenchError, KeyError, ValueError):
         return None
 

@@ -191,20 +191,20 @@ def _device(model: nn.Module, ctx: EvalContext) -> torch.device:
 
 def source_model(ctx: EvalContext, backbone: str = "lenet") -> nn.Module:
     """The fixed transfer source: a plain baseline of ``backbone`` (seed 1000, 3 epochs of Adam lr 2e-3, batch
-    128, the default 90/10 split of the 60k), trained once and kept in the checkpoint cache."""
+    128, the default 90/10 split of the run's 60k training images: MNIST's, or the benchmark's), trained once and
+    kept in the checkpoint cache."""
     from bench.cache import CheckpointCache
-    from bench.datasets.mnist import load_embedded
     from bench.datasets.splits import SplitSpec, split
     from bench.methods.base import FitContext
     from bench.methods.training import TrainRecipe
 
     key = ("source", backbone)
     if key not in ctx._cache:
-        spec = SplitSpec()
+        spec = SplitSpec(data=ctx.data.split_name) if ctx.data is not None else SplitSpec()
         recipe = TrainRecipe(optimizer="adam", lr=2e-3, batch_size=128, epochs=3)
         cache = CheckpointCache(ctx.cache_dir) if ctx.cache_dir is not None else None
         fit = FitContext(device=ctx.device, recipe=recipe, split_id=spec.split_id, cache=cache)
-        train, val = split(load_embedded("mnist", "train"), spec)
+        train, val = split(ctx.id_part("train"), spec)
         model, _, _ = fit.train_baseline(backbone, 10, SOURCE_SEED, train.to(ctx.device), val.to(ctx.device))
         ctx._cache[key] = model.to(ctx.device).eval()
     return ctx._cache[key]

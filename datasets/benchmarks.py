@@ -63,6 +63,19 @@ _declare(Benchmark(
             ("human", ("dadc",))),
     profile="quick"))
 
+_declare(Benchmark(
+    "fashion", "Fashion-MNIST clothing (about 91% accuracy: ~900 errors per 10k test images): near OOD MNIST "
+    "(+ notMNIST from --data-dir), far OOD noise (+ Texture, TinyImageNet, Places365 from --data-dir); shift: the "
+    "MNIST-C corruptions applied to Fashion-MNIST; FGSM/PGD/UAP; Partial occlusions",
+    data="fashion",
+    groups=(("id", ("fashion",)),
+            ("near", ("ood:mnist", "ood:notmnist")),
+            ("far", ("ood:uniform", "ood:gaussian", "ood:texture", "ood:tin", "ood:places365")),
+            ("shift", ("mnistc",)),
+            ("adversarial", ("fgsm", "pgd:eps=0.1", "uap:xi=0.2,p=inf", "fgsm-transfer", "fooling")),
+            ("occlusion", ("pmnist", "occlusion:random-squares"))),
+    profile="quick"))
+
 
 def run_defaults(benchmark: str, source, sets=None, data_dir=None) -> list[str]:
     """The eval sets of a run without --datasets: its benchmark's default groups, or for a user's --data its test

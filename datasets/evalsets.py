@@ -19,7 +19,7 @@ import torch
 
 from bench.datasets import notmnist
 from bench.datasets.mnist import ImageSet, load_embedded
-from bench.errors import DataError
+from bench.errors import DataError, UsageError
 from bench.registry import Registry
 
 NOISE_SEED = 1234  # fixed: every method and seed sees the same noise images
@@ -117,18 +117,44 @@ def _register(name: str, description: str, offline: bool, report_group: str, any
     return deco
 
 
-@_register("mnist", "MNIST test set (10k), in-distribution", offline=True, report_group="id")
-def _mnist(ctx: EvalContext) -> EvalData:
-    test = ctx.embedded("mnist", "test")
+def _embedded_id(name: str, ctx: EvalContext) -> EvalData:
+    """An embedded test set as the in-distribution set: only in a run trained on that dataset (its labels mean
+    nothing to a classifier of another; as OOD it is ``ood:<name>``)."""
+    trained_on = ctx.data.name if ctx.data is not None else "mnist"
+    if trained_on != name:
+        raise UsageError(f"eval set {name} is the in-distribution test set of the {name} benchmark, but this run is "
+                         f"trained on {trained_on}; use ood:{name} to score it as OOD")
+    test = ctx.embedded(name, "test")
     n = ctx.cap(len(test))
-    return EvalData("mnist", test.images[:n], test.labels[:n], kind="id")
+    return EvalData(name, test.images[:n], test.labels[:n], kind="id")
+
+
+def _embedded_ood(name: str, dataset: str, ctx: EvalContext) -> EvalData:
+    test = ctx.embedded(dataset, "test")
+    n = ctx.cap(len(test))
+    return EvalData(name, test.images[:n], torch.full((n,), -1), "ood", "ood", group="near")
+
+
+@_register("mnist", "MNIST test set (10k), in-distribution (the mnist benchmark)", offline=True, report_group="id")
+def _mnist(ctx: EvalContext) -> EvalData:
+    return _embedded_id("mnist", ctx)
+
+
+@_register("fashion", "Fashion-MNIST test set (10k), in-distribution (the fashion benchmark)", offline=True,
+           report_group="id")
+def _fashion_id(ctx: EvalContext) -> EvalData:
+    return _embedded_id("fashion", ctx)
 
 
 @_register("ood:fashion", "Fashion-MNIST test set (10k, embedded), near OOD", offline=True, report_group="ood-near")
 def _fashion(ctx: EvalContext) -> EvalData:
-    test = ctx.embedded("fashion", "test")
-    n = ctx.cap(len(test))
-    return EvalData("ood:fashion", test.images[:n], torch.full((n,), -1), "ood", "ood", group="near")
+    return _embedded_ood("ood:fashion", "fashion", ctx)
+
+
+@_register("ood:mnist", "MNIST test set (10k, embedded), near OOD (for the fashion benchmark)", offline=True,
+           report_group="ood-near")
+def _mnist_ood(ctx: EvalContext) -> EvalData:
+    return _embedded_ood("ood:mnist", "mnist", ctx)
 
 
 def _noise(name: str, ctx: EvalContext, draw: Callable[[torch.Generator, tuple], torch.Tensor]) -> EvalData:

@@ -1,4 +1,5 @@
-"""MNIST and Fashion-MNIST, embedded in the package as IDX .gz files, loaded once into uint8 tensors."""
+"""MNIST and Fashion-MNIST (training and test sets), embedded in the package as IDX .gz files, loaded into uint8
+tensors."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ FILES = {
         "test_labels": ("MNIST/raw/t10k-labels-idx1-ubyte.gz", "27ae3e4e09519cfbb04c329615203637"),
     },
     "fashion": {
+        "train_images": ("FashionMNIST/raw/train-images-idx3-ubyte.gz", "f4a8712d7a061bf5bd6d2ca38dc4d50a"),
+        "train_labels": ("FashionMNIST/raw/train-labels-idx1-ubyte.gz", "9018921c3c673c538a1fc5bad174d6f9"),
         "test_images": ("FashionMNIST/raw/t10k-images-idx3-ubyte.gz", "8181f5470baa50b63fa0f6fddb340f0a"),
         "test_labels": ("FashionMNIST/raw/t10k-labels-idx1-ubyte.gz", "15d484375f8d13e6eb1aabb0c3f46965"),
     },

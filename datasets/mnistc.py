@@ -114,8 +114,11 @@ def sha256(a: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
 
 
-def cache_path(cache_dir: Path, name: str, seed: int = MNISTC_SEED) -> Path:
-    return Path(cache_dir) / "mnistc" / f"{name}-v{VERSION}-s{seed}.npy"
+def cache_path(cache_dir: Path, name: str, seed: int = MNISTC_SEED, data: str = "mnist") -> Path:
+    """Where the corrupted test set of ``data`` (the run's in-distribution data) is cached; MNIST's keeps the name
+    it always had."""
+    prefix = "" if data == "mnist" else f"{data}-"
+    return Path(cache_dir) / "mnistc" / f"{prefix}{name}-v{VERSION}-s{seed}.npy"
 
 
 def _versions() -> dict[str, str]:
@@ -142,13 +145,14 @@ def load_cached(path: Path) -> np.ndarray | None:
     return arr
 
 
-def generate_full(name: str, images: np.ndarray, path: Path | None, seed: int = MNISTC_SEED) -> np.ndarray:
+def generate_full(name: str, images: np.ndarray, path: Path | None, seed: int = MNISTC_SEED,
+                  reference: bool = True) -> np.ndarray:
     """All images corrupted; written to ``path`` with its checksum when a path is given."""
     t0 = time.perf_counter()
     arr = corrupt(name, images, seed)
     seconds = time.perf_counter() - t0
     digest = sha256(arr)
-    ref = REFERENCE_SHA256.get(name)
+    ref = REFERENCE_SHA256.get(name) if reference else None  # bench's reference MNIST-C (not other data's)
     if seed == MNISTC_SEED and ref is not None and digest != ref and len(arr) == 10_000:
         warnings.warn(f"mnistc:{name} generated here differs from bench's reference data (SHA-256 {digest[:12]} "
                       f"vs {ref[:12]}), likely another numpy/scipy/scikit-image; results are not comparable with "
@@ -168,24 +172,24 @@ def mnistc_images(name: str, ctx: EvalContext, seed: int = MNISTC_SEED) -> np.nd
     full set from the cache, generated and written first on a miss (also for a capped set, so that no later run
     generates again), under a cross-process lock so that parallel workers generate it once. Without one: only the
     chunks the cap needs, in memory."""
-    test = ctx.embedded("mnist", "test")
+    test = ctx.id_part("test")  # MNIST's test set, or the benchmark's (Fashion-MNIST: the same corruptions)
     n = ctx.cap(len(test))
     src = test.images.numpy()
     if ctx.cache_dir is None:
         whole = -(-n // CHUNK) * CHUNK  # whole chunks, so the result is a prefix of the full set
         return corrupt(name, src[:whole], seed)[:n]
-    path = cache_path(ctx.cache_dir, name, seed)
+    path = cache_path(ctx.cache_dir, name, seed, ctx.data.name if ctx.data is not None else "mnist")
     with CheckpointCache(path.parent).lock(path.stem):
         arr = load_cached(path)
         if arr is None:
-            arr = generate_full(name, src, path, seed)
+            arr = generate_full(name, src, path, seed, reference=ctx.data is None or ctx.data.name == "mnist")
     return arr[:n]
 
 
 def _build(ctx: EvalContext, params: str) -> EvalData:
     name = check_name(params)
     images = torch.from_numpy(mnistc_images(name, ctx))
-    labels = ctx.embedded("mnist", "test").labels[: len(images)]
+    labels = ctx.id_part("test").labels[: len(images)]
     return EvalData(f"mnistc:{name}", images, labels, "id", "mnistc")
 
 

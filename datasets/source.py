@@ -55,6 +55,16 @@ class DataSource:
         return _PARTS[key]
 
     @property
+    def n_train(self) -> int:
+        """Images of the training part (what the split divides), without loading them where it can."""
+        if self.is_user_data:
+            return self.spec.n_train
+        from bench.datasets.idx import read_idx
+        from bench.datasets.mnist import DATA_ROOT, FILES
+
+        return len(read_idx(DATA_ROOT / FILES[self.ref]["train_labels"][0]))  # labels only: fast
+
+    @property
     def is_user_data(self) -> bool:
         return self.spec is not None
 
@@ -63,12 +73,17 @@ class DataSource:
         return f"{self.name} ({c}x{h}x{w}, {self.num_classes} classes)"
 
 
+#: embedded datasets with a training part: their in-distribution eval set (the test part) is named as the dataset
+EMBEDDED = ("mnist", "fashion")
+
+
 def embedded(name: str = "mnist") -> DataSource:
-    """An embedded dataset with a training part (MNIST): its split name is the one MNIST runs always had."""
-    if name != "mnist":
-        raise UsageError(f"no embedded training data {name!r}; embedded: mnist")
-    return DataSource(name="mnist", kind="embedded", ref="mnist", shape=MNIST_SHAPE, num_classes=10,
-                      split_name="mnist-train", identity="mnist")
+    """An embedded dataset with a training part (MNIST, Fashion-MNIST); MNIST's split name is the one its runs
+    always had (so every checkpoint key of before is unchanged)."""
+    if name not in EMBEDDED:
+        raise UsageError(f"no embedded training data {name!r}; embedded: {', '.join(EMBEDDED)}")
+    return DataSource(name=name, kind="embedded", ref=name, shape=MNIST_SHAPE, num_classes=10,
+                      split_name=f"{name}-train", identity=name)
 
 
 def from_files(text: str) -> DataSource:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from _tiny import run_main
 from bench.datasets import evalsets
@@ -18,11 +19,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_mnist_benchmark_runs_the_default_sets_of_before():
-    """Before benchmarks were declared a run without --datasets took MNIST test plus every offline OOD set."""
-    before = [n for n in evalsets.EVAL_SETS.names() if evalsets.EVAL_SETS.get(n).offline
-              and not evalsets.EVAL_SETS.get(n).family and (n == "mnist" or n.startswith("ood:"))]
-    assert run_defaults("mnist", embedded(), run_sets(embedded())) == before
-    assert before[0] == "mnist" and "ood:fashion" in before
+    """Before benchmarks were declared a run without --datasets took MNIST test plus every offline OOD set, in the
+    registry's order: these four (notMNIST joins when its files are in --data-dir, tests/test_notmnist.py)."""
+    assert run_defaults("mnist", embedded(), run_sets(embedded())) == ["mnist", "ood:fashion", "ood:gaussian",
+                                                                       "ood:uniform"]
 
 
 def test_every_declared_set_exists_and_groups_are_known():
@@ -88,3 +88,54 @@ def test_data_and_another_benchmark_exclude_each_other(monkeypatch):
     assert resolve_cfg([{"benchmark": "other"}], {}).benchmark == "other"
     with pytest.raises(UsageError, match="drop --benchmark other"):
         resolve_cfg([{"data": "d=x.npz", "benchmark": "other"}], {})
+
+
+def test_fashion_is_a_second_world():
+    from bench.datasets.evalsets import EvalContext, build
+    from bench.datasets.mnist import load_embedded
+
+    src = embedded("fashion")
+    assert (src.name, src.split_name, src.num_classes, src.n_train) == ("fashion", "fashion-train", 10, 60_000)
+    train = src.part("train")
+    assert train.images.shape == (60_000, 1, 28, 28) and sorted(train.labels.unique().tolist()) == list(range(10))
+    assert run_defaults("fashion", src, run_sets(src)) == ["fashion", "ood:gaussian", "ood:mnist", "ood:uniform"]
+    ctx = EvalContext(max_eval=50, data=src, sets=run_sets(src))
+    fashion = build("fashion", ctx)
+    assert fashion.kind == "id" and (fashion.labels == load_embedded("fashion", "test").labels[:50]).all()
+    mnist_as_ood = build("ood:mnist", ctx)
+    assert mnist_as_ood.kind == "ood" and mnist_as_ood.group == "near" and (mnist_as_ood.labels == -1).all()
+    shifted = build("mnistc:rotate", ctx)  # the MNIST-C corruptions of Fashion-MNIST's test images, its labels
+    assert torch.equal(shifted.labels, fashion.labels) and not torch.equal(shifted.images, fashion.images)
+    with pytest.raises(UsageError, match="use ood:mnist"):
+        build("mnist", ctx)  # MNIST's labels mean nothing to a Fashion-MNIST classifier
+    with pytest.raises(UsageError, match="use ood:fashion"):
+        build("fashion", EvalContext(max_eval=5))  # and the other way round
+
+
+def test_mnistc_of_another_dataset_has_its_own_cache_file(tmp_path):
+    from bench.datasets.mnistc import cache_path
+
+    mnist, fashion = cache_path(tmp_path, "rotate"), cache_path(tmp_path, "rotate", data="fashion")
+    assert fashion.parent == mnist.parent and fashion.name == "fashion-" + mnist.name  # MNIST's name is as it was
+
+
+@pytest.mark.e2e
+def test_a_fashion_run_end_to_end(tmp_path):
+    import json
+
+    code, _, err = run_main(["run", "--benchmark", "fashion", "--profile", "smoke", "--methods", "msp,energy",
+                             "--datasets", "fashion,ood:mnist", "--device", "cpu", "--no-progress", "--jobs", "1",
+                             "--set", "split.max_train=500", "--set", "eval.max_eval=100", "--set",
+                             "eval.cost_images=50", "--out", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c")])
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())
+    assert manifest["config"]["benchmark"] == "fashion"
+    rows = (tmp_path / "r" / "results.csv").read_text()
+    assert ",fashion,none,,accuracy," in rows and ",ood:mnist,ood,,ood_auroc," in rows
+    # its checkpoints are its own: the split of Fashion-MNIST's training images is in every cache key
+    from bench.datasets.splits import SplitSpec
+    from bench.methods.base import FitContext
+
+    fashion = FitContext(split_id=SplitSpec(data="fashion-train").split_id).baseline_key("lenet", 10, 0)
+    mnist = FitContext(split_id=SplitSpec().split_id).baseline_key("lenet", 10, 0)
+    assert fashion != mnist

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
-from bench.datasets.evalsets import offline_sets
+from bench.datasets.benchmarks import run_defaults
+from bench.datasets.source import embedded
 
 pytestmark = pytest.mark.e2e  # every test here runs bench end to end (tier: see tests/conftest.py)
 
@@ -48,7 +49,7 @@ def test_smoke_run_writes_tidy_results_manifest_and_predictions(smoke_run):
                              "metric", "value"]
     sets = {(r["method"], r["eval_set"]) for r in rows}
     for method in ("msp", "mcdropout"):
-        for ds in [*offline_sets(), "cost"]:
+        for ds in [*run_defaults("mnist", embedded()), "cost"]:
             assert (method, ds) in sets
     acc = [float(r["value"]) for r in rows if r["metric"] == "accuracy" and r["method"] == "msp"]
     assert len(acc) == 1 and 50 < acc[0] <= 100
@@ -57,7 +58,7 @@ def test_smoke_run_writes_tidy_results_manifest_and_predictions(smoke_run):
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["config"]["profile"] == "smoke" and manifest["versions"]["torch"]
     assert {"git_sha", "device", "device_name", "command"} <= set(manifest)
-    assert len(list((run / "predictions").glob("*.npz"))) == 2 * len(offline_sets())
+    assert len(list((run / "predictions").glob("*.npz"))) == 2 * len(run_defaults("mnist", embedded()))
     assert "Acc %" in proc.stdout and "mcdropout" in proc.stdout
 
 

@@ -8,12 +8,15 @@ import pytest
 import torch
 
 from bench.datasets import evalsets
-from bench.datasets.evalsets import EvalContext, build, offline_sets
+from bench.datasets.evalsets import EvalContext, build
 from bench.errors import DataError
 
 
 def test_default_sets_are_offline_and_start_with_mnist():
-    names = offline_sets()
+    from bench.datasets.benchmarks import run_defaults
+    from bench.datasets.source import embedded
+
+    names = run_defaults("mnist", embedded())
     assert names[0] == "mnist" and {"ood:fashion", "ood:uniform", "ood:gaussian"} <= set(names)
     assert not {"ood:kmnist", "ood:emnist-letters", "ood:cifar10-grey"} & set(names)
 

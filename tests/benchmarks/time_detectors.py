@@ -22,8 +22,10 @@ import torch
 from bench.cache import CheckpointCache
 from bench.config import load_profile, parse_set, resolve
 from bench.datasets import evalsets
+from bench.datasets.benchmarks import run_defaults
 from bench.datasets.evalsets import EvalContext
 from bench.datasets.mnist import load_embedded
+from bench.datasets.source import embedded
 from bench.datasets.splits import SplitSpec, split
 from bench.methods import METHODS
 from bench.methods.base import FitContext
@@ -48,7 +50,7 @@ def main() -> None:
     spec = SplitSpec(cfg.split.val_fraction, cfg.split.split_seed, 1, 0, cfg.split.max_train)
     ctx = FitContext(recipe=cfg.train, split_id=spec.split_id, cache=CheckpointCache(args.cache_dir))
     train, val = split(load_embedded("mnist", "train"), spec)
-    set_names = evalsets.expand(args.datasets.split(",")) if args.datasets else evalsets.offline_sets()
+    set_names = evalsets.expand(args.datasets.split(",")) if args.datasets else run_defaults("mnist", embedded())
     ectx = EvalContext(data_dir=cfg.data_dir, max_eval=cfg.eval.max_eval, device=torch.device("cpu"),
                        cache_dir=cfg.cache_dir)
     sets = {n: evalsets.build(n, ectx).images for n in set_names}
