@@ -1,6 +1,6 @@
 """The table of contents: every method file is imported here, which registers it."""
 
-from bench.methods import backbones  # noqa: F401  (registers lenet, mlp, smallconvnet)
+from bench.methods import backbones  # noqa: F401  (registers lenet, lenet5, mlp, smallconvnet)
 from bench.methods import msp, mcdropout  # noqa: F401
 from bench.methods import confidnet  # noqa: F401
 from bench.methods import trustscore  # noqa: F401
@@ -13,6 +13,7 @@ from bench.methods import trustgan  # noqa: F401  (also registers the trustgan-n
 from bench.methods import oodgan, missingfeature  # noqa: F401
 from bench.methods import advtrain, cure, distill  # noqa: F401
 from bench.methods import mahalanobis, rmd, knn, odin, vim, react, ash, gen, dice, scale  # noqa: F401  (detectors)
+from bench.methods import mdsens  # noqa: F401  (Lee et al.'s full multi-layer Mahalanobis)
 from bench.methods.registry import BACKBONES, METHODS
 
 __all__ = ["METHODS", "BACKBONES"]
