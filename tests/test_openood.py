@@ -174,10 +174,10 @@ def fitted_mdsens(tiny, cached_tiny_ctx):
     return METHODS.get("mdsens")(MDSEnsConfig(n_val=128), backbone="lenet5", seed=0).fit(train, val, cached_tiny_ctx)
 
 
-def test_mdsens_reads_four_layers_and_eps_takes_effect(fitted_mdsens, tiny):
+def test_mdsens_reads_the_block_layers_and_eps_takes_effect(fitted_mdsens, tiny):
     m = fitted_mdsens
     x = tiny[2].images[:64].float() / 255
-    assert [mu.shape[1] for mu in m.state["means"]] == [6, 16, 120, 84] and m.state["weights"].shape == (4,)
+    assert [mu.shape[1] for mu in m.state["means"]] == [6, 16, 120] and m.state["weights"].shape == (3,)
     with_eps = m.layer_scores(x)
     m.config = MDSEnsConfig(n_val=128, eps=0.0)
     try:
@@ -209,3 +209,6 @@ def test_mdsens_fgsm_eps_takes_effect(fitted_mdsens, tiny, cached_tiny_ctx):
     assert not torch.equal(other.state["weights"], fitted_mdsens.state["weights"])
     fewer = METHODS.get("mdsens")(MDSEnsConfig(n_val=64), backbone="lenet5", seed=0).fit(train, val, cached_tiny_ctx)
     assert not torch.equal(fewer.state["weights"], fitted_mdsens.state["weights"])  # n_val takes effect too
+    every = METHODS.get("mdsens")(MDSEnsConfig(n_val=128, layers="all"), backbone="lenet5", seed=0)
+    every.fit(train, val, cached_tiny_ctx)
+    assert [mu.shape[1] for mu in every.state["means"]] == [6, 16, 120, 84] and every.state["weights"].shape == (4,)
