@@ -17,7 +17,9 @@ OOD set, ``val_ood``:
 
 - ``fgsm`` (default): FGSM adversarial versions of those same validation images, x + fgsm_eps * sign(grad CE),
   clipped to [0, 1], against the baseline with the true labels. This is Lee et al.'s "validation on adversarial
-  samples" variant (their Table 2, no OOD data seen), fgsm_eps 0.05 as their FGSM setting.
+  samples" variant (their Table 2, no OOD data seen). fgsm_eps = 0.3, MNIST's usual L-inf budget: Lee et al.'s 0.05
+  (CIFAR-10 / SVHN) leaves lenet5's channel-pooled maps as they were (clean vs FGSM AUROC 0.49-0.51 per layer), so
+  the regression fits noise (docs/openood.md).
 
 OpenOOD fits the weights on a held-out notMNIST split (``val_notmnist``, disjoint from its test notMNIST images);
 that needs the notMNIST set, not on this branch (docs/openood.md). Lee et al.'s code picks eps from a list on the
@@ -55,7 +57,7 @@ class MDSEnsConfig(Options):
     section = "mdsens"
     eps: float = option(0.0014, ge=0)  # input pre-processing step, [0, 1] pixel units (OpenOOD's noise 0.0014)
     val_ood: str = option("fgsm", one_of=VAL_OOD)  # validation OOD for the layer weights (module docstring)
-    fgsm_eps: float = option(0.05, gt=0, le=1)  # FGSM step of the adversarial validation set (Lee et al.: 0.05)
+    fgsm_eps: float = option(0.3, gt=0, le=1)  # FGSM step of the adversarial validation set (MNIST's usual 0.3)
     n_val: int = option(1000, ge=10)  # validation images (and as many OOD ones); Lee et al. use 1,000
     layers: str = option("blocks", one_of=LAYERS)  # blocks: feature_list less the penultimate features; all: every map
 
