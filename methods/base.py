@@ -77,7 +77,7 @@ class FitContext:
 
     def baseline_key(self, backbone: str, num_classes: int, seed: int) -> str:
         return "baseline-" + stable_hash(
-            {"backbone": backbone, "classes": num_classes, "recipe": self.recipe.key_fields(), "seed": seed,
+            {"backbone": backbone, "classes": num_classes, "recipe": self.recipe, "seed": seed,
              "split": self.split_id, "version": CACHE_VERSION})
 
     def train_baseline(self, backbone: str, num_classes: int, seed: int, train: ImageSet, val: ImageSet
@@ -303,7 +303,7 @@ class ConfidenceMethod:
     # --- checkpoints -----------------------------------------------------------------------------------------
     def cache_key(self, ctx: FitContext) -> str:
         parts = {"method": self.name, "config": self.config, "backbone": self.backbone, "classes": self.num_classes,
-                 "seed": self.seed, "recipe": ctx.recipe.key_fields(), "split": ctx.split_id, "version": CACHE_VERSION}
+                 "seed": self.seed, "recipe": ctx.recipe, "split": ctx.split_id, "version": CACHE_VERSION}
         if self.training_version:  # only when set, so the keys of every other method (and their caches) stay valid
             parts["method_version"] = self.training_version
         return f"{self.name}-" + stable_hash(parts)

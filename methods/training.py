@@ -32,8 +32,8 @@ from bench.utils import Timer, peak_memory, reset_peak_memory
 OPTIMIZERS = ("sgd", "adam", "adamw", "adadelta")
 SCHEDULERS = ("none", "step", "cosine", "cosine_iter")
 AUGMENTS = ("none", "flip_crop4")
-#: fields added after checkpoints were cached: a field at its default is left out of the cache key (see
-#: ``TrainRecipe.key_fields``), so every key made before it existed stays the same
+#: fields added after checkpoints were cached and runs saved: at its default such a field is left out of the
+#: recipe's JSON (``TrainRecipe.key_fields``), so every cache key and saved config made before it stays the same
 KEY_OPTIONAL = ("nesterov", "augment")
 
 
@@ -62,9 +62,9 @@ class TrainRecipe(Options):
             raise UsageError("train.nesterov needs train.optimizer=sgd and train.momentum > 0")
 
     def key_fields(self) -> dict[str, object]:
-        """What the cache key hashes: every field, less the ``KEY_OPTIONAL`` ones at their defaults. The
-        dict hashes like the dataclass (``stable_hash`` sees the same JSON), so a recipe that does not use the
-        newer fields keeps its old key and its cached checkpoints."""
+        """The recipe as JSON sees it (``bench.utils.to_jsonable``: cache keys, saved run configs): every field, less
+        the ``KEY_OPTIONAL`` ones at their defaults, so a recipe that does not use the newer fields keeps its old
+        checkpoint keys and a run made before they existed can still be resumed, reported and compared."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         for f in dataclasses.fields(self):
             if f.name in KEY_OPTIONAL and out[f.name] == f.default:

@@ -159,8 +159,8 @@ def retrain(run_dir: str | Path, method: str, seed: int | None = None, epochs: i
     m.train_log = fit_loop(model, supervised_step(model, stepper), data.to(device), val.to(device), recipe,
                            Loop(device, parent.seed + 1000 * round_no, f"{method} dadc round {round_no}"))
     key = f"{method}-dadc-r{round_no}-" + stable_hash(
-        {"parent": parent.model_key, "examples": [e.id for e in examples], "copies": copies,
-         "recipe": recipe.key_fields(), "seed": parent.seed})
+        {"parent": parent.model_key, "examples": [e.id for e in examples], "copies": copies, "recipe": recipe,
+         "seed": parent.seed})
     m.baseline_key = key if m.posthoc else m.baseline_key  # the network a post-hoc scorer now scores
     cache = round_checkpoints(run_dir)
     cache.put(key, m.checkpoint())
