@@ -122,11 +122,6 @@ class MDSEnsemble(ConfidenceMethod):
     training = Training.SHARED_BASELINE
     needs_grad = True
     needs_features = True
-    # On the contract's 2-epoch lenet (one feature layer, no feature_list) FGSM copies of the validation images score
-    # closer to the class means than the clean ones (a weak net), so the fitted weight comes out negative (-0.005)
-    # and the ranking turns over; on lenet5's block outputs it ranks as intended (tests/test_openood.py).
-    contract_xfail = {"direction": "FGSM validation images outscore clean ones on the contract's tiny 2-epoch lenet, "
-                                   "so the fitted single-layer weight is negative"}
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)

@@ -196,7 +196,7 @@ def test_mdsens_reads_the_block_layers_and_eps_takes_effect(fitted_mdsens, tiny)
 
 
 def test_mdsens_ranks_errors_lower_on_lenet5(fitted_mdsens, tiny):
-    """The contract's direction check, on the backbone it is built for (the contract suite's lenet xfails it)."""
+    """The contract's direction check, on the backbone whose block layers it reads (the suite runs it on lenet)."""
     test = tiny[2]
     pred = fitted_mdsens.predict(test.images)
     correct = pred.probs.argmax(1) == test.labels
