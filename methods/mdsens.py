@@ -4,8 +4,9 @@ v1.5's "MDSEns") on the baseline classifier.
 Per layer l (the feature maps of ``feature_list`` when the backbone has one, e.g. ``lenet5``'s three block outputs
 and its 84-d features; else the penultimate features alone), a map (N, C, H, W) is average-pooled to (N, C).
 ``layers="blocks"`` (default) leaves the penultimate features out when there are other maps: the three block
-outputs are what OpenOOD v1's LeNet returned as its feature list when its MNIST table was made (April 2022). Class means mu_lk and one tied
-covariance S_l (the within-class covariance, divided by N) are fitted on the training split's features. Then
+outputs are what OpenOOD v1's LeNet returned as its feature list when its MNIST table was made (April 2022).
+Class means mu_lk and one tied covariance S_l (the within-class covariance, divided by N) are fitted on the
+training split's features. Then
 
     M_l(x)  = max_k -1/2 (f_l(x) - mu_lk)^T S_l^+ (f_l(x) - mu_lk)
     x'_l    = x - eps * sign(grad_x 1/2 d_l(x, closest mean))       (input pre-processing, one step per layer)
