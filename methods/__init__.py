@@ -1,6 +1,6 @@
 """The table of contents: every method file is imported here, which registers it."""
 
-from bench.methods import backbones  # noqa: F401  (registers lenet, mlp, smallconvnet)
+from bench.methods import backbones  # noqa: F401  (registers lenet, lenet5, mlp, smallconvnet)
 from bench.methods import msp, mcdropout  # noqa: F401
 from bench.methods import confidnet  # noqa: F401
 from bench.methods import trustscore  # noqa: F401
@@ -16,6 +16,7 @@ from bench.methods import logitnorm, edl, duq  # noqa: F401  (single-pass traini
 from bench.methods import sn_nets, ddu  # noqa: F401  (sn_nets registers the sn-resnet backbone DDU trains)
 from bench.methods import mahalanobis, rmd, knn, odin, vim, react, ash, gen, dice, scale  # noqa: F401  (detectors)
 from bench.methods import doctor, relu, sirc, pnorm  # noqa: F401  (misclassification detectors)
+from bench.methods import mdsens  # noqa: F401  (Lee et al.'s full multi-layer Mahalanobis)
 from bench.methods.registry import BACKBONES, METHODS
 
 __all__ = ["METHODS", "BACKBONES"]

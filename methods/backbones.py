@@ -213,6 +213,44 @@ class HGMLP(Backbone):
         return self.fc4(d)
 
 
+@BACKBONES.register("lenet5", "OpenOOD's LeNet-5 (MNIST benchmark): conv6(pad 2)-conv16-conv120-fc84-fc, ReLU, "
+                               "max-pools, no dropout; grey replicated to 3 channels, (x - 0.5) / 0.5; 62,006 params")
+class LeNet5(Backbone):
+    """The LeNet of OpenOOD's MNIST benchmark (openood/networks/lenet.py): it was trained on grey digits converted to
+    RGB and normalised with mean = std = 0.5 per channel, so the first convolution takes 3 channels. Here a grey
+    image is replicated to 3 channels inside, after the same normalisation, so bench's (N, 1, 28, 28) [0, 1] images
+    give exactly what OpenOOD's network saw. ``feature_list`` returns the four maps OpenOOD's multi-layer
+    Mahalanobis reads (after each block, then the 84-d features)."""
+
+    num_features = 84
+
+    def __init__(self, num_classes: int = 10, in_chans: int = 1):
+        super().__init__(mean=0.5, std=0.5)
+        if in_chans not in (1, 3):
+            raise UsageError(f"lenet5 takes grey (1) or RGB (3) images, not {in_chans} channels")
+        self.block1 = nn.Sequential(nn.Conv2d(3, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2))
+        self.block2 = nn.Sequential(nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2))
+        self.block3 = nn.Sequential(nn.Conv2d(16, 120, 5), nn.ReLU())
+        self.classifier1 = nn.Linear(120, 84)
+        self.fc = nn.Linear(84, num_classes)
+
+    def feature_list(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """[block1 (N, 6, 14, 14), block2 (N, 16, 5, 5), block3 flattened (N, 120), features (N, 84)]."""
+        x = self.normalize(x)
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)  # grey -> RGB, as OpenOOD's Convert('RGB') did before normalising
+        f1 = self.block1(x)
+        f2 = self.block2(f1)
+        f3 = self.block3(f2).flatten(1)
+        return [f1, f2, f3, F.relu(self.classifier1(f3))]
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.feature_list(x)[-1]
+
+    def forward_classifier(self, d: torch.Tensor) -> torch.Tensor:
+        return self.fc(d)
+
+
 @BACKBONES.register("tinycnn", "small CNN for any image shape (--data): conv32-conv64-maxpool-avgpool 4x4-fc128-"
                                "drop0.5-fc; inputs (x - 0.5) / 0.5")
 class TinyCNN(_DropoutFc2Head):

@@ -20,16 +20,21 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping, Sequence, Union
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from bench import faults
 from bench.datasets.mnist import ImageSet, to_float
-from bench.errors import TrainingError
+from bench.errors import TrainingError, UsageError
 from bench.methods.options import Options, check_values, option
 from bench.utils import Timer, peak_memory, reset_peak_memory
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "adadelta")
-SCHEDULERS = ("none", "step", "cosine")
+SCHEDULERS = ("none", "step", "cosine", "cosine_iter")
+AUGMENTS = ("none", "flip_crop4")
+#: fields added after checkpoints were cached and runs saved: at its default such a field is left out of the
+#: recipe's JSON (``TrainRecipe.key_fields``), so every cache key and saved config made before it stays the same
+KEY_OPTIONAL = ("nesterov", "augment")
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,23 @@ class TrainRecipe(Options):
     step_size: int = option(1, ge=1)
     gamma: float = option(0.7, gt=0)
     grad_clip: float = option(0.0, ge=0)
+    nesterov: bool = option(False)  # SGD only
+    augment: str = option("none", one_of=AUGMENTS)  # flip_crop4: random horizontal flip, random crop padded by 4
+
+    def check(self) -> None:
+        super().check()
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum <= 0):
+            raise UsageError("train.nesterov needs train.optimizer=sgd and train.momentum > 0")
+
+    def key_fields(self) -> dict[str, object]:
+        """The recipe as JSON sees it (``bench.utils.to_jsonable``: cache keys, saved run configs): every field, less
+        the ``KEY_OPTIONAL`` ones at their defaults, so a recipe that does not use the newer fields keeps its old
+        checkpoint keys and a run made before they existed can still be resumed, reported and compared."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for f in dataclasses.fields(self):
+            if f.name in KEY_OPTIONAL and out[f.name] == f.default:
+                del out[f.name]
+        return out
 
     def but(self, section: str, **changes: object) -> "TrainRecipe":
         """The one way a method derives its own recipe: this recipe with ``changes`` (a change of None keeps this
@@ -162,7 +184,8 @@ def frozen(*params_or_modules: Union[nn.Module, nn.Parameter]) -> Iterator[None]
 # --- optimisers and batches -----------------------------------------------------------------------------------
 def build_optimizer(params, recipe: TrainRecipe) -> torch.optim.Optimizer:
     if recipe.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+        return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay,
+                               nesterov=recipe.nesterov)
     if recipe.optimizer == "adam":
         return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
     if recipe.optimizer == "adamw":
@@ -170,7 +193,16 @@ def build_optimizer(params, recipe: TrainRecipe) -> torch.optim.Optimizer:
     return torch.optim.Adadelta(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
 
 
-def build_scheduler(opt: torch.optim.Optimizer, recipe: TrainRecipe):
+COSINE_ITER_MIN_LR = 1e-6  # OpenOOD's cosine_annealing ends at 1e-6, not 0
+
+
+def build_scheduler(opt: torch.optim.Optimizer, recipe: TrainRecipe, n_batches: int = 1):
+    """The recipe's scheduler; ``cosine_iter`` is stepped after every update (``Stepper``), the others per epoch."""
+    if recipe.scheduler == "cosine_iter":
+        total, floor = recipe.epochs * n_batches, COSINE_ITER_MIN_LR / recipe.lr
+        # OpenOOD's BaseTrainer: LambdaLR, factor floor + (1 - floor) (1 + cos(pi t / T)) / 2 after t updates
+        return torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda t: floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t / total)))
     if recipe.scheduler == "step":
         return torch.optim.lr_scheduler.StepLR(opt, step_size=recipe.step_size, gamma=recipe.gamma)
     if recipe.scheduler == "cosine":
@@ -186,6 +218,26 @@ def batches(data: ImageSet, batch_size: int, generator: torch.Generator | None, 
     for i in range(0, n, batch_size):
         idx = order[i : i + batch_size].to(data.images.device)
         yield to_float(data.images[idx]).to(device, non_blocking=True), data.labels[idx].to(device, non_blocking=True)
+
+
+def augment_batch(x: torch.Tensor, kind: str, gen: torch.Generator) -> torch.Tensor:
+    """OpenOOD's training transform on a float batch (N, C, H, W): each image flipped left-right with probability
+    1/2, then cropped back to H x W from a 4-pixel zero border (torchvision's RandomHorizontalFlip, then
+    RandomCrop(padding=4)); coins and offsets drawn from ``gen`` (the loop's batch-order generator), so a seed
+    gives the same run."""
+    if kind == "none":
+        return x
+    n, _, h, w = x.shape
+    flip = torch.rand(n, generator=gen) < 0.5
+    dy = torch.randint(0, 9, (n,), generator=gen)
+    dx = torch.randint(0, 9, (n,), generator=gen)
+    x = torch.where(flip.to(x.device)[:, None, None, None], x.flip(3), x)
+    padded = F.pad(x, (4, 4, 4, 4))  # zeros: black pixels, as torchvision pads a PIL image
+    rows = (dy[:, None] + torch.arange(h)).to(x.device)  # (N, H): the window's rows in the padded image
+    cols = (dx[:, None] + torch.arange(w)).to(x.device)
+    idx = torch.arange(n, device=x.device)[:, None, None]
+    # advanced indexing on dims 0, 2, 3 puts the channel dim last: (N, H, W, C)
+    return padded.permute(0, 2, 3, 1)[idx, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2).contiguous()
 
 
 def map_batches(fn: Callable[[torch.Tensor], torch.Tensor], model: nn.Module, data: ImageSet,
@@ -270,6 +322,7 @@ def fit_loop(model: nn.Module, step: Step, train: ImageSet, val: ImageSet, recip
                 with Timer(device) as t:
                     for x, y in batches(train, recipe.batch_size, order, device):
                         faults.hit("batch")  # tests: a kill during training (one env lookup when unset)
+                        x = augment_batch(x, recipe.augment, order)  # no draws when "none": old runs unchanged
                         out = step(x, y, epoch)
                         for k, v in (out.items() if isinstance(out, Mapping) else (("loss", out),)):
                             if k not in sums:  # kept on the device: no host sync per batch
@@ -336,14 +389,15 @@ def training_layout(model: nn.Module, device: torch.device) -> Iterator[None]:
 
 class Stepper:
     """One optimiser update per call: zero grads, backward, optional grad-norm clipping (``recipe.grad_clip``),
-    step; the recipe's scheduler is stepped once per epoch, after the epoch's last batch."""
+    step; the recipe's scheduler is stepped once per epoch, after the epoch's last batch (``cosine_iter``: after
+    every update)."""
 
     def __init__(self, params, recipe: TrainRecipe, n_batches: int):
         self.params = list(params)
         self.recipe = recipe
         self.n_batches = max(n_batches, 1)
         self.opt = build_optimizer(self.params, recipe)
-        self.sched = build_scheduler(self.opt, recipe)
+        self.sched = build_scheduler(self.opt, recipe, self.n_batches)
         self.count = 0  # updates so far
 
     def __call__(self, loss: torch.Tensor) -> torch.Tensor:
@@ -353,7 +407,7 @@ class Stepper:
             nn.utils.clip_grad_norm_(self.params, self.recipe.grad_clip)
         self.opt.step()
         self.count += 1
-        if self.sched is not None and self.count % self.n_batches == 0:
+        if self.sched is not None and (self.recipe.scheduler == "cosine_iter" or self.count % self.n_batches == 0):
             self.sched.step()
         return loss
 

@@ -9,8 +9,8 @@ from bench.errors import UsageError
 from bench.methods.backbones import MNIST_MEAN, MNIST_STD, create_backbone
 
 # Counted by hand: lenet 260 + 5,020 + 16,050 + 510; mlp 785,000 + 10,010; smallconvnet 320 + 18,496 +
-# 1,179,776 + 1,290; hg-mlp 200,960 + 65,792 + 65,792 + 2,570.
-PARAMS = {"lenet": 21_840, "mlp": 795_010, "smallconvnet": 1_199_882, "hg-mlp": 335_114}
+# 1,179,776 + 1,290; hg-mlp 200,960 + 65,792 + 65,792 + 2,570; lenet5 456 + 2,416 + 48,120 + 10,164 + 850.
+PARAMS = {"lenet": 21_840, "mlp": 795_010, "smallconvnet": 1_199_882, "hg-mlp": 335_114, "lenet5": 62_006}
 
 
 @pytest.mark.parametrize("name, count", PARAMS.items())
