@@ -143,8 +143,8 @@ class MDSEnsemble(ConfidenceMethod):
             per_batch = [(pooled_layers(model, x, self.config.layers), y)
                          for x, y in batches(train, 2048, None, ctx.device)]
         labels = torch.cat([y for _, y in per_batch]).cpu()
-        fitted = [fit_gaussians(torch.cat([b[0][l] for b in per_batch]).cpu(), labels)
-                  for l in range(len(per_batch[0][0]))]
+        fitted = [fit_gaussians(torch.cat([b[0][k] for b in per_batch]).cpu(), labels)
+                  for k in range(len(per_batch[0][0]))]
         self.state = {"means": [m for m, _ in fitted], "precisions": [p for _, p in fitted]}
         n = min(self.config.n_val, len(val))
         idx = torch.randperm(len(val), generator=self.generator(101))[:n].to(val.images.device)
@@ -167,18 +167,18 @@ class MDSEnsemble(ConfidenceMethod):
             x = x.detach().clone().requires_grad_(eps > 0)
             layers = pooled_layers(model, x, self.config.layers)
             steps = []
-            for l, f in enumerate(layers):
+            for k, f in enumerate(layers):
                 if eps == 0:
                     steps.append(x.detach())
                     continue
-                closest = squared_distances(f, means[l], precs[l]).min(1).values
+                closest = squared_distances(f, means[k], precs[k]).min(1).values
                 # summed, not averaged: each image's step depends on its own gradient only, whatever the batch
-                (g,) = torch.autograd.grad(0.5 * closest.sum(), x, retain_graph=l < len(layers) - 1)
+                (g,) = torch.autograd.grad(0.5 * closest.sum(), x, retain_graph=k < len(layers) - 1)
                 steps.append(x.detach() - eps * ((g >= 0).float() * 2 - 1))  # towards the closest class mean
         with torch.no_grad():
-            scores = [-0.5 * squared_distances(pooled_layers(model, xs, self.config.layers)[l], means[l], precs[l])
+            scores = [-0.5 * squared_distances(pooled_layers(model, xs, self.config.layers)[k], means[k], precs[k])
                       .min(1).values
-                      for l, xs in enumerate(steps)]
+                      for k, xs in enumerate(steps)]
         return torch.stack(scores, 1)
 
     def combine(self, scores: torch.Tensor) -> torch.Tensor:
