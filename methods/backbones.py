@@ -37,8 +37,9 @@ class Backbone(nn.Module):
     num_features: int
     #: True where ``forward_prefix`` / ``forward_tail`` are implemented (see the module docstring)
     stochastic_tail: bool = False
-    #: (C, H, W) of the images it was built for (``create_backbone`` sets it)
-    input_shape: tuple[int, int, int] = MNIST_SHAPE
+    #: (C, H, W) of the images it was built for (``create_backbone`` sets it); no annotation, which TorchScript
+    #: would try to compile
+    input_shape = MNIST_SHAPE
 
     def __init__(self, mean: float = MNIST_MEAN, std: float = MNIST_STD):
         super().__init__()
