@@ -61,8 +61,23 @@ def check_tolerance_names(tolerances: dict[str, float], known: set[str]) -> None
             raise UsageError(f"--tolerance {key}: unknown metric{hint}")
 
 
-def tolerance(metric: str, tolerances: dict[str, float]) -> float:
-    return tolerances.get(metric, tolerances.get("*", DEFAULT_TOLERANCES["*"]))
+def tolerance(metric: str, tolerances: dict[str, float], baseline: float | None = None) -> float:
+    """The absolute tolerance of ``metric``: its own, else '*'; a relative one (``MetricInfo.relative``) is that
+    fraction of the baseline value's magnitude."""
+    tol = tolerances.get(metric, tolerances.get("*", DEFAULT_TOLERANCES["*"]))
+    if metric_info(metric).relative and baseline is not None:
+        return tol * abs(baseline)
+    return tol
+
+
+def merged_tolerances(baseline: dict[str, float], overrides: dict[str, float] | None) -> dict[str, float]:
+    """Each metric's tolerance for one comparison: bench's defaults, then the baseline file's, then the command
+    line's. On the command line ``*=X`` means every metric not named there (so ``--tolerance '*=0.1'`` tightens the
+    whole gate); in a baseline file ``*`` is the tolerance of metrics without their own."""
+    tolerances = {**DEFAULT_TOLERANCES, **baseline}
+    if overrides and "*" in overrides:
+        tolerances = dict.fromkeys(tolerances, overrides["*"])
+    return {**tolerances, **(overrides or {})}
 
 
 def is_tracked(metric: str) -> bool:
@@ -161,9 +176,12 @@ class Change:
             return "missing from the run"
         if self.baseline is None or not math.isfinite(self.current):
             return "was n/a, now a number" if self.baseline is None else "now n/a"
-        better = metric_info(self.metric).better
-        if better == 0:
+        info = metric_info(self.metric)
+        if info.better == 0:
             return "changed"
+        if info.rate_dependent:  # e.g. AUPR-Error rises with the error rate: no direction without the rate
+            return "changed (moves with the error rate)"
+        better = info.better
         return "better" if better * self.delta > 0 else "worse"
 
 
@@ -196,7 +214,7 @@ def check_config(runs: RunSet, baseline: dict[str, Any], path: Path) -> None:
 
 
 def compare(runs: RunSet, baseline: dict[str, Any], overrides: dict[str, float] | None = None) -> Comparison:
-    tolerances = {**DEFAULT_TOLERANCES, **baseline.get("tolerances", {}), **(overrides or {})}
+    tolerances = merged_tolerances(baseline.get("tolerances", {}), overrides)
     current = tracked_values(runs)
     failures: list[Change] = []
     seen = set()
@@ -206,7 +224,7 @@ def compare(runs: RunSet, baseline: dict[str, Any], overrides: dict[str, float] 
         cur = current.get(key)
         now = None if cur is None else (cur[0] if math.isfinite(cur[0]) else None)
         base = None if r["value"] is None else float(r["value"])
-        tol = tolerance(r["metric"], tolerances)
+        tol = tolerance(r["metric"], tolerances, base)
         if cur is None or not _close(base, now, tol):
             failures.append(Change(*key, base, now if cur is not None else None, tol))
     new = sorted(k for k in current if k not in seen)

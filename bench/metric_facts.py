@@ -23,6 +23,12 @@ class MetricInfo:
     #: differences between CPUs, thread counts and library versions while a broken method (a scorer falling to
     #: chance moves AUROC by tens of points) still fails.
     tolerance: float | None = None
+    #: True where the tolerance is a fraction of the baseline's magnitude, not an absolute amount: for a metric whose
+    #: unit depends on the method (mean_confidence: a probability for msp, logit units for energy)
+    relative: bool = False
+    #: True where "better" does not hold whatever the error rate (AUPR-Error rises with the error rate, so a model
+    #: that got worse can show a higher AUPR-Error): the gate then says "changed", not "better" or "worse"
+    rate_dependent: bool = False
     #: False for wall-clock and memory figures: they vary from machine to machine and run to run, so the gate never
     #: tracks them (the micro-benchmarks in tests/benchmarks watch speed instead)
     tracked: bool = True
@@ -31,7 +37,7 @@ class MetricInfo:
 METRICS: dict[str, MetricInfo] = {
     "accuracy": MetricInfo("Acc", +1, tolerance=1.0),
     "auroc": MetricInfo("AUROC", +1, tolerance=2.0),
-    "aupr_error": MetricInfo("AUPR-Err", +1, tolerance=3.0),
+    "aupr_error": MetricInfo("AUPR-Err", +1, tolerance=3.0, rate_dependent=True),
     "aupr_success": MetricInfo("AUPR-Succ", +1, tolerance=1.0),
     "fpr95": MetricInfo("FPR95", -1, tolerance=5.0),
     "aurc": MetricInfo("AURC", -1, tolerance=1.0),
@@ -48,7 +54,7 @@ METRICS: dict[str, MetricInfo] = {
     "brier_unc": MetricInfo("Brier unc", 0, "", 4, tolerance=0.01),
     "nll": MetricInfo("NLL", -1, "", 3, tolerance=0.05),
     "brier": MetricInfo("Brier", -1, "", 3, tolerance=0.02),
-    "mean_confidence": MetricInfo("mean conf", 0, "", 3, tolerance=0.02),
+    "mean_confidence": MetricInfo("mean conf", 0, "", 3, tolerance=0.02, relative=True),  # 2% of the baseline
     "ood_auroc": MetricInfo("AUROC", +1, tolerance=2.0),
     "ood_aupr_in": MetricInfo("AUPR-In", +1, tolerance=3.0),
     "ood_aupr_out": MetricInfo("AUPR-Out", +1, tolerance=3.0),

@@ -16,7 +16,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", type=Path, metavar="RUN", help="run directory made by `bench run`")
     p.add_argument("--baseline", type=Path, required=True, help="baseline JSON, e.g. results/baselines/smoke.json")
     p.add_argument("--tolerance", action="append", default=[], metavar="METRIC=ABS",
-                   help="absolute tolerance of a metric in its own units (repeatable; '*' = every other metric)")
+                   help="tolerance of a metric in its own units (repeatable); '*=X' sets every metric not named in "
+                        "another --tolerance, overriding their own (mean_confidence's is a fraction of its baseline)")
     p.add_argument("--update", action="store_true", help="write the run's values as the new baseline")
     p.set_defaults(handler=run)
 
@@ -30,6 +31,7 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
         diff_text,
         load_baseline,
         make_baseline,
+        merged_tolerances,
         parse_tolerances,
         tracked_values,
         write_baseline,
@@ -48,7 +50,7 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
                        if DEFAULT_TOLERANCES.get(k) != v}
             except UsageError:  # an unreadable or older-schema baseline is being replaced: keep no tolerances
                 old = {}
-        baseline = make_baseline(runs, {**old, **overrides})
+        baseline = make_baseline(runs, merged_tolerances(old, overrides))
         try:
             write_baseline(args.baseline, baseline)
         except OSError as e:
