@@ -62,6 +62,7 @@ class UserModel(nn.Module):
         self._captured: torch.Tensor | None = None
         self._last: tuple[torch.Tensor, torch.Tensor] | None = None
         self._fixed = _fix_modes(model)
+        self.stochastic_tail, self._tail_at = _stochastic_tail(model)  # MC-dropout's cost floor (methods/mcdropout.py)
         if feature_layer:
             names = [n for n, _ in model.named_modules() if n]
             if feature_layer not in names:
@@ -96,6 +97,17 @@ class UserModel(nn.Module):
     # --- the backbone interface ----------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
+
+    def forward_prefix(self, x: torch.Tensor) -> torch.Tensor:
+        """The layers before the first dropout (deterministic), where a stochastic tail was found or declared."""
+        if self._tail_at:
+            return self.model[: self._tail_at](x)
+        return self.model.forward_prefix(x)
+
+    def forward_tail(self, h: torch.Tensor) -> torch.Tensor:
+        if self._tail_at:
+            return self.model[self._tail_at:](h)
+        return self.model.forward_tail(h)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         if self.feature_problem:
@@ -238,6 +250,23 @@ def _fix_modes(model: nn.Module) -> list[tuple[nn.Module, dict[str, Any]]]:
             m.train = types.MethodType(lambda self, mode=True: self, m)
             m.eval = types.MethodType(lambda self: self, m)
     return fixed
+
+
+def _stochastic_tail(model: nn.Module) -> tuple[bool, int]:
+    """(whether MC-dropout can run the layers before the first dropout once and only the rest T times, where the
+    split is in an ``nn.Sequential``). Proven, not guessed: the model declares it (``stochastic_tail`` with
+    ``forward_prefix``/``forward_tail``, as bench's backbones do), or it is an ``nn.Sequential`` whose layers before
+    its first top-level dropout hold no dropout. Otherwise MC-dropout runs T full passes."""
+    if getattr(model, "stochastic_tail", False) is True and callable(getattr(model, "forward_prefix", None)) \
+            and callable(getattr(model, "forward_tail", None)):
+        return True, 0
+    if isinstance(model, nn.Sequential):
+        for i, layer in enumerate(model):
+            if isinstance(layer, nn.modules.dropout._DropoutNd):
+                return i > 0, i
+            if any(isinstance(m, nn.modules.dropout._DropoutNd) for m in layer.modules()):
+                return False, 0  # a dropout nested in a layer: no proven split
+    return False, 0
 
 
 def _takes_pre_logits(model: nn.Module) -> bool:

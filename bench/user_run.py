@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -297,6 +298,13 @@ def prepare(model: nn.Module | Sequence[nn.Module], *, methods: str | Sequence[s
             a.probe(probe, source.num_classes, source.name)
         method_names = expand_methods(list(probe_cfg.methods), adapted)
         check_methods(method_names, adapted)
+        if "mcdropout" in method_names:
+            for a in adapted:
+                if not a.stochastic_tail:
+                    warnings.warn(f"mcdropout runs T full passes of model {a.name} (no stochastic tail found): build "
+                                  "it as an nn.Sequential, or declare stochastic_tail = True with forward_prefix (the "
+                                  "layers before the first dropout) and forward_tail (the rest), to run the prefix "
+                                  "once", stacklevel=2)
         layers.append({"methods": method_names})  # wildcards resolved: the run's cells are these methods
         if "ensemble" in method_names:  # one member per model given
             layers.append({"ensemble": {"members": len(raw)}})

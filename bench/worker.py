@@ -197,6 +197,9 @@ class UnitWorker:
 
     def _score_cost(self, m: ConfidenceMethod, key: str, base: dict[str, Any]) -> None:
         imgs = self.eval_data(self.id_set).images[: self.cfg.eval.cost_images]
+        # a method of T passes is timed on 1/T of the images (at least 128): the figure is per 1k images either way,
+        # and T full passes over 1,000 images of a model without a stochastic tail took minutes for one number
+        imgs = imgs[: max(128, len(imgs) // max(1, m.forward_passes))]
         ms = inference_ms_per_1k(m, imgs, self.cfg.eval.batch_size)
         self.store.write_cell(key, tidy(cost_rows(m, ms), {**base, "eval_set": COST_SET, "shift": "cost",
                                                             "severity": ""}))

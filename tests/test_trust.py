@@ -238,3 +238,34 @@ def test_a_wildcard_takes_only_methods_that_can_score_a_brought_model():
     assert "msp" in cfg.methods and not {"trustscore", "mcdropout", "trustgan", "knn"} & set(cfg.methods)
     with pytest.raises(UsageError, match="trains its own classifier"):
         prepare(net, methods="trustgan", device="cpu")  # a name is refused with the reason
+
+
+def test_mcdropout_on_a_brought_sequential_runs_its_prefix_once():
+    """Issue 35 item 6: an nn.Sequential's layers before its first dropout are its proven deterministic prefix;
+    a model without one (or without a declaration) gets one line saying it runs T full passes."""
+    import warnings
+
+    from bench.user_model import UserModel
+    from bench.user_run import prepare
+
+    seq = nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.ReLU(), nn.Dropout(0.3), nn.Linear(32, 10)).eval()
+    adapted = UserModel(seq, "s")
+    x = torch.rand(4, 1, 28, 28)
+    assert adapted.stochastic_tail and torch.equal(adapted.forward_tail(adapted.forward_prefix(x)), seq(x))
+    nested = nn.Sequential(nn.Sequential(nn.Flatten(), nn.Dropout(0.1)), nn.Linear(784, 10))
+    assert not UserModel(nested, "n").stochastic_tail  # a dropout inside a layer: no proven split
+
+    class Plain(nn.Module):  # dropout, but not a Sequential and nothing declared
+        def __init__(self):
+            super().__init__()
+            self.fc, self.drop = nn.Linear(784, 10), nn.Dropout(0.2)
+
+        def forward(self, x):
+            return self.fc(self.drop(x.flatten(1)))
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        prepare(Plain(), methods="mcdropout", device="cpu")
+        prepare(seq, methods="mcdropout", device="cpu")
+    lines = [str(w.message) for w in caught if "full passes" in str(w.message)]
+    assert len(lines) == 1 and "model Plain" in lines[0] and "stochastic_tail" in lines[0]
