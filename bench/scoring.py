@@ -44,6 +44,36 @@ def _array(x: Any, what: str) -> np.ndarray:
         raise UsageError(f"{what} is a {type(x).__name__}, not an array; pass numpy or torch arrays") from None
 
 
+#: the largest array an .npz given to bench score may declare (bytes); BENCH_MAX_ARRAY_GB overrides it
+MAX_ARRAY_BYTES = 4 * 2**30
+
+
+def check_npz_sizes(path: Any, z: Any) -> None:
+    """Refuse, before reading, an .npz member whose header declares more than ``MAX_ARRAY_BYTES``
+    (``BENCH_MAX_ARRAY_GB``): numpy would try to allocate it."""
+    import os
+    import zipfile
+
+    limit = float(os.environ.get("BENCH_MAX_ARRAY_GB", MAX_ARRAY_BYTES / 2**30)) * 2**30
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                with zf.open(info) as f:
+                    version = np.lib.format.read_magic(f)
+                    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                        np.lib.format.read_array_header_2_0
+                    shape, _, dtype = read(f)
+                nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                if nbytes > limit:
+                    raise UsageError(f"{path}: array {info.filename[:-4]} declares shape {shape} of {dtype} "
+                                     f"({nbytes / 2**30:,.1f} GiB), more than bench reads ({limit / 2**30:g} GiB; "
+                                     "BENCH_MAX_ARRAY_GB raises it)")
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise UsageError(f"{path} is not a readable .npz ({type(e).__name__}); save it with numpy.savez") from None
+
+
 def probabilities(outputs: Any, kind: str, what: str) -> np.ndarray:
     """(N, K) float32 probabilities from logits (softmax, as a run computes it) or validated probabilities."""
     if kind not in KINDS:
@@ -51,9 +81,13 @@ def probabilities(outputs: Any, kind: str, what: str) -> np.ndarray:
     a = _array(outputs, what)
     if a.ndim != 2 or a.shape[1] < 2 or not np.issubdtype(a.dtype, np.number):
         raise UsageError(f"{what} has shape {a.shape} ({a.dtype}); it must be numbers of shape (N, K), K >= 2")
+    if len(a) == 0:
+        raise UsageError(f"{what} has no rows; give the outputs of at least one image")
     if not np.isfinite(a).all():
         raise UsageError(f"{what} holds nan or inf; every output must be finite")
     t = torch.from_numpy(np.ascontiguousarray(a)).float()
+    if not torch.isfinite(t).all():  # float64 values beyond float32's range (~3.4e38) become inf
+        raise UsageError(f"{what} holds values beyond float32's range (|x| > 3.4e38); bench computes in float32")
     if kind == "logits":
         return t.softmax(1).numpy()
     if (t < 0).any() or (t > 1).any() or not torch.allclose(t.sum(1), torch.ones(len(t)), atol=1e-3):

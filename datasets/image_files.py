@@ -4,9 +4,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -75,15 +77,29 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
             from None
 
 
-def read_image(f: Path) -> np.ndarray:
+@contextlib.contextmanager
+def open_image(path: Path) -> Iterator[Any]:
+    """A Pillow image of ``path``, or one line: unreadable, or more pixels than Pillow's decompression-bomb limit
+    (``PIL.Image.MAX_IMAGE_PIXELS``, about 89 megapixels; Pillow only warns up to twice that: bench refuses)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(f) as im:
-            grey = im.mode in GREY_MODES
-            return np.asarray(im.convert("L" if grey else "RGB"), dtype=np.uint8)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                yield im
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise DataError(f"{path} has more pixels than bench reads ({Image.MAX_IMAGE_PIXELS:,}, Pillow's "
+                        "decompression-bomb limit); shrink it, or raise PIL.Image.MAX_IMAGE_PIXELS in your own "
+                        "code if you trust the file") from None
     except (UnidentifiedImageError, OSError) as e:
-        raise DataError(f"{f} is not a readable image ({type(e).__name__}); remove it or convert it") from None
+        raise DataError(f"{path} is not a readable image ({type(e).__name__}); remove it or convert it") from None
+
+
+def read_image(f: Path) -> np.ndarray:
+    with open_image(f) as im:
+        grey = im.mode in GREY_MODES
+        return np.asarray(im.convert("L" if grey else "RGB"), dtype=np.uint8)
 
 
 def shape_text(x: torch.Tensor) -> str:

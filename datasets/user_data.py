@@ -114,6 +114,10 @@ def check_classes(labels: torch.Tensor, source: str) -> int:
         raise UsageError(f"{source}: every label is {int(present[0]) if len(present) else '(none)'}; a classifier "
                          "needs at least 2 classes")
     k = int(present.max()) + 1
+    if k > len(labels):  # classes 0..K-1 cannot all be present: say so without listing K numbers
+        gap = next(i for i, c in enumerate(present.tolist()) if i != c)
+        raise UsageError(f"{source}: label {k - 1} with only {len(labels)} images; labels skip class {gap}: relabel "
+                         "your classes 0..K-1")
     if len(present) != k:
         missing = sorted(set(range(k)) - set(present.tolist()))
         raise UsageError(f"{source}: labels skip class {missing[0]} ({len(missing)} of 0..{k - 1} never occur); "

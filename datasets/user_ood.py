@@ -116,18 +116,15 @@ def to_grey28(arr: np.ndarray, source: str) -> torch.Tensor:
 
 
 def _read_folder(path: Path) -> torch.Tensor:
-    from PIL import Image, UnidentifiedImageError
+    from bench.datasets.image_files import open_image  # a one-line refusal of a bomb or a broken file
 
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
         raise DataError(f"{path} has no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
     out = []
     for f in files:
-        try:
-            with Image.open(f) as im:
-                grey = np.asarray(im.convert("L"), dtype=np.uint8)
-        except (UnidentifiedImageError, OSError) as e:
-            raise DataError(f"{f} is not a readable image ({type(e).__name__}); remove it or convert it") from None
+        with open_image(f) as im:
+            grey = np.asarray(im.convert("L"), dtype=np.uint8)
         out.append(to_grey28(grey[None], str(f)))
     return torch.cat(out)
 

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.commands.args import add_device
-from bench.errors import DataError, UsageError
+from bench.errors import UsageError
 from bench.utils import atomic_write_text, resolve_device
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -39,13 +39,10 @@ def _read_one(path: Path) -> tuple[torch.Tensor, list[str]]:
     from bench.datasets.user_ood import read_images, to_grey28
 
     if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
-        from PIL import Image, UnidentifiedImageError
+        from bench.datasets.image_files import open_image
 
-        try:
-            with Image.open(path) as im:
-                grey = np.asarray(im.convert("L"), dtype=np.uint8)
-        except (UnidentifiedImageError, OSError) as e:
-            raise DataError(f"{path} is not a readable image ({type(e).__name__})") from None
+        with open_image(path) as im:
+            grey = np.asarray(im.convert("L"), dtype=np.uint8)
         return to_grey28(grey[None], str(path)), [str(path)]
     images = read_images(path)
     if path.is_dir():

@@ -38,11 +38,22 @@ def read_npz(path: Path, labelled: bool, use: str = "auto") -> dict[str, Any]:
     both, as a run's predictions do, else whichever it has), ``labels``, ``confidence``."""
     if not path.is_file():
         raise UsageError(f"{path} does not exist")
+    from bench.scoring import check_npz_sizes
+
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+        z = np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         raise UsageError(f"{path} is not a readable .npz ({type(e).__name__}); save it with numpy.savez") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):  # np.load gives a bare array for a .npy file, whatever its name
+        raise UsageError(f"{path} is a single .npy array, not an .npz archive; save it with numpy.savez(FILE, "
+                         "logits=..., labels=...)")
+    with z:
+        check_npz_sizes(path, z)  # declared sizes before any array is read: a header can claim 373 GiB
+        try:
+            arrays = {k: z[k] for k in z.files}
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+            raise UsageError(f"{path} is not a readable .npz ({type(e).__name__}); save it with numpy.savez") \
+                from None
     if use == "auto":  # a run's file holds both: its probs are the method's (e.g. temperature-scaled), so they win
         kind = "probs" if "probs" in arrays else "logits" if "logits" in arrays else ""
     else:
