@@ -138,8 +138,10 @@ def _layers(args: argparse.Namespace, run_dir: Path | None = None) -> list[dict[
 
 def _run_dir(args: argparse.Namespace) -> Path:
     if args.out is not None:
-        if args.resume and not (args.out / "manifest.json").is_file():  # never a fresh default run in its place
-            what = "does not exist" if not args.out.exists() else "holds no bench run (no manifest.json)"
+        # never a fresh default run in the place of one the user meant to resume (a run killed before it wrote its
+        # manifest still holds bench's own entries, and resumes; a folder of other files is refused when prepared)
+        if args.resume and (not args.out.is_dir() or not any(args.out.iterdir())):
+            what = "does not exist" if not args.out.exists() else "is empty" if args.out.is_dir() else "is a file"
             raise UsageError(f"--resume --out {args.out}: nothing to resume, the folder {what}; drop --resume to "
                              "start a new run there")
         return args.out
