@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, NamedTuple
 
@@ -23,6 +24,7 @@ from bench.errors import NotFittedError
 from bench.methods.backbones import MNIST_SHAPE, create_backbone
 from bench.methods.training import (
     Loop,
+    Stepper,
     TrainLog,
     TrainRecipe,
     eval_mode,
@@ -206,6 +208,14 @@ class ConfidenceMethod:
             self.backbone, self.num_classes, self.seed, train, val)
 
     # --- training template (for ``_fit``) --------------------------------------------------------------------
+    def new_training(self, ctx: FitContext, train: ImageSet, epochs: int = 0) -> tuple[TrainRecipe, nn.Module, Any]:
+        """The usual start of a method that trains its own network: its recipe (the run's, ``epochs`` when not 0),
+        the seeded ``build_model()`` on the device, and its ``Stepper`` (batches per epoch from ``train``)."""
+        recipe = ctx.recipe.but(self.name, epochs=epochs or None)
+        self.seed_rng()
+        model = self.build_model().to(ctx.device)
+        return recipe, model, Stepper(model.parameters(), recipe, math.ceil(len(train) / recipe.batch_size))
+
     def seed_rng(self) -> None:
         """Seed the fit's random stream with the method's seed: call it once, right before building the networks
         the method trains (their initialisation, then the dropout masks and noise of training, follow from it)."""

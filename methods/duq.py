@@ -22,7 +22,6 @@ confidence = max_c K_c.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -33,7 +32,7 @@ from bench.datasets.mnist import ImageSet
 from bench.methods.backbones import create_backbone
 from bench.methods.base import ConfidenceMethod, FitContext, Training, register
 from bench.methods.options import Options, option
-from bench.methods.training import Stepper, eval_mode, fit_loop
+from bench.methods.training import eval_mode, fit_loop
 
 INITIAL_COUNT = 12.0  # the reference's starting N_c (and scale of the random starting centroids)
 
@@ -107,10 +106,7 @@ class DUQ(ConfidenceMethod):
 
     def _fit(self, train: ImageSet, val: ImageSet, ctx: FitContext) -> None:
         cfg = self.config
-        recipe = ctx.recipe.but(self.name, epochs=cfg.epochs or None)
-        self.seed_rng()
-        model = self.build_model().to(ctx.device)
-        stepper = Stepper(model.parameters(), recipe, math.ceil(len(train) / recipe.batch_size))
+        recipe, model, stepper = self.new_training(ctx, train, cfg.epochs)
         scale = float(getattr(model.backbone, "std", 1.0))  # d pixel = std * d normalised input
 
         def step(x: torch.Tensor, y: torch.Tensor, epoch: int) -> dict[str, torch.Tensor]:

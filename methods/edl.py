@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from bench.datasets.mnist import ImageSet
 from bench.methods.base import ConfidenceMethod, FitContext, Training, register
 from bench.methods.options import Options, option
-from bench.methods.training import Stepper, fit_loop
+from bench.methods.training import fit_loop
 
 EVIDENCE = ("relu", "softplus", "exp")
 SCORES = ("uncertainty", "max_prob")
@@ -87,10 +87,7 @@ class EDL(ConfidenceMethod):
 
     def _fit(self, train: ImageSet, val: ImageSet, ctx: FitContext) -> None:
         cfg = self.config
-        recipe = ctx.recipe.but(self.name, epochs=cfg.epochs or None)
-        self.seed_rng()
-        model = self.build_model().to(ctx.device)
-        stepper = Stepper(model.parameters(), recipe, math.ceil(len(train) / recipe.batch_size))
+        recipe, model, stepper = self.new_training(ctx, train, cfg.epochs)
 
         def step(x: torch.Tensor, y: torch.Tensor, epoch: int) -> dict[str, torch.Tensor]:
             coef = min(1.0, (epoch - 1) / cfg.kl_epochs)  # fit_loop's epochs are 1-based, the paper's t 0-based

@@ -10,7 +10,6 @@ normalisation, no tau at test time).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -19,7 +18,7 @@ import torch.nn.functional as F
 from bench.datasets.mnist import ImageSet
 from bench.methods.base import ConfidenceMethod, FitContext, Training, register
 from bench.methods.options import Options, option
-from bench.methods.training import Stepper, fit_loop
+from bench.methods.training import fit_loop
 
 NORM_EPS = 1e-7  # keeps the division finite for an all-zero logit vector (reference value)
 
@@ -44,10 +43,7 @@ class LogitNorm(ConfidenceMethod):
 
     def _fit(self, train: ImageSet, val: ImageSet, ctx: FitContext) -> None:
         cfg = self.config
-        recipe = ctx.recipe.but(self.name, epochs=cfg.epochs or None)
-        self.seed_rng()
-        model = self.build_model().to(ctx.device)
-        stepper = Stepper(model.parameters(), recipe, math.ceil(len(train) / recipe.batch_size))
+        recipe, model, stepper = self.new_training(ctx, train, cfg.epochs)
 
         def step(x: torch.Tensor, y: torch.Tensor, epoch: int) -> dict[str, torch.Tensor]:
             logits = model(x)
