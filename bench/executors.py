@@ -53,7 +53,7 @@ class Payload:
     datasets: tuple[str, ...]
     plugins: tuple[str, ...]
     tensorboard: bool
-    source: Any = None  # the run's DataSource (datasets/source.py): a small value; workers load its images
+    source: Any  # the run's DataSource (datasets/source.py): a small value; workers load its images
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from bench.cache import CheckpointCache
 from bench.config import RunConfig
 from bench.datasets import evalsets, user_data
 from bench.datasets.benchmarks import run_defaults
-from bench.datasets.source import DataSource, run_sets
+from bench.datasets.source import own_ood_sets, run_sets
 from bench.datasets.source import resolve as resolve_source
 from bench.errors import UsageError
 from bench.executors import GridJob, Payload, check_executor, make_executor
@@ -59,14 +59,13 @@ class Runner:
 
     def __init__(self, cfg: RunConfig, run_dir: Path, *, resume: bool = False, retrain: bool = False,
                  console: Console | None = None, command: list[str] | None = None, progress: bool = True,
-                 tensorboard: bool = False, source: DataSource | None = None):
+                 tensorboard: bool = False):
         self.plugins = load_plugins()
         # the in-distribution data, resolved once (a value every worker gets), and this run's own eval sets
-        self.source = source if source is not None else resolve_source(cfg)
+        self.source = resolve_source(cfg)
         self.sets = run_sets(self.source, cfg.ood)
         if cfg.ood and cfg.datasets:  # user OOD sets (ood:NAME) are added to an explicit --datasets list
-            names = tuple(n for n in self.sets.names() if n.startswith("ood:") and n not in evalsets.EVAL_SETS)
-            cfg = dataclasses.replace(cfg, datasets=tuple(dict.fromkeys((*cfg.datasets, *names))))
+            cfg = dataclasses.replace(cfg, datasets=tuple(dict.fromkeys((*cfg.datasets, *own_ood_sets(self.sets)))))
         check_executor(cfg)
         self.cfg = cfg
         # Ray workers pick their own device; the driver (maybe a CPU-only head node) only validates other specs
