@@ -26,8 +26,9 @@ from bench.cache import CheckpointCache
 from bench.config import RunConfig
 from bench.datasets import evalsets, user_data
 from bench.datasets.benchmarks import run_defaults
-from bench.datasets.source import own_ood_sets, run_sets
+from bench.datasets.evalsets import own_ood_sets
 from bench.datasets.source import resolve as resolve_source
+from bench.datasets.source import run_sets
 from bench.errors import UsageError
 from bench.executors import GridJob, Payload, check_executor, make_executor
 from bench.grid import Unit, UnitResult, eval_names, fitted_ok, plan_units, preflight

@@ -83,12 +83,11 @@ def run_defaults(benchmark: str, source, sets=None, data_dir=None) -> list[str]:
     cases. The offline ones in the registry's (sorted) order, as runs listed them before benchmarks were declared,
     then those found in ``data_dir`` (notMNIST, OpenOOD's far-OOD folders)."""
     from bench.datasets import evalsets
-    from bench.datasets.source import own_ood_sets
 
     if source.is_user_data:
         return [source.name, *[n for n in evalsets.offline_sets(sets)
                                if n.startswith("ood:") and evalsets.lookup(n, sets)[0].any_shape]]
-    own = own_ood_sets(sets) if sets is not None else []
+    own = evalsets.own_ood_sets(sets) if sets is not None else []
     declared = BENCHMARKS.get(benchmark).default_sets(sets, data_dir)
     offline = sorted({n for n in declared if evalsets.lookup(n, sets)[0].offline} | set(own))
     return [*offline, *[n for n in declared if n not in offline]]

@@ -253,6 +253,12 @@ def offline_sets(sets: Registry | None = None) -> list[str]:
             and (n == "mnist" or n.startswith("ood:"))]
 
 
+def own_ood_sets(sets: Registry) -> list[str]:
+    """A run's ``--ood`` sets (``ood:NAME``): those of its registry (datasets/source.py ``run_sets``) that are not
+    built in, in the registry's (sorted) order."""
+    return [n for n in sets.names() if n.startswith("ood:") and n not in EVAL_SETS]
+
+
 def present_sets(data_dir: str | Path | None, sets: Registry | None = None) -> list[str]:
     """The sets read from the user's data folder whose files are already in ``data_dir`` (notMNIST, OpenOOD's
     far-OOD folders): they join a benchmark's default sets (never downloaded for a default run)."""

@@ -123,9 +123,3 @@ def run_sets(source: DataSource, ood: tuple[str, ...] | list[str] = ()) -> Regis
         own[name] = (spec, "user OOD set (--ood)")
     return EVAL_SETS.extended(own)
 
-
-def own_ood_sets(sets: Registry) -> list[str]:
-    """The run's ``--ood`` sets (``ood:NAME``) in a registry made by ``run_sets``, in its (sorted) order."""
-    from bench.datasets.evalsets import EVAL_SETS
-
-    return [n for n in sets.names() if n.startswith("ood:") and n not in EVAL_SETS]
