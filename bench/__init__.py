@@ -12,15 +12,15 @@ __all__ = ["evaluate", "rescore", "score"]
 
 def __getattr__(name: str):
     if name == "evaluate":
-        from bench.user_run import evaluate
+        from bench.own.evaluate import evaluate
 
         return evaluate
     if name == "score":
-        from bench.scoring import score
+        from bench.own.score import score
 
         return score
     if name == "rescore":
-        from bench.rescoring import rescore
+        from bench.run.rescore import rescore
 
         return rescore
     raise AttributeError(f"module 'bench' has no attribute {name!r}")

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from bench.errors import UsageError
-from bench.methods.training import TrainRecipe
+from bench.methods.core.training import TrainRecipe
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 
@@ -55,7 +55,7 @@ class ExecutorConfig:
     resumed under another executor."""
 
     kind: str = "local"  # local | ray
-    jobs: int = 0  # local: worker processes (1 = sequential, in this process; 0 = auto, bench/executors.py)
+    jobs: int = 0  # local: worker processes (1 = sequential, in this process; 0 = auto, bench/run/executors.py)
     address: str = ""  # ray: cluster address (e.g. ray://head:10001 or head:6379); "" = a local Ray instance
     cpus_per_unit: float = 0.0  # CPUs (= torch threads) per unit; 0 = auto: local cores // jobs, ray 1
     gpus_per_unit: float = 1.0  # ray: GPU share per unit when the run uses CUDA (0.5: two units per GPU)

@@ -195,8 +195,8 @@ def source_model(ctx: EvalContext, backbone: str = "lenet") -> nn.Module:
     kept in the checkpoint cache."""
     from bench.cache import CheckpointCache
     from bench.datasets.splits import SplitSpec, split
-    from bench.methods.base import FitContext
-    from bench.methods.training import TrainRecipe
+    from bench.methods.core.base import FitContext
+    from bench.methods.core.training import TrainRecipe
 
     key = ("source", backbone)
     if key not in ctx._cache:

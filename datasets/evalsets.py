@@ -89,9 +89,9 @@ class EvalSetSpec:
     family: bool = False
     defaults: tuple[str, ...] = ()
     #: ``check(params)`` of a family: raises UsageError for bad parameters, else returns them parsed (with their
-    #: defaults), so that bad or duplicate parameters are refused before any training (bench/validate.py)
+    #: defaults), so that bad or duplicate parameters are refused before any training (bench/run/validate.py)
     check: Callable[[str], object] | None = None
-    #: the report table its rows go to (bench/groups.py): id, occlusion, adversarial, shift, ood-near, ood-far, ood,
+    #: the report table its rows go to (bench.report.groups): id, occlusion, adversarial, shift, ood-near, ood-far, ood,
     #: or a group of its own; '' = the group of the rows' shift family
     report_group: str = ""
     #: True for sets made at the in-distribution data's shape (noise, attacks, occlusion fractions), so they work

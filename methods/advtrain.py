@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 
 from bench.datasets.mnist import ImageSet
-from bench.methods.attacks import ATTACKS, perturb
-from bench.methods.base import ConfidenceMethod, FitContext, Training, register
-from bench.methods.options import Options, option
-from bench.methods.training import eval_mode, fit_loop, new_classifier
+from bench.methods.core.attacks import ATTACKS, perturb
+from bench.methods.core.base import ConfidenceMethod, FitContext, Training, register
+from bench.methods.core.options import Options, option
+from bench.methods.core.training import eval_mode, fit_loop, new_classifier
 
 
 @dataclass(frozen=True)

@@ -33,10 +33,10 @@ import torch
 from torch import nn
 
 from bench.datasets.mnist import ImageSet
-from bench.methods.backbones import create_backbone
-from bench.methods.base import ConfidenceMethod, FitContext, Training, register
-from bench.methods.options import Options, option
-from bench.methods.training import (
+from bench.methods.core.backbones import create_backbone
+from bench.methods.core.base import ConfidenceMethod, FitContext, Training, register
+from bench.methods.core.options import Options, option
+from bench.methods.core.training import (
     Selection,
     Stepper,
     TrainLog,

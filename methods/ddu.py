@@ -1,7 +1,7 @@
 """DDU, deep deterministic uncertainty (Mukhoti, Kirsch, van Amersfoort, Torr & Gal, CVPR 2023; code
 omegafragger/DDU, utils/gmm_utils.py).
 
-A classifier with a spectral-normalised residual feature extractor (the ``sn-resnet`` backbone, methods/sn_nets.py)
+A classifier with a spectral-normalised residual feature extractor (the ``sn-resnet`` backbone, methods/core/sn_nets.py)
 trained with plain cross-entropy (the run's recipe: it is the cached baseline of that backbone, shared with e.g.
 ``msp --backbone sn-resnet``), then Gaussian discriminant analysis on its training features: per class c a mean mu_c
 and a full covariance S_c (unbiased), fitted once after training, in float64. Where a covariance is not positive
@@ -28,10 +28,10 @@ from torch import nn
 
 from bench.datasets.mnist import ImageSet
 from bench.errors import TrainingError
-from bench.methods.backbones import create_backbone
-from bench.methods.base import ConfidenceMethod, FitContext, Training, register
-from bench.methods.options import Options, option
-from bench.methods.training import map_batches
+from bench.methods.core.backbones import create_backbone
+from bench.methods.core.base import ConfidenceMethod, FitContext, Training, register
+from bench.methods.core.options import Options, option
+from bench.methods.core.training import map_batches
 
 SCORES = ("density", "softmax")
 JITTERS = [0.0] + [10.0 ** e for e in range(-12, 1)]

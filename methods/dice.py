@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 from pytorch_ood.detector import DICE as _DICE
 
-from bench.methods.base import register
-from bench.methods.features import FeatureScorer
-from bench.methods.options import Options, option
+from bench.methods.core.base import register
+from bench.methods.core.features import FeatureScorer
+from bench.methods.core.options import Options, option
 
 
 @dataclass(frozen=True)

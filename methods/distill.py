@@ -32,9 +32,9 @@ from torch import nn
 
 from bench.datasets.mnist import ImageSet
 from bench.errors import UsageError
-from bench.methods.base import ConfidenceMethod, FitContext, Training, register
-from bench.methods.options import Options, option
-from bench.methods.training import accuracy_on, fit_loop, new_classifier
+from bench.methods.core.base import ConfidenceMethod, FitContext, Training, register
+from bench.methods.core.options import Options, option
+from bench.methods.core.training import accuracy_on, fit_loop, new_classifier
 
 
 @dataclass(frozen=True)

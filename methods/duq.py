@@ -29,10 +29,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.datasets.mnist import ImageSet
-from bench.methods.backbones import create_backbone
-from bench.methods.base import ConfidenceMethod, FitContext, Training, register
-from bench.methods.options import Options, option
-from bench.methods.training import eval_mode, fit_loop
+from bench.methods.core.backbones import create_backbone
+from bench.methods.core.base import ConfidenceMethod, FitContext, Training, register
+from bench.methods.core.options import Options, option
+from bench.methods.core.training import eval_mode, fit_loop
 
 INITIAL_COUNT = 12.0  # the reference's starting N_c (and scale of the random starting centroids)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from bench.methods.base import ConfidenceMethod, Training, register
+from bench.methods.core.base import ConfidenceMethod, Training, register
 
 
 @register("entropy", "Post-hoc: negative entropy of the baseline softmax")

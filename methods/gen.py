@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.methods.base import ConfidenceMethod, Training, register
-from bench.methods.options import Options, option
+from bench.methods.core.base import ConfidenceMethod, Training, register
+from bench.methods.core.options import Options, option
 
 
 @dataclass(frozen=True)

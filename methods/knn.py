@@ -20,9 +20,9 @@ import torch
 from pytorch_ood.detector import KNN as _KNN
 
 from bench.errors import UsageError
-from bench.methods.base import register
-from bench.methods.features import FeatureScorer
-from bench.methods.options import Options, option
+from bench.methods.core.base import register
+from bench.methods.core.features import FeatureScorer
+from bench.methods.core.options import Options, option
 
 
 @dataclass(frozen=True)

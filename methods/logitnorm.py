@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 
 from bench.datasets.mnist import ImageSet
-from bench.methods.base import ConfidenceMethod, FitContext, Training, register
-from bench.methods.options import Options, option
-from bench.methods.training import fit_loop
+from bench.methods.core.base import ConfidenceMethod, FitContext, Training, register
+from bench.methods.core.options import Options, option
+from bench.methods.core.training import fit_loop
 
 NORM_EPS = 1e-7  # keeps the division finite for an all-zero logit vector (reference value)
 

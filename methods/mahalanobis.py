@@ -17,8 +17,8 @@ from __future__ import annotations
 import torch
 from pytorch_ood.detector import Mahalanobis as _Mahalanobis
 
-from bench.methods.base import register
-from bench.methods.features import FeatureScorer
+from bench.methods.core.base import register
+from bench.methods.core.features import FeatureScorer
 
 
 def fitted_mahalanobis(state: dict[str, torch.Tensor]) -> _Mahalanobis:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from bench.methods.base import ConfidenceMethod, Training, register
+from bench.methods.core.base import ConfidenceMethod, Training, register
 
 
 @register("maxlogit", "Post-hoc: largest logit of the baseline classifier (Hendrycks et al. 2022)")

@@ -6,7 +6,7 @@ mean of the T softmaxes. Confidence variants: ``mcp`` (max of the mean softmax),
 entropy, what ConfidNet's code scores), ``mi`` (negative mutual information between prediction and weights).
 
 Cost floor: the layers before a network's first dropout give the same output on every pass. A backbone that declares
-its stochastic tail (``stochastic_tail``, ``forward_prefix``, ``forward_tail``; see methods/backbones.py) has the
+its stochastic tail (``stochastic_tail``, ``forward_prefix``, ``forward_tail``; see methods/core/backbones.py) has the
 prefix computed once per batch and only the tail run T times, as one batched call over T copies of the prefix
 output (chunked to bound memory). Same model, same predictive distribution; the dropout masks are drawn in another
 order than by T full passes, so the sampled numbers differ by Monte-Carlo noise. Other models keep T full passes.
@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from bench.errors import UsageError
-from bench.methods.base import ConfidenceMethod, Training, register
-from bench.methods.options import Options, option
+from bench.methods.core.base import ConfidenceMethod, Training, register
+from bench.methods.core.options import Options, option
 
 VARIANTS = ("mcp", "entropy", "mi")
 

@@ -44,10 +44,10 @@ from torch import nn
 
 from bench.datasets.mnist import ImageSet, to_float
 from bench.errors import NotFittedError, UsageError
-from bench.methods.base import ConfidenceMethod, FitContext, Training, register
-from bench.methods.features import require_features
-from bench.methods.options import Options, option
-from bench.methods.training import batches, eval_mode
+from bench.methods.core.base import ConfidenceMethod, FitContext, Training, register
+from bench.methods.core.features import require_features
+from bench.methods.core.options import Options, option
+from bench.methods.core.training import batches, eval_mode
 
 VAL_OOD = ("fgsm",)
 LAYERS = ("blocks", "all")

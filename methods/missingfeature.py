@@ -22,10 +22,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.errors import UsageError
-from bench.methods.backbones import LeNet, SmallConvNet, create_backbone
-from bench.methods.base import ConfidenceMethod, FitContext, Training, register
-from bench.methods.options import Options, option
-from bench.methods.training import OPTIMIZERS, Stepper, TrainLog, TrainRecipe, fit_loop, frozen, supervised_step
+from bench.methods.core.backbones import LeNet, SmallConvNet, create_backbone
+from bench.methods.core.base import ConfidenceMethod, FitContext, Training, register
+from bench.methods.core.options import Options, option
+from bench.methods.core.training import OPTIMIZERS, Stepper, TrainLog, TrainRecipe, fit_loop, frozen, supervised_step
 
 VARIANTS = ("hybrid", "hybrid_nr", "hybrid_alt")
 

@@ -1,6 +1,6 @@
 """Baseline: plain cross-entropy training; confidence = maximum softmax probability (MCP)."""
 
-from bench.methods.base import ConfidenceMethod, Training, register
+from bench.methods.core.base import ConfidenceMethod, Training, register
 
 
 @register("msp", "Baseline: max softmax probability of the plainly trained classifier (Hendrycks & Gimpel 2017)")

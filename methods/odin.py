@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import torch
 from pytorch_ood.detector import ODIN as _ODIN
 
-from bench.methods.base import ConfidenceMethod, Training, register
-from bench.methods.options import Options, option
+from bench.methods.core.base import ConfidenceMethod, Training, register
+from bench.methods.core.options import Options, option
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,9 @@ import torch
 from bench import metrics
 from bench.datasets.mnist import ImageSet
 from bench.errors import NotFittedError
-from bench.methods.base import ConfidenceMethod, FitContext, Training, register
-from bench.methods.options import Options, option
-from bench.methods.training import map_batches
+from bench.methods.core.base import ConfidenceMethod, FitContext, Training, register
+from bench.methods.core.options import Options, option
+from bench.methods.core.training import map_batches
 
 MSP = -1.0  # p_used when the MSP fallback won
 

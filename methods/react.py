@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import torch
 from pytorch_ood.detector import ReAct as _ReAct
 
-from bench.methods.base import register
-from bench.methods.features import FeatureMapDetector
-from bench.methods.options import Options, option
+from bench.methods.core.base import register
+from bench.methods.core.features import FeatureMapDetector
+from bench.methods.core.options import Options, option
 
 
 @dataclass(frozen=True)

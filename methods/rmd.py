@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from pytorch_ood.detector import RMD as _RMD
 
-from bench.methods.base import register
-from bench.methods.features import FeatureScorer
+from bench.methods.core.base import register
+from bench.methods.core.features import FeatureScorer
 
 KEYS = ("mu", "precision", "background_mu", "background_precision")
 

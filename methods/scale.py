@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 from pytorch_ood.detector import SCALE as _SCALE
 
-from bench.methods.base import register
-from bench.methods.features import FeatureMapDetector
-from bench.methods.options import Options, option
+from bench.methods.core.base import register
+from bench.methods.core.features import FeatureMapDetector
+from bench.methods.core.options import Options, option
 
 
 @dataclass(frozen=True)

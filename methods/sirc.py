@@ -28,11 +28,11 @@ import torch
 
 from bench.datasets.mnist import ImageSet
 from bench.errors import UsageError
-from bench.methods.base import FitContext, register
+from bench.methods.core.base import FitContext, register
+from bench.methods.core.features import FeatureScorer, linear_head, require_features
+from bench.methods.core.options import Options, option
+from bench.methods.core.training import map_batches
 from bench.methods.doctor import softmax_and_top_complement
-from bench.methods.features import FeatureScorer, linear_head, require_features
-from bench.methods.options import Options, option
-from bench.methods.training import map_batches
 from bench.methods.vim import principal_dim
 
 

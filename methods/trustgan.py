@@ -26,10 +26,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.datasets.mnist import ImageSet
-from bench.methods.backbones import create_backbone
-from bench.methods.base import ConfidenceMethod, FitContext, Training, register
-from bench.methods.options import Options, option
-from bench.methods.training import eval_mode, fit_loop, frozen
+from bench.methods.core.backbones import create_backbone
+from bench.methods.core.base import ConfidenceMethod, FitContext, Training, register
+from bench.methods.core.options import Options, option
+from bench.methods.core.training import eval_mode, fit_loop, frozen
 from bench.methods.trustgan_nets import TARGET_LOSSES, Attacker, TrustGANNet, attacker_loss, target_loss
 
 GAN_SCHEDULES = ("cyclic", "none")

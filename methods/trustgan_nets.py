@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.errors import UsageError
-from bench.methods.backbones import Backbone
-from bench.methods.registry import BACKBONES
+from bench.methods.core.backbones import Backbone
+from bench.methods.core.registry import BACKBONES
 
 
 def _check_size(size: int, what: str) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.store import RunStore, cell_key
+from bench.run.store import RunStore, cell_key
 
 SEEDS = (0, 1, 2)
 # Per-seed values (seed order 0, 1, 2), checked by hand in the tests.

@@ -8,11 +8,11 @@ import signal
 import pytest
 import torch
 
-from bench import executors
 from bench.cache import CheckpointCache
 from bench.datasets.mnist import ImageSet, load_embedded
-from bench.methods.base import FitContext
-from bench.methods.training import TrainRecipe
+from bench.methods.core.base import FitContext
+from bench.methods.core.training import TrainRecipe
+from bench.run import executors
 
 
 @pytest.fixture(scope="session")

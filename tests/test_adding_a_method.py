@@ -12,7 +12,7 @@ import pytest
 from test_contract import checks_for, run_contract
 
 from bench.methods import METHODS
-from bench.methods.base import Training
+from bench.methods.core.base import Training
 
 pytestmark = pytest.mark.contract  # the shared contract suite (tier: see tests/conftest.py)
 

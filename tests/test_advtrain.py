@@ -1,4 +1,4 @@
-"""Adversarial training: the training-time attacks (methods/attacks.py) and the advtrain loop."""
+"""Adversarial training: the training-time attacks (methods/core/attacks.py) and the advtrain loop."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from torch import nn
 
 from bench.errors import UsageError
 from bench.methods.advtrain import AdvTrain, AdvTrainConfig
-from bench.methods.attacks import ATTACKS, input_grad, perturb
-from bench.methods.base import FitContext
-from bench.methods.training import TrainRecipe
+from bench.methods.core.attacks import ATTACKS, input_grad, perturb
+from bench.methods.core.base import FitContext
+from bench.methods.core.training import TrainRecipe
 
 
 @pytest.fixture()

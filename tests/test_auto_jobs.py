@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench import executors
 from bench.commands.args import jobs as _jobs
 from bench.config import ExecutorConfig, RunConfig
-from bench.executors import auto_jobs  # the real rule (conftest keeps in-process test grids in one process)
+from bench.run import executors
+from bench.run.executors import auto_jobs  # the real rule (conftest keeps in-process test grids in one process)
 
 CPU = torch.device("cpu")
 
@@ -61,7 +61,7 @@ def test_the_flag_reads_auto_and_numbers():
 
 
 def test_parallel_workers_start_the_heaviest_units_first():
-    from bench.grid import heaviest_first, plan_units
+    from bench.run.grid import heaviest_first, plan_units
 
     methods = ["msp", "mcdropout", "trustscore", "ensemble", "advtrain", "oodgan", "cure"]
     units = plan_units(RunConfig(methods=tuple(methods), seeds=(0, 1)), methods)

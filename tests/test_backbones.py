@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from bench.errors import UsageError
-from bench.methods.backbones import MNIST_MEAN, MNIST_STD, create_backbone
+from bench.methods.core.backbones import MNIST_MEAN, MNIST_STD, create_backbone
 
 # Counted by hand: lenet 260 + 5,020 + 16,050 + 510; mlp 785,000 + 10,010; smallconvnet 320 + 18,496 +
 # 1,179,776 + 1,290; hg-mlp 200,960 + 65,792 + 65,792 + 2,570; lenet5 456 + 2,416 + 48,120 + 10,164 + 850.

@@ -20,7 +20,7 @@ import torch
 
 from _runs import write_run
 from _tiny import run_main
-from bench.store import RunStore
+from bench.run.store import RunStore
 
 RUN = ["run", "--profile", "smoke", "--device", "cpu", "--no-progress", "--out", "{dir}/new", "--cache-dir",
        "{dir}/cache"]
@@ -417,7 +417,7 @@ def test_bad_input_is_one_clean_line(args, code, message, world, monkeypatch):
     def no_training(*a, **k):
         raise RuntimeError("this case reached training instead of failing first")
 
-    from bench.methods.base import FitContext
+    from bench.methods.core.base import FitContext
 
     monkeypatch.setattr(FitContext, "train_baseline", no_training)
     monkeypatch.setattr(FitContext, "fit_method", no_training)

@@ -134,7 +134,7 @@ def test_a_fashion_run_end_to_end(tmp_path):
     assert ",fashion,none,,accuracy," in rows and ",ood:mnist,ood,,ood_auroc," in rows
     # its checkpoints are its own: the split of Fashion-MNIST's training images is in every cache key
     from bench.datasets.splits import SplitSpec
-    from bench.methods.base import FitContext
+    from bench.methods.core.base import FitContext
 
     fashion = FitContext(split_id=SplitSpec(data="fashion-train").split_id).baseline_key("lenet", 10, 0)
     mnist = FitContext(split_id=SplitSpec().split_id).baseline_key("lenet", 10, 0)

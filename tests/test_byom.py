@@ -1,5 +1,5 @@
 """Bring your own model: bench.evaluate on models defined here, the adapter's feature sources, the model left as
-found, and the one-line refusals (bench/user_run.py, bench/user_model.py)."""
+found, and the one-line refusals (bench/own/evaluate.py, bench/own/model.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from torch import nn
 import bench
 from bench.datasets.mnist import load_embedded
 from bench.errors import UsageError
-from bench.store import ROW_FIELDS
-from bench.user_model import UserModel
+from bench.own.model import UserModel
+from bench.run.store import ROW_FIELDS
 
 pytestmark = pytest.mark.e2e  # every test here runs bench end to end (tier: see tests/conftest.py)
 
@@ -103,7 +103,7 @@ def test_evaluate_a_model_defined_here_gives_the_run_rows_and_leaves_it_as_found
 
 
 def test_out_writes_a_run_directory_that_report_reads(trained, tmp_path):
-    from bench.runs import load_runs
+    from bench.report.runs import load_runs
 
     bench.evaluate(trained, methods="msp", datasets=["mnist"], device="cpu", out=tmp_path / "mine", options=FAST)
     runs = load_runs([tmp_path / "mine"])  # complete: the manifest lists the labelled cells
@@ -141,7 +141,7 @@ def test_feature_sources():
     t = UserModel(timm.create_model("resnet10t", num_classes=10, in_chans=1), "r")
     t.probe(x, 10)
     assert t.source == "timm" and t.num_features == t.model.num_features and not t.feature_problem
-    from bench.methods.backbones import create_backbone
+    from bench.methods.core.backbones import create_backbone
 
     own = UserModel(create_backbone("lenet"), "lenet")  # bench's own convention
     own.probe(x, 10)

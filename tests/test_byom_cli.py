@@ -44,7 +44,7 @@ def msp_run(tmp_path_factory):
 
 @pytest.mark.parametrize("fmt", ["torchscript", "export"])
 def test_saved_msp_lenet_gives_the_same_rows_as_bench_run(fmt, msp_run, tmp_path):
-    from bench.methods.backbones import create_backbone
+    from bench.methods.core.backbones import create_backbone
 
     entry = json.loads((msp_run / "run" / "checkpoints.json").read_text())["msp__seed0__fold0"]
     lenet = create_backbone("lenet")
@@ -79,7 +79,7 @@ def test_bench_score_on_a_runs_predictions_gives_its_metrics(msp_run, tmp_path, 
     assert code == 0 and "Acc" in capsys.readouterr().out
     run = {k: v for k, v in values(read_rows(msp_run / "run")).items() if k[0] in ("mnist", "ood:uniform")}
     assert values(read_rows(out)) == run  # the same functions on the same arrays: equal, not merely close
-    from bench.runs import load_runs
+    from bench.report.runs import load_runs
 
     assert set(load_runs([out]).rows.eval_set) == {"mnist", "ood:uniform"}
 

@@ -95,7 +95,7 @@ def test_existing_run_dir_needs_resume(smoke_run, capsys):
 
 
 def test_interrupt_keeps_finished_cells(tmp_path, capsys, monkeypatch):
-    from bench import worker
+    from bench.run import worker
 
     calls = {"n": 0}
     original = worker.UnitWorker._run_method

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from _runs import write_run
-from bench import compare as gate
 from bench.cli import main
 from bench.errors import UsageError
-from bench.runs import load_runs
+from bench.report import gate
+from bench.report.runs import load_runs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -151,7 +151,7 @@ def test_gate_fails_on_a_deliberately_broken_scorer(tmp_path, capsys, monkeypatc
 def test_star_on_the_command_line_tightens_every_metric_not_named():
     """Issue 35: ``--tolerance '*=X'`` tightened nothing on the shipped baseline, where every tracked metric has its
     own tolerance; on the command line it now sets every metric not named in another --tolerance."""
-    from bench.compare import DEFAULT_TOLERANCES, merged_tolerances, tolerance
+    from bench.report.gate import DEFAULT_TOLERANCES, merged_tolerances, tolerance
 
     tols = merged_tolerances({"auroc": 2.0}, {"*": 0.1, "fpr95": 7.0})
     assert tolerance("auroc", tols) == 0.1 and tolerance("accuracy", tols) == 0.1 and tolerance("fpr95", tols) == 7
@@ -162,7 +162,7 @@ def test_star_on_the_command_line_tightens_every_metric_not_named():
 
 def test_mean_confidence_tolerance_is_relative_to_its_unit():
     """energy's mean confidence is in logit units (~10), msp's a probability: 2% of the baseline for both."""
-    from bench.compare import merged_tolerances, tolerance
+    from bench.report.gate import merged_tolerances, tolerance
 
     tols = merged_tolerances({}, None)
     assert tolerance("mean_confidence", tols, 12.5) == pytest.approx(0.25)
@@ -173,7 +173,7 @@ def test_mean_confidence_tolerance_is_relative_to_its_unit():
 def test_aupr_error_has_no_direction_without_the_error_rate():
     """A model that lost 24 points of accuracy showed 'aupr_error 42.71 -> 56.60 ... better': AUPR-Error rises with
     the error rate, so the gate says it changed."""
-    from bench.compare import Change
+    from bench.report.gate import Change
 
     assert Change("m", "mnist", "aupr_error", 42.71, 56.60, 3.0).verdict == "changed (moves with the error rate)"
     assert Change("m", "mnist", "auroc", 97.0, 90.0, 2.0).verdict == "worse"

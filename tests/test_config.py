@@ -61,13 +61,15 @@ def test_registry_manners():
 
 
 def test_every_method_module_registers_something():
-    """methods/__init__.py is the table of contents: each method file in it must register a method."""
+    """methods/__init__.py is the table of contents: each method file in it must register a method. The template
+    lives in methods/core/; beside the method files only a method's own networks (``*_nets.py``) may stand."""
     import pathlib
 
     import bench.methods as pkg
 
-    infra = {"__init__", "base", "registry", "training", "options", "backbones", "attacks", "trustgan_nets", "features",
-             "sn_nets"}
-    files = {p.stem for p in pathlib.Path(pkg.__file__).parent.glob("*.py")} - infra
+    files = {p.stem for p in pathlib.Path(pkg.__file__).parent.glob("*.py")} - {"__init__"}
+    files = {f for f in files if not f.endswith("_nets")}
     registered = {METHODS.get(n).__module__.rsplit(".", 1)[-1] for n in METHODS.names()}
     assert files <= registered, f"method files that register nothing (or are not imported): {files - registered}"
+    in_core = [n for n in METHODS.names() if METHODS.get(n).__module__.startswith("bench.methods.core")]
+    assert not in_core, f"methods registered by the template (methods/core/) instead of a method file: {in_core}"

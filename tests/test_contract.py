@@ -20,8 +20,8 @@ import torch
 
 from bench.errors import NotFittedError
 from bench.methods import METHODS
-from bench.methods.base import ConfidenceMethod, FitContext
-from bench.methods.options import Options
+from bench.methods.core.base import ConfidenceMethod, FitContext
+from bench.methods.core.options import Options
 
 pytestmark = pytest.mark.contract  # the shared contract suite (tier: see tests/conftest.py)
 
@@ -65,7 +65,7 @@ def check_config(name: str, fitted: Fits, tiny) -> None:
     if dataclasses.fields(cfg):
         with pytest.raises(dataclasses.FrozenInstanceError):
             setattr(cfg, dataclasses.fields(cfg)[0].name, None)
-        assert isinstance(cfg, Options), "options declare their ranges (methods/options.py), checked in one place"
+        assert isinstance(cfg, Options), "options declare their ranges (methods/core/options.py), checked in one place"
 
 
 def check_construct(name: str, fitted: Fits, tiny) -> None:
@@ -169,7 +169,7 @@ def check_feature_scores_equal_predict(name: str, fitted: Fits, tiny) -> None:
 def check_predict_logits_are_the_classifiers(name: str, fitted: Fits, tiny) -> None:
     """The logits predict hands back (what a run stores per cell) are the classifier's; only methods with an
     inference of their own (their own ``_predict_batch``) hand back none, and the runner then asks ``logits``."""
-    from bench.methods.base import ConfidenceMethod
+    from bench.methods.core.base import ConfidenceMethod
 
     m = fitted(name)
     x = tiny[2].images

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from bench.errors import UsageError
-from bench.methods.attacks import input_grad
+from bench.methods.core.attacks import input_grad
 from bench.methods.cure import CureConfig, curvature_direction, curvature_penalty
 
 
@@ -93,9 +93,9 @@ def test_cure_lowers_curvature_against_plain_training(tiny):
     """Same init, data and budget: training with the penalty ends with a smaller measured curvature on held-out
     images than lam = 0 (plain cross-entropy)."""
     from bench.datasets.mnist import to_float
-    from bench.methods.base import FitContext
+    from bench.methods.core.base import FitContext
+    from bench.methods.core.training import TrainRecipe
     from bench.methods.cure import Cure
-    from bench.methods.training import TrainRecipe
 
     train, val, test = tiny
     train = train.subset(slice(0, 256))

@@ -15,8 +15,8 @@ from torch import nn
 from bench.cache import CheckpointCache
 from bench.errors import UsageError
 from bench.methods import METHODS
-from bench.methods.backbones import create_backbone
-from bench.methods.features import FeatureScorer, linear_head, require_features
+from bench.methods.core.backbones import create_backbone
+from bench.methods.core.features import FeatureScorer, linear_head, require_features
 
 DETECTORS = ["mahalanobis", "rmd", "knn", "odin", "vim", "react", "ash", "gen", "dice", "scale"]
 
@@ -261,7 +261,7 @@ def test_hyperparameter_changes_scores(name, option, value, fitted_lenet, tiny):
 def test_training_features_are_fitted_once_per_baseline(fitted_lenet, lenet_ctx, monkeypatch):
     """The second detector of a baseline reads the cached training features instead of a new pass."""
     fitted_lenet("knn")
-    import bench.methods.features as features
+    import bench.methods.core.features as features
 
     monkeypatch.setattr(features, "map_batches", lambda *a, **k: pytest.fail("training features recomputed"))
     fitted_lenet("mahalanobis")
@@ -354,7 +354,7 @@ RUN = ["run", "--profile", "smoke", "--device", "cpu", "--no-progress", "--datas
 ])
 def test_bad_detector_input_fails_before_training(args, msg, tmp_path, capsys, monkeypatch):
     from bench.cli import main
-    from bench.methods import base
+    from bench.methods.core import base
 
     monkeypatch.setattr(base.FitContext, "train_baseline", lambda *a, **k: pytest.fail("trained before the check"))
     assert main([*RUN, *args, "--out", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c")]) == 2
@@ -368,7 +368,7 @@ def test_run_shares_one_feature_pass_and_records_hyperparameters(tmp_path, monke
     import json
 
     from bench.cli import main
-    from bench.methods.base import ConfidenceMethod
+    from bench.methods.core.base import ConfidenceMethod
 
     passes = []
     features = ConfidenceMethod.features

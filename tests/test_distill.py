@@ -12,9 +12,9 @@ import torch.nn.functional as F
 
 from bench.cache import CheckpointCache
 from bench.errors import UsageError
-from bench.methods.base import FitContext
+from bench.methods.core.base import FitContext
+from bench.methods.core.training import TrainRecipe
 from bench.methods.distill import Distill, DistillConfig, distillation_loss
-from bench.methods.training import TrainRecipe
 
 
 def test_loss_is_hard_ce_plus_t_squared_soft_kl_by_hand():

@@ -8,10 +8,10 @@ import torch
 from torch import nn
 
 from bench.methods import METHODS
-from bench.methods.backbones import create_backbone
-from bench.methods.base import FitContext
+from bench.methods.core.backbones import create_backbone
+from bench.methods.core.base import FitContext
+from bench.methods.core.training import TrainLog
 from bench.methods.ensemble import MeanProbEnsemble
-from bench.methods.training import TrainLog
 
 
 class Fixed(nn.Module):

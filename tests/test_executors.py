@@ -18,9 +18,9 @@ import torch
 from bench.cache import CheckpointCache
 from bench.cli import main
 from bench.config import RunConfig
-from bench.grid import plan_units
 from bench.methods import METHODS
-from bench.store import RunStore
+from bench.run.grid import plan_units
+from bench.run.store import RunStore
 
 pytestmark = pytest.mark.e2e  # every test here runs bench end to end (tier: see tests/conftest.py)
 
@@ -244,7 +244,7 @@ def test_bad_plugin_is_one_line(tmp_path, capsys, monkeypatch):
 
 
 def test_a_path_a_node_cannot_see_is_named(tmp_path):
-    from bench.executors import _ray_check_paths
+    from bench.run.executors import _ray_check_paths
 
     (tmp_path / ".visible-t1").write_text("ok")
     assert _ray_check_paths([str(tmp_path)], "t1") == ""

@@ -13,7 +13,7 @@ import torch
 from bench.cache import CheckpointCache
 from bench.errors import UsageError
 from bench.methods import METHODS
-from bench.methods.backbones import create_backbone
+from bench.methods.core.backbones import create_backbone
 from bench.methods.pnorm import MSP, choose_p, maxlogit_pnorm
 from bench.methods.relu import fit_relative_uncertainty
 from bench.methods.sirc import residual_space, sirc_parameters

@@ -15,13 +15,13 @@ from torch import nn
 
 from bench.errors import TrainingError
 from bench.methods import METHODS
-from bench.methods.base import FitContext
+from bench.methods.core.base import FitContext
+from bench.methods.core.sn_nets import SoftSpectralNorm
+from bench.methods.core.training import TrainRecipe
 from bench.methods.ddu import class_log_densities, fit_gda
 from bench.methods.duq import DUQModel, gradient_penalty
 from bench.methods.edl import edl_loss, kl_to_uniform, mse_loss
 from bench.methods.logitnorm import logitnorm_loss
-from bench.methods.sn_nets import SoftSpectralNorm
-from bench.methods.training import TrainRecipe
 
 FAMILY = ("logitnorm", "edl", "duq", "ddu")
 

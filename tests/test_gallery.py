@@ -205,7 +205,7 @@ def test_trustgan_samples_are_the_attacker_output_mapped_to_pixels():
         attacker = Attacker(1, 3)
 
         def predict(self, x):
-            from bench.methods.base import Prediction
+            from bench.methods.core.base import Prediction
 
             probs = torch.full((len(x), 10), 0.1)
             return Prediction(probs, probs.max(1).values)

@@ -38,7 +38,7 @@ def every_method(tmp_path_factory) -> Path:
 
 
 def test_every_method_runs_on_cuda_without_error_rows(every_method):
-    from bench.methods.registry import METHODS
+    from bench.methods.core.registry import METHODS
 
     errors = json.loads((every_method / "errors.json").read_text()) if (every_method / "errors.json").exists() else []
     assert errors == []
@@ -47,7 +47,7 @@ def test_every_method_runs_on_cuda_without_error_rows(every_method):
 
 
 def test_cuda_peak_memory_rows_for_every_method(every_method):
-    from bench.methods.registry import METHODS
+    from bench.methods.core.registry import METHODS
 
     mem = {r["method"]: float(r["value"]) for r in _rows(every_method) if r["metric"] == "peak_cuda_mem_mb"}
     assert set(mem) == set(METHODS.names())  # inference-only methods report their shared baseline's training
@@ -71,7 +71,7 @@ def test_seeded_runs_repeat_on_the_gpu(tmp_path):
 
     import bench.methods  # noqa: F401
     from bench.datasets.mnist import load_embedded
-    from bench.methods.registry import METHODS
+    from bench.methods.core.registry import METHODS
 
     cache = tmp_path / "ca"
     ck = torch.load(next(cache.glob("mcdropout-*.pt")), weights_only=True)
@@ -83,9 +83,9 @@ def test_seeded_runs_repeat_on_the_gpu(tmp_path):
 
 def test_amp_is_off_by_default_on_cuda(tiny):
     import bench.methods  # noqa: F401
-    from bench.methods.base import FitContext
-    from bench.methods.registry import METHODS
-    from bench.methods.training import TrainRecipe
+    from bench.methods.core.base import FitContext
+    from bench.methods.core.registry import METHODS
+    from bench.methods.core.training import TrainRecipe
     from bench.methods.trustgan import TrustGANConfig, _Trainer
 
     assert TrustGANConfig().amp is False

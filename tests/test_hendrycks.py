@@ -11,7 +11,7 @@ from bench.config import load_profile, resolve
 from bench.datasets import evalsets
 from bench.datasets.evalsets import EvalContext
 from bench.methods import METHODS
-from bench.methods.backbones import create_backbone
+from bench.methods.core.backbones import create_backbone
 
 
 def test_initialisation_rows_have_their_norms_and_biases_are_zero():

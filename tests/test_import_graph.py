@@ -116,9 +116,46 @@ def test_the_package_maps_methods_and_datasets_as_installed():
     mods = modules()
     assert mods["bench.methods"] == ROOT / "methods" / "__init__.py"
     assert mods["bench.datasets.evalsets"] == ROOT / "datasets" / "evalsets.py"
-    assert "bench.runner" in mods and "bench.commands.report" in mods
+    assert "bench.run.runner" in mods and "bench.commands.report" in mods
 
 
 def test_bench_import_graph_has_no_cycle():
     cycle = find_cycle(graph())
     assert not cycle, "import cycle: " + " -> ".join(cycle)
+
+
+#: the wings and what each may not import: the engine does not know who reads its runs, the reports never run a
+#: model or train, the template knows no method file, and nothing below the commands imports a command
+FORBIDDEN = {
+    "bench.run": ("bench.report", "bench.own", "bench.commands", "bench.gallery", "bench.dadc"),
+    "bench.report": ("bench.own", "bench.commands", "bench.gallery", "bench.dadc", "bench.run.runner",
+                     "bench.run.executors", "bench.run.worker"),
+    "bench.own": ("bench.commands", "bench.gallery", "bench.dadc"),
+    "bench.methods.core": ("bench.run", "bench.report", "bench.own", "bench.commands"),
+    "bench.datasets": ("bench.run", "bench.report", "bench.own", "bench.commands"),
+}
+
+
+def _inside(name: str, package: str) -> bool:
+    return name == package or name.startswith(package + ".")
+
+
+def test_the_wings_import_only_downward():
+    g = graph()
+    mods = modules()
+    method_files = {n for n in mods if _inside(n, "bench.methods") and not _inside(n, "bench.methods.core")
+                    and n != "bench.methods"}
+    bad = []
+    for name, targets in sorted(g.items()):
+        for wing, banned in FORBIDDEN.items():
+            if _inside(name, wing):
+                bad += [f"{name} -> {t}" for t in sorted(targets) if any(_inside(t, b) for b in banned)]
+        if _inside(name, "bench.methods.core"):
+            bad += [f"{name} -> {t}" for t in sorted(targets & method_files)]
+    assert not bad, "imports against the layering: " + "; ".join(bad)
+
+
+def test_the_layering_check_sees_a_forbidden_import():
+    g = {"bench.run.store": {"bench.report.tables"}, "bench.report.tables": {"bench.run.store"}}
+    assert any(_inside(t, b) for t in g["bench.run.store"] for b in FORBIDDEN["bench.run"])
+    assert not any(_inside(t, b) for t in g["bench.report.tables"] for b in FORBIDDEN["bench.report"])

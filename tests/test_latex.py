@@ -17,13 +17,13 @@ import pytest
 
 from _runs import write_run
 from bench.cli import main
-from bench.export import render, to_csv, to_markdown
-from bench.latex import Page, plan_column, split, table_width, to_latex
-from bench.layout import LAYOUTS, numeric_severity, relayout, set_labels
-from bench.report import Cell, Column, ReportTable, build_tables
-from bench.report_csv import read_report_csv
-from bench.runs import load_runs
-from bench.texcheck import TOLERANCE_PT, compile_tables, pdflatex
+from bench.report.export import render, to_csv, to_markdown
+from bench.report.from_csv import read_report_csv
+from bench.report.latex import Page, plan_column, split, table_width, to_latex
+from bench.report.layout import LAYOUTS, numeric_severity, relayout, set_labels
+from bench.report.runs import load_runs
+from bench.report.tables import Cell, Column, ReportTable, build_tables
+from bench.report.texcheck import TOLERANCE_PT, compile_tables, pdflatex
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_latex = pytest.mark.skipif(pdflatex() is None and not os.environ.get("BENCH_REQUIRE_LATEX"),
@@ -215,7 +215,7 @@ def _documents(run_dir: Path, template: str) -> dict[str, str]:
     docs["fixture, one seed"] = render(build_tables(load_runs([write_run(run_dir.parent, "one", seeds=(0,))])),
                                        "latex")
     docs["stress: 15 long names x 10 metrics"] = to_latex([_wide_table()])
-    from bench.latex import preamble_snippet
+    from bench.report.latex import preamble_snippet
 
     macro = [line for line in preamble_snippet(tables).splitlines() if line.startswith(r"\newcommand")]
     docs["fixture, conventions as \\benchconventions in a footnote"] = (

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from bench.methods import mcdropout as mc
-from bench.methods.backbones import create_backbone
-from bench.methods.registry import METHODS
+from bench.methods.core.backbones import create_backbone
+from bench.methods.core.registry import METHODS
 
 
 class FixedMask(nn.Module):

@@ -10,7 +10,7 @@ import torch
 from bench.config import load_profile, resolve
 from bench.datasets.splits import SplitSpec, smallest_train_size, split_indices
 from bench.methods import METHODS
-from bench.methods.training import Loop, Stepper, TrainRecipe, fit_loop, supervised_step
+from bench.methods.core.training import Loop, Stepper, TrainRecipe, fit_loop, supervised_step
 
 
 def test_profile_is_the_reference_recipe():

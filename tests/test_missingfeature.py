@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from bench.errors import UsageError
-from bench.methods.backbones import create_backbone
-from bench.methods.base import FitContext
+from bench.methods.core.backbones import create_backbone
+from bench.methods.core.base import FitContext
+from bench.methods.core.training import TrainRecipe
 from bench.methods.missingfeature import MissingFeature, MissingFeatureConfig, MissingFeatureNet
-from bench.methods.training import TrainRecipe
 
 
 @pytest.mark.parametrize("backbone,n_conv", [("lenet", 320), ("smallconvnet", 9216)])

@@ -14,13 +14,14 @@ import torch
 from skimage import color
 
 from _runs import write_run
-from bench import groups, report
 from bench.datasets import evalsets, mnistc
 from bench.datasets import mnistc_corruptions as cor
 from bench.datasets import mnistc_lines as lines
 from bench.datasets.evalsets import EvalContext
 from bench.errors import UsageError
-from bench.runs import load_runs
+from bench.report import groups
+from bench.report import tables as report
+from bench.report.runs import load_runs
 
 RANDOM = ("shot-noise", "impulse-noise", "glass-blur", "motion-blur", "shear", "rotate", "translate", "fog",
           "spatter", "dotted-line", "zigzag")

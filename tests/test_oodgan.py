@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from bench.errors import UsageError
-from bench.methods.base import FitContext
+from bench.methods.core.base import FitContext
+from bench.methods.core.training import TrainRecipe
 from bench.methods.oodgan import OODGAN, OODGANConfig, build_discriminator, build_generator, kl_to_uniform
-from bench.methods.training import TrainRecipe
 
 
 def test_kl_to_uniform_by_hand():

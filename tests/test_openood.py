@@ -14,10 +14,9 @@ from torch import nn
 from bench.config import load_profile, resolve
 from bench.errors import UsageError
 from bench.methods import METHODS
-from bench.methods.backbones import create_backbone
-from bench.methods.base import FitContext
-from bench.methods.mdsens import MDSEnsConfig, fit_combination, fit_gaussians, squared_distances
-from bench.methods.training import (
+from bench.methods.core.backbones import create_backbone
+from bench.methods.core.base import FitContext
+from bench.methods.core.training import (
     COSINE_ITER_MIN_LR,
     Loop,
     Stepper,
@@ -27,6 +26,7 @@ from bench.methods.training import (
     generator,
     supervised_step,
 )
+from bench.methods.mdsens import MDSEnsConfig, fit_combination, fit_gaussians, squared_distances
 from bench.utils import stable_hash, to_jsonable
 
 CONFIGS = {n: METHODS.get(n).Config for n in METHODS.names()}

@@ -1,5 +1,5 @@
-"""Per-image paired tests (bench/paired.py) on hand-computed, brute-force and simulated cases, and ``bench report
---versus`` (bench/versus.py) on a synthetic run whose predictions are built here."""
+"""Per-image paired tests (bench/report/paired.py) on hand-computed, brute-force and simulated cases, and ``bench report
+--versus`` (bench/report/versus.py) on a synthetic run whose predictions are built here."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from scipy.stats import combine_pvalues, norm
 from sklearn.metrics import roc_auc_score
 
-from bench.paired import (
+from bench.report.paired import (
     bootstrap_auroc_difference,
     combine,
     delong,
@@ -125,7 +125,7 @@ def test_bootstrap_identical_methods_give_p_one_and_is_seeded():
 
 
 def test_resampled_auroc_equals_sklearn_on_the_drawn_images():
-    from bench.paired import _AurocOnResamples, _counts
+    from bench.report.paired import _AurocOnResamples, _counts
 
     rng = np.random.default_rng(9)
     s, pos = rng.integers(0, 5, 40).astype(float), rng.random(40) < 0.6  # ties within and across classes
@@ -137,7 +137,7 @@ def test_resampled_auroc_equals_sklearn_on_the_drawn_images():
 
 def test_metric_difference_takes_any_metric_and_draws_what_the_auroc_path_draws():
     from bench.metrics import auroc, fpr_at_tpr
-    from bench.paired import metric_difference
+    from bench.report.paired import metric_difference
 
     rng = np.random.default_rng(8)
     right_a, right_b = rng.random(300) < 0.8, rng.random(300) < 0.75
@@ -199,7 +199,7 @@ def test_ood_difference_is_delong_on_the_pooled_images():
 
 # ------------------------------------------------------------------------------------------------ combine
 def test_combine_by_hand_and_as_weighted_stouffer():
-    from bench.paired import Paired
+    from bench.report.paired import Paired
 
     seeds = [Paired(d, s, *z_test(d, s), 0, 0, "delong") for d, s in [(1.0, 1.0), (2.0, 1.0), (3.0, 2.0)]]
     r = combine(seeds)
@@ -214,7 +214,7 @@ def test_combine_by_hand_and_as_weighted_stouffer():
 
 
 def test_combine_lets_opposite_signs_cancel():
-    from bench.paired import Paired
+    from bench.report.paired import Paired
 
     seeds = [Paired(d, 1.0, *z_test(d, 1.0), 0, 0, "delong") for d in (3.0, -3.0)]
     assert combine(seeds).p == 1.0  # Fisher's method on the two-sided p = 0.0027 would call this significant
@@ -237,13 +237,13 @@ def binormal_pair(rng, n_pos, n_neg, auc_a, auc_b, rho):
 # OOD: 5,000 in-distribution vs 5,000 OOD images. Misclassification: 9,800 right vs 200 errors (a 98%-accurate
 # network), both methods with the same errors (DeLong). Each benchmark is judged three ways: the pooled per-image
 # test over the 3 seeds (``combine``), DeLong on seed 0 alone, and the leaderboard's paired t-test on the 3 per-seed
-# AUROCs (bench/stats.py).
+# AUROCs (bench/report/stats.py).
 SCENARIOS = {"ood": (5000, 5000), "misclassification": (9800, 200)}
 REPS, SEEDS, RHO = 200, 3, 0.8
 
 
 def rejection_rates(scenario: str, auc_a: float, seed: int) -> dict[str, float]:
-    from bench.stats import paired_t_test
+    from bench.report.stats import paired_t_test
 
     n_pos, n_neg = SCENARIOS[scenario]
     rng = np.random.default_rng(seed)
@@ -317,7 +317,7 @@ def write_versus_run(root, seeds=(0, 1, 2), n_id=400, n_ood=300, shuffle_method=
     another order; ``perfect`` makes the shared network right on every image."""
     from _runs import manifest
     from bench.metrics import classification_metrics, ood_metrics
-    from bench.store import RunStore, cell_key
+    from bench.run.store import RunStore, cell_key
 
     methods = ("msp", "energy", "mcdropout", "trustgan")
     store = RunStore(root / "run-v")
@@ -364,8 +364,8 @@ def write_versus_run(root, seeds=(0, 1, 2), n_id=400, n_ood=300, shuffle_method=
 
 
 def test_versus_matches_the_functions_on_the_saved_predictions(tmp_path):
-    from bench.runs import load_runs
-    from bench.versus import versus
+    from bench.report.runs import load_runs
+    from bench.report.versus import versus
 
     run = write_versus_run(tmp_path)
     runs = load_runs([run])

@@ -55,8 +55,8 @@ def test_readme_leaderboard_numbers_come_from_the_committed_results():
     renders it: the tables are pasted tool output, not typed in."""
     import pandas as pd
 
-    from bench.groups import GROUPS
-    from bench.metric_facts import METRICS
+    from bench.report.groups import GROUPS
+    from bench.report.metric_facts import METRICS
 
     readme = (ROOT / "results" / "README.md").read_text()
     tables = _leaderboard_tables(readme)

@@ -58,7 +58,7 @@ def one_line(err: str) -> bool:
 
 # --- a run owns its folder -----------------------------------------------------------------------------------------
 def test_second_writer_is_refused_naming_the_holder(tmp_path):
-    from bench.runlock import RunLock
+    from bench.run.runlock import RunLock
 
     with RunLock(tmp_path / "run"):
         code, _, err = tiny(tmp_path / "run", tmp_path / "cache")
@@ -70,7 +70,7 @@ def test_second_writer_is_refused_naming_the_holder(tmp_path):
 def test_second_writer_in_another_process_is_refused(tmp_path):
     """The lock holds across processes: a child holds it while this process tries to run."""
     run = tmp_path / "run"
-    code = ("import sys; from bench.runlock import RunLock; lock = RunLock(sys.argv[1]).acquire(); "
+    code = ("import sys; from bench.run.runlock import RunLock; lock = RunLock(sys.argv[1]).acquire(); "
             "print('locked', flush=True); sys.stdin.read()")
     child = subprocess.Popen([sys.executable, "-c", code, str(run)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              text=True)
@@ -81,14 +81,14 @@ def test_second_writer_in_another_process_is_refused(tmp_path):
     finally:
         child.communicate("")
     # the holder is gone: its lock is gone with it
-    from bench.runlock import RunLock
+    from bench.run.runlock import RunLock
 
     with RunLock(run):
         assert (run / ".lock").read_text().split()[0] == str(os.getpid())
 
 
 def test_lock_of_a_dead_process_is_taken_over(tmp_path):
-    from bench.runlock import RunLock
+    from bench.run.runlock import RunLock
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True).stdout.strip()
@@ -121,7 +121,7 @@ def test_out_on_a_folder_of_other_files_is_refused(tmp_path):
 def test_ctrl_c_after_a_units_cells_then_resume_keeps_every_checkpoint(reference, tmp_path, monkeypatch):
     """Ctrl-C right after the last cell of the second unit is written (before the driver hears of the unit): the
     resumed run's checkpoints.json must still list that unit's methods."""
-    from bench.store import RunStore
+    from bench.run.store import RunStore
 
     original = RunStore.write_cell
 
@@ -143,7 +143,7 @@ def test_ctrl_c_after_a_units_cells_then_resume_keeps_every_checkpoint(reference
 
 def test_suggested_fix_for_a_missing_checkpoint_works_as_typed(reference, tmp_path):
     from bench.errors import UsageError
-    from bench.loading import load_method
+    from bench.run.loading import load_method
 
     run, cache = copy_run(reference, tmp_path)
     for p in cache.glob("msp-*.pt"):
@@ -157,7 +157,7 @@ def test_suggested_fix_for_a_missing_checkpoint_works_as_typed(reference, tmp_pa
 
 
 def test_interrupt_message_command_works_as_typed(tmp_path, reference, monkeypatch):
-    from bench import worker
+    from bench.run import worker
 
     original = worker.UnitWorker._run_method
     calls = {"n": 0}

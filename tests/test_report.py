@@ -12,13 +12,13 @@ import pytest
 from scipy import stats
 
 from _runs import write_run
-from bench import report
 from bench.cli import main
 from bench.errors import UsageError
-from bench.export import render, to_csv, to_latex, to_markdown
-from bench.report import build_tables
-from bench.runs import load_runs
-from bench.stats import Verdict, bootstrap_ci, compare_to_best, holm, paired_t_test, summarize
+from bench.report import tables as report
+from bench.report.export import render, to_csv, to_latex, to_markdown
+from bench.report.runs import load_runs
+from bench.report.stats import Verdict, bootstrap_ci, compare_to_best, holm, paired_t_test, summarize
+from bench.report.tables import build_tables
 
 
 # ------------------------------------------------------------------------------------------------ statistics
@@ -97,7 +97,7 @@ def test_load_runs_reads_rows_and_groups(tmp_path):
 
 def test_an_old_run_gets_its_groups_from_the_registry_without_building_a_set(tmp_path, monkeypatch):
     from bench.datasets import evalsets
-    from bench.store import RunStore
+    from bench.run.store import RunStore
 
     run = write_run(tmp_path)
     m = RunStore(run).read_manifest()
@@ -117,7 +117,7 @@ def test_each_eval_set_declares_the_group_its_rows_say():
     """The declared report group agrees with what the set builds: OOD sets by their near/far group, the rest by the
     table their shift family belonged to before families declared it (report.py's shift lists)."""
     from bench.datasets import evalsets
-    from bench.groups import GROUPS
+    from bench.report.groups import GROUPS
 
     by_shift = {"none": "id", "pmnist": "occlusion", "occlusion": "occlusion", "fgsm": "adversarial",
                 "pgd": "adversarial", "fgsm-transfer": "adversarial", "uap": "adversarial", "mnistc": "shift"}
@@ -311,7 +311,7 @@ def test_cli_bad_input_one_line_nonzero_nothing_written(tmp_path, capsys, extra,
 
 def test_plot_line_styles_tell_every_registered_method_apart():
     from bench.methods import METHODS
-    from bench.plots import line_style
+    from bench.report.plots import line_style
 
     n = len(METHODS.names())
     styles = [tuple(sorted(line_style(i).items())) for i in range(max(n, 40))]

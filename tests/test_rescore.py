@@ -37,7 +37,7 @@ def values(run: Path, method: str, drop: set[str] = frozenset()) -> dict[tuple[s
 
 
 def arrays(run: Path, method: str, eval_set: str) -> dict[str, np.ndarray]:
-    from bench.store import cell_key
+    from bench.run.store import cell_key
 
     with np.load(run / "predictions" / f"{cell_key(method, 0, 0, eval_set)}.npz", allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
@@ -82,7 +82,7 @@ def test_rescore_gives_the_rows_of_a_fresh_run(runs, tmp_path):
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["rescored"][0]["from"] == "msp" and manifest["rescored"][0]["cells"] == 8
     assert manifest["hyperparameters"]["energy"] == {"temperature": 1.0}
-    from bench.runs import load_runs
+    from bench.report.runs import load_runs
 
     assert {"energy", "maxlogit", "msp"} <= set(load_runs([run]).rows.method)  # the report reads it
     assert bench.rescore(run, ["energy"]).empty  # cells it holds are kept
@@ -141,7 +141,7 @@ def test_save_features_keeps_penultimate_features(runs, tmp_path):
         assert np.array_equal(odin["features"], msp["features"]) and np.array_equal(odin["logits"], msp["logits"])
         assert np.array_equal(msp["logits"], arrays(runs / "msp", "msp", ds)["logits"])
     # the flag only adds arrays: a run with it is reported and compared with one without
-    from bench.runs import load_runs
+    from bench.report.runs import load_runs
 
     assert set(load_runs([out, runs / "fresh"]).rows.method) == {"msp", "odin", "energy", "maxlogit"}
 

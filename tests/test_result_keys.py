@@ -1,4 +1,4 @@
-"""One definition of the config keys that determine results (bench/result_keys.py), used by resume, report and
+"""One definition of the config keys that determine results (bench/run/result_keys.py), used by resume, report and
 compare alike; a checkpoint's cache key reads none of the placement keys."""
 
 from __future__ import annotations
@@ -8,15 +8,16 @@ import dataclasses
 import pytest
 
 from _runs import manifest, write_run
-from bench import compare, runs
 from bench.config import ExecutorConfig, RunConfig
 from bench.datasets.splits import SplitSpec
 from bench.errors import UsageError
 from bench.methods import METHODS
-from bench.methods.base import FitContext
-from bench.provenance import prepare_store
-from bench.result_keys import CELL_KEYS, PLACEMENT_KEYS, RESULT_KEYS, result_config
-from bench.store import RunStore
+from bench.methods.core.base import FitContext
+from bench.report import gate as compare
+from bench.report import runs
+from bench.run.provenance import prepare_store
+from bench.run.result_keys import CELL_KEYS, PLACEMENT_KEYS, RESULT_KEYS, result_config
+from bench.run.store import RunStore
 
 
 def test_result_and_placement_keys_partition_the_run_config():
@@ -36,7 +37,7 @@ def test_report_and_compare_derive_their_keys_from_the_one_definition():
 
 
 def _cache_key(cfg: RunConfig) -> str:
-    """As the unit worker fits a method: the run's recipe and the split of fold 0 (bench/worker.py)."""
+    """As the unit worker fits a method: the run's recipe and the split of fold 0 (bench/run/worker.py)."""
     spec = SplitSpec(cfg.split.val_fraction, cfg.split.split_seed, cfg.folds, 0, cfg.split.max_train)
     method = METHODS.get("msp")(backbone=cfg.backbone, seed=cfg.seeds[0])
     return method.cache_key(FitContext(recipe=cfg.train, split_id=spec.split_id))

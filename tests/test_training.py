@@ -1,4 +1,4 @@
-"""The training template (methods/training.py, methods/options.py, the declarations in methods/base.py): expected
+"""The training template (methods/core/training.py, options.py, the declarations in base.py): expected
 values below are worked out by hand from the inputs."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from torch import nn
 
 from bench.datasets.mnist import ImageSet
 from bench.errors import UsageError
-from bench.methods.base import ConfidenceMethod, Training, check_declarations
-from bench.methods.options import Options, option
-from bench.methods.training import (
+from bench.methods.core.base import ConfidenceMethod, Training, check_declarations
+from bench.methods.core.options import Options, option
+from bench.methods.core.training import (
     Loop,
     Selection,
     TrainLog,
@@ -181,8 +181,8 @@ def test_training_layout_is_channels_last_inside_and_the_default_after():
     layout, so a freshly trained network and one loaded from the cache score alike."""
     from torch import nn
 
-    from bench.methods.backbones import create_backbone
-    from bench.methods.training import training_layout
+    from bench.methods.core.backbones import create_backbone
+    from bench.methods.core.training import training_layout
 
     model = create_backbone("lenet", 10)
     conv = [m for m in model.modules() if isinstance(m, nn.Conv2d)][-1]  # conv2: 10 input channels
@@ -201,7 +201,7 @@ def test_training_layout_is_channels_last_inside_and_the_default_after():
 
 def test_a_configs_section_is_its_registered_name():
     from bench.methods import METHODS
-    from bench.methods.base import ConfidenceMethod, Training, register
+    from bench.methods.core.base import ConfidenceMethod, Training, register
 
     for name in METHODS.names():
         cfg = METHODS.get(name).Config

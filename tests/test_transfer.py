@@ -10,7 +10,7 @@ import torchattacks
 
 from bench.commands.transfer import matrix_table, parse_eps, transfer_matrix
 from bench.errors import UsageError
-from bench.methods.base import FitContext
+from bench.methods.core.base import FitContext
 
 pytestmark = pytest.mark.e2e  # every test here runs bench end to end (tier: see tests/conftest.py)
 

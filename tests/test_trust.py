@@ -19,9 +19,9 @@ from torch import nn
 
 import bench
 from _tiny import run_main
-from bench import executors
 from bench.cache import CheckpointCache
 from bench.errors import UsageError
+from bench.run import executors
 
 pytestmark = pytest.mark.e2e  # every test here runs bench end to end (tier: see tests/conftest.py)
 
@@ -137,7 +137,7 @@ def _crafted_export(tmp_path: Path, marker: Path) -> Path:
 
 
 def test_crafted_export_archive_does_not_run_code(tmp_path):
-    from bench.model_files import load_model
+    from bench.own.model_files import load_model
 
     marker = tmp_path / "ran"
     bad = _crafted_export(tmp_path, marker)
@@ -198,7 +198,7 @@ def test_evaluate_model_names_never_become_paths(name, tmp_path):
 
 
 def test_model_file_stem_is_made_safe(tmp_path):
-    from bench.model_files import load_model
+    from bench.own.model_files import load_model
 
     path = tmp_path / "my model (v2).pt"
     torch.jit.save(torch.jit.trace(Small().eval(), torch.rand(2, 1, 28, 28)), str(path))
@@ -211,7 +211,7 @@ def test_resume_of_a_model_run_refuses_another_model_under_the_same_name(tmp_pat
     bench.evaluate(Small(0), names="m", methods="msp", datasets="mnist", device="cpu", out=out, options=FAST)
     manifest = json.loads((out / "manifest.json").read_text())
     assert len(manifest["user_models"][0]["sha256"]) == 64
-    from bench.user_run import prepare, run
+    from bench.own.evaluate import prepare, run
 
     cfg, adapted = prepare(Small(5), names="m", methods="msp", datasets="mnist", device="cpu", options=FAST)
     with pytest.raises(UsageError, match="content hash differs"):
@@ -229,7 +229,7 @@ def test_resume_on_a_folder_without_a_run_says_so(tmp_path):
 
 def test_a_wildcard_takes_only_methods_that_can_score_a_brought_model():
     """README's ``--methods 'trust*'`` with --model: trustscore, not trustgan (which trains its own classifier)."""
-    from bench.user_run import prepare
+    from bench.own.evaluate import prepare
 
     net = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
     cfg, adapted = prepare(net, methods="trust*", device="cpu", feature_layer="0")
@@ -245,8 +245,8 @@ def test_mcdropout_on_a_brought_sequential_runs_its_prefix_once():
     a model without one (or without a declaration) gets one line saying it runs T full passes."""
     import warnings
 
-    from bench.user_model import UserModel
-    from bench.user_run import prepare
+    from bench.own.evaluate import prepare
+    from bench.own.model import UserModel
 
     seq = nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.ReLU(), nn.Dropout(0.3), nn.Linear(32, 10)).eval()
     adapted = UserModel(seq, "s")

@@ -14,9 +14,8 @@ import torch.nn.functional as F
 
 from bench.cli import main
 from bench.errors import UsageError
-from bench.loading import load_method
-from bench.methods.base import FitContext
-from bench.methods.training import TrainRecipe
+from bench.methods.core.base import FitContext
+from bench.methods.core.training import TrainRecipe
 from bench.methods.trustgan import TrustGAN, TrustGANConfig, _Trainer
 from bench.methods.trustgan_nets import (
     Attacker,
@@ -30,6 +29,7 @@ from bench.methods.trustgan_nets import (
     output_diversity_loss,
     target_loss,
 )
+from bench.run.loading import load_method
 
 # Parameter counts of the reference networks (ThalesGroup/trustGAN networks.Net / Gan with the follow-up study's
 # size knob: channels 2^0..2^(n-1), FC width 2^(n-1)), measured by instantiating the reference classes.
@@ -223,7 +223,7 @@ def fake_run(small, tmp_path_factory):
     import dataclasses
 
     from bench.cache import CheckpointCache
-    from bench.store import RunStore
+    from bench.run.store import RunStore
 
     train, val = small
     cfg = TrustGANConfig(gan_size=2, epochs=1)

@@ -19,8 +19,8 @@ from bench.datasets.evalsets import EvalContext
 from bench.datasets.occlusion import square_for
 from bench.datasets.splits import SplitSpec
 from bench.errors import UsageError
-from bench.methods.backbones import create_backbone
-from bench.methods.base import FitContext
+from bench.methods.core.backbones import create_backbone
+from bench.methods.core.base import FitContext
 
 pytestmark = pytest.mark.e2e  # every test here runs bench end to end (tier: see tests/conftest.py)
 
@@ -221,7 +221,7 @@ def test_end_to_end_run_then_resume_on_other_content_is_refused(tmp_path):
     assert {r["fold"] for r in rows} == {"0", "1"}  # k-fold over the data's training part
     assert {"toy", "ood:uniform", "fgsm:eps=0.1", "occlusion:random-squares=0.3"} <= sets
     assert "toy test: accuracy" in stdout
-    from bench.loading import load_method
+    from bench.run.loading import load_method
 
     fitted = load_method(out, "msp")  # rebuilt at the data's shape and classes, from the manifest
     assert fitted.predict(torch.from_numpy(x[:5])).probs.shape == (5, 3)

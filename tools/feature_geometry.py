@@ -16,7 +16,7 @@ from sklearn.metrics import roc_auc_score
 
 import bench.methods  # noqa: F401  (registers the methods)
 from bench.datasets.mnist import load_embedded
-from bench.methods.registry import METHODS
+from bench.methods.core.registry import METHODS
 
 N_EVAL, N_TRAIN = 2000, 54000
 ckpt = torch.load(sys.argv[1], weights_only=True)

@@ -49,8 +49,8 @@ def from_records(run: Path) -> list[dict]:
 
 
 def shared(method: str) -> bool:
-    from bench.grid import shares_baseline
     from bench.methods import METHODS
+    from bench.run.grid import shares_baseline
 
     return shares_baseline(METHODS.get(method))
 

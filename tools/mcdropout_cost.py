@@ -9,8 +9,8 @@ import torch
 import bench.methods  # noqa
 from bench.datasets.mnist import load_embedded
 from bench.methods import mcdropout as mc
-from bench.methods.backbones import create_backbone
-from bench.methods.registry import METHODS
+from bench.methods.core.backbones import create_backbone
+from bench.methods.core.registry import METHODS
 
 backbone = sys.argv[1] if len(sys.argv) > 1 else "lenet"
 torch.manual_seed(0)

@@ -9,7 +9,7 @@ import bench.methods  # noqa
 from bench import metrics
 from bench.datasets.mnist import load_embedded
 from bench.methods import mcdropout as mc
-from bench.methods.registry import METHODS
+from bench.methods.core.registry import METHODS
 
 ck = torch.load(sys.argv[1], weights_only=True)
 test = load_embedded("mnist", "test")

@@ -12,7 +12,7 @@ import torch
 from bench.datasets import evalsets
 from bench.datasets.evalsets import EvalContext
 from bench.datasets.mnist import to_float
-from bench.methods.backbones import create_backbone
+from bench.methods.core.backbones import create_backbone
 from bench.metrics import ood_metrics
 
 run, backbone = Path(sys.argv[1]), (sys.argv[2] if len(sys.argv) > 2 else "hg-mlp")

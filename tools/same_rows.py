@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from bench.metric_facts import METRICS
+from bench.report.metric_facts import METRICS
 
 #: measured costs (the metrics the regression gate never tracks): they vary between any two runs of the same code
 TIMING = {name for name, info in METRICS.items() if not info.tracked}

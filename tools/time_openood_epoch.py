@@ -16,8 +16,8 @@ import time
 
 import torch
 
-from bench.methods.backbones import create_backbone
-from bench.methods.training import Stepper, TrainRecipe, augment_batch, generator, supervised_step, training_layout
+from bench.methods.core.backbones import create_backbone
+from bench.methods.core.training import Stepper, TrainRecipe, augment_batch, generator, supervised_step, training_layout
 
 BATCHES = math.ceil(54_000 / 128)
 RECIPES = {

@@ -89,8 +89,8 @@ def reference_epochs(ref: Path, data: dict[str, tuple[torch.Tensor, torch.Tensor
 
 def our_epochs(train, val, device: torch.device, batch: int) -> dict[str, float]:
     import bench.methods  # noqa: F401  (registers everything)
-    from bench.methods.base import FitContext
-    from bench.methods.training import TrainRecipe
+    from bench.methods.core.base import FitContext
+    from bench.methods.core.training import TrainRecipe
     from bench.methods.trustgan import TrustGAN, TrustGANConfig
 
     cfg = TrustGANConfig(backbone="trustgan-net", net_size=7, gan_size=5, epochs=2, batch_size=batch, val_every=1,

@@ -23,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, out: Console, err: Console) -> int:
-    from bench.compare import (
+    from bench.report.gate import (
         DEFAULT_TOLERANCES,
         check_config,
         check_tolerance_names,
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
         tracked_values,
         write_baseline,
     )
-    from bench.runs import load_runs
+    from bench.report.runs import load_runs
 
     overrides = parse_tolerances(args.tolerance)
     runs = load_runs([args.run])

@@ -52,19 +52,19 @@ def _read_one(path: Path) -> tuple[torch.Tensor, list[str]]:
 
 
 def run_predict(args: argparse.Namespace, out: Console, err: Console) -> int:
-    from bench.loading import load_method
-    from bench.validate import check_file_writable
+    from bench.run.loading import load_method
+    from bench.run.validate import check_file_writable
 
     device = resolve_device(args.device)
     if args.csv is not None:
         check_file_writable(args.csv, "--csv")
-    from bench.loading import run_data
+    from bench.run.loading import run_data
 
     data = run_data(args.run)
     if data is not None:  # predict reads images as 28x28 grey (MNIST); a --data run's model takes another shape
         raise UsageError(f"run {args.run} was made on your own data {data['name']} ({'x'.join(map(str, data['shape']))}"
                          "); bench predict reads MNIST-like images only: in Python, use "
-                         "bench.loading.load_method(RUN, METHOD).predict(images)")
+                         "bench.run.loading.load_method(RUN, METHOD).predict(images)")
     parts = [_read_one(p) for p in args.images]  # the user's files first: cheap, and the likelier mistake
     method = load_method(args.run, args.method, seed=args.seed, fold=args.fold, device=device)
     images = torch.cat([p[0] for p in parts])

@@ -21,7 +21,7 @@ def _names(text: str | None) -> list[str] | None:
 
 
 def _page(text: str | None):
-    from bench.latex import Page
+    from bench.report.latex import Page
 
     if text is None:
         return Page()
@@ -46,8 +46,8 @@ def _versus(args: argparse.Namespace, runs, targets, tables) -> str:
         raise UsageError("--versus is written in Markdown only; give --out FILE.md (or no --out)")
     if args.versus_boot < 2:
         raise UsageError(f"--versus-boot {args.versus_boot}: need at least 2 resamples")
-    from bench.report import select
-    from bench.versus import to_markdown, versus
+    from bench.report.tables import select
+    from bench.report.versus import to_markdown, versus
 
     present = list(dict.fromkeys(runs.rows["method"]))
     methods = select(_names(args.methods), present, "method") if args.methods else present
@@ -98,11 +98,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, out: Console, err: Console) -> int:
-    from bench.export import format_for, render
-    from bench.report import build_tables
-    from bench.runs import load_runs
+    from bench.report.export import format_for, render
+    from bench.report.runs import load_runs
+    from bench.report.tables import build_tables
+    from bench.run.validate import check_file_writable, check_writable
     from bench.utils import atomic_write_text
-    from bench.validate import check_file_writable, check_writable
 
     if not 0.0 < args.alpha < 1.0:
         raise UsageError(f"--alpha {args.alpha} must lie in (0, 1)")
@@ -112,7 +112,7 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
     page = _page(args.tex_width)
     from_csv = [p for p in args.runs if p.suffix.lower() == ".csv"]
     if from_csv:
-        from bench.report_csv import read_report_csv
+        from bench.report.from_csv import read_report_csv
 
         if len(args.runs) > 1:
             raise UsageError("give either run directories or one report CSV, not both or several CSVs")
@@ -133,14 +133,14 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
     texts = [(path, render(tables, fmt, preamble, args.layout, page, note) + (versus_md if fmt == "md" else ""))
              for path, fmt in targets]
     if args.preamble is not None:
-        from bench.export import relayout_for
-        from bench.latex import preamble_snippet
+        from bench.report.export import relayout_for
+        from bench.report.latex import preamble_snippet
 
         texts.append((args.preamble, preamble_snippet(relayout_for(tables, "latex", args.layout))))
     # everything is rendered before anything is written
     plot_dir = None
     if args.plots is not None:
-        from bench.plots import check_available
+        from bench.report.plots import check_available
 
         check_available()
         plot_dir = Path(args.plots) if args.plots else args.runs[0] / "plots"
@@ -154,7 +154,7 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
             raise UsageError(f"cannot write --out {path}: {e.strerror or e}") from None
         err.print(f"wrote {path}", highlight=False, soft_wrap=True)
     if plot_dir is not None:
-        from bench.plots import write_plots
+        from bench.report.plots import write_plots
 
         for path in write_plots(runs, plot_dir, methods=_names(args.methods), groups=_names(args.groups)):
             err.print(f"wrote {path}", highlight=False, soft_wrap=True)

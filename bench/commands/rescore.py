@@ -1,5 +1,5 @@
 """``bench rescore RUN --methods energy,maxlogit [--from msp]``: add post-hoc logit scorers to a finished run from
-the logits its cells stored, without inference (bench/rescoring.py); prints the new methods' summary tables."""
+the logits its cells stored, without inference (bench/run/rescore.py); prints the new methods' summary tables."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_rescore(args: argparse.Namespace, out: Console, err: Console) -> int:
-    from bench.rescoring import rescore
-    from bench.store import RunStore
-    from bench.table import summary_tables
+    from bench.report.summary import summary_tables
+    from bench.run.rescore import rescore
+    from bench.run.store import RunStore
 
     names = [n.strip() for n in args.methods.split(",") if n.strip()]
     df = rescore(args.run, names, args.source)

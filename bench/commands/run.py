@@ -74,7 +74,7 @@ def _resumed_config(args: argparse.Namespace, run_dir: Path) -> dict[str, Any] |
     """With --resume, the run's own resolved config (from its manifest) as the first layer, so that
     ``bench run --resume --out RUN`` continues a run as typed; flags given with it still apply on top (and a
     change to what determines results is refused by the runner)."""
-    from bench.store import RunStore
+    from bench.run.store import RunStore
 
     if not args.resume:
         return None
@@ -157,9 +157,9 @@ def _run_dir(args: argparse.Namespace) -> Path:
 def run_command(args: argparse.Namespace, out: Console, err: Console) -> int:
     from bench.config import resolve
     from bench.methods import METHODS
-    from bench.methods.backbones import BACKBONES
-    from bench.outcome import report_outcome
-    from bench.runner import Runner
+    from bench.methods.core.backbones import BACKBONES
+    from bench.report.outcome import report_outcome
+    from bench.run.runner import Runner
 
     run_dir = _run_dir(args)
     if not args.model and (args.weights or args.model_name or args.feature_layer):

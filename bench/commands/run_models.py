@@ -1,5 +1,5 @@
 """``bench run --model PATH ...``: the user's own trained models through ``bench run``'s flags, runner and outputs
-(bench/user_run.py); several models give rows for each, ``--methods ensemble`` also one ensemble of them."""
+(bench/own/evaluate.py); several models give rows for each, ``--methods ensemble`` also one ensemble of them."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from bench.errors import UsageError
 
 def run_models(args: argparse.Namespace, layers: list[dict[str, Any]], run_dir: Path, out: Console,
                err: Console) -> int:
-    from bench.model_files import is_python_spec, load_model
-    from bench.outcome import report_outcome
-    from bench.user_run import prepare, run
+    from bench.own.evaluate import prepare, run
+    from bench.own.model_files import is_python_spec, load_model
+    from bench.report.outcome import report_outcome
 
     if args.backbone is not None:
         raise UsageError("--backbone and --model exclude each other: the model you bring is the network")

@@ -1,5 +1,5 @@
 """``bench score FILE.npz [--ood NAME=FILE.npz ...] [--out DIR]``: every metric from saved outputs, no model
-(bench/scoring.py). An npz holds ``logits`` or ``probs`` (N, K), ``labels`` (N,) (not needed in OOD files) and
+(bench/own/score.py). An npz holds ``logits`` or ``probs`` (N, K), ``labels`` (N,) (not needed in OOD files) and
 optionally ``confidence`` (N,), a method's own scores. The predictions a run saves (``<run>/predictions/*.npz``)
 are such files; they hold both probs (the method's, scored by default) and the classifier's logits (``--use
 logits``). ``--out`` also writes a run directory that ``bench report`` reads; nothing is written unless every
@@ -38,7 +38,7 @@ def read_npz(path: Path, labelled: bool, use: str = "auto") -> dict[str, Any]:
     both, as a run's predictions do, else whichever it has), ``labels``, ``confidence``."""
     if not path.is_file():
         raise UsageError(f"{path} does not exist")
-    from bench.scoring import check_npz_sizes
+    from bench.own.score import check_npz_sizes
 
     try:
         z = np.load(path, allow_pickle=False)
@@ -82,9 +82,9 @@ def _ood_args(items: list[str]) -> list[tuple[str, Path]]:
 
 
 def run_score(args: argparse.Namespace, out: Console, err: Console) -> int:
-    from bench.scoring import check_sets, labelled, rows_for, unlabelled
-    from bench.store import check_name, check_new_out
-    from bench.table import summary_tables
+    from bench.own.score import check_sets, labelled, rows_for, unlabelled
+    from bench.report.summary import summary_tables
+    from bench.run.store import check_name, check_new_out
 
     if args.out is not None:  # before reading anything: a user's folder is never written over
         check_new_out(args.out)
@@ -119,8 +119,8 @@ def write_run(run_dir: Path, sets: list, rows: list[dict[str, Any]], method: str
     """A run directory of the scored files: one cell per set (rows + the arrays as a run saves them)."""
     import sys
 
-    from bench.provenance import manifest_base
-    from bench.store import RunStore, cell_key, check_new_out
+    from bench.run.provenance import manifest_base
+    from bench.run.store import RunStore, cell_key, check_new_out
 
     check_new_out(run_dir)
     store = RunStore(run_dir)

@@ -106,11 +106,11 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
     from bench.commands.args import split_names as _split_names
     from bench.datasets.mnist import load_embedded
     from bench.datasets.splits import SplitSpec, split
-    from bench.methods.backbones import BACKBONES
-    from bench.methods.base import FitContext
-    from bench.progress import Bars
-    from bench.provenance import manifest_base
-    from bench.store import RunStore, cell_key
+    from bench.methods.core.backbones import BACKBONES
+    from bench.methods.core.base import FitContext
+    from bench.run.progress import Bars
+    from bench.run.provenance import manifest_base
+    from bench.run.store import RunStore, cell_key
     from bench.utils import resolve_device, to_jsonable
 
     backbones = _split_names(args.backbones)
@@ -127,7 +127,7 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
     eps_list = parse_eps(args.eps)
     cfg = config_from_flags(args)
     device = resolve_device(cfg.device)
-    from bench.validate import check_writable
+    from bench.run.validate import check_writable
 
     check_writable(Path(cfg.cache_dir), "--cache-dir")
     store = RunStore(args.out or Path("results/runs") / time.strftime("transfer-%Y%m%d-%H%M%S"))

@@ -62,7 +62,7 @@ def set_names(algos: list[str], linf: list[float], l2: list[float], params: str)
 
 
 def plot(rows: list[dict], methods: list[str], algos: list[str], out_dir: Path) -> list[Path]:
-    from bench.plots import _plt, _save, check_available
+    from bench.report.plots import _plt, _save, check_available
 
     check_available()
     plt = _plt()
@@ -121,9 +121,9 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
     from bench.datasets.splits import SplitSpec, split
     from bench.datasets.uap import ALGOS
     from bench.methods import METHODS
-    from bench.methods.base import FitContext
-    from bench.provenance import manifest_base
-    from bench.store import RunStore, cell_key, check_new_out
+    from bench.methods.core.base import FitContext
+    from bench.run.provenance import manifest_base
+    from bench.run.store import RunStore, cell_key, check_new_out
     from bench.utils import resolve_device, to_jsonable
 
     methods = METHODS.expand(_split_names(args.methods))

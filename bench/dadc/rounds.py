@@ -31,8 +31,8 @@ from bench.dadc.preprocess import from_png
 from bench.dadc.store import DadcStore, Example
 from bench.datasets.mnist import ImageSet, load_embedded
 from bench.errors import UsageError
-from bench.loading import _read_json, fitted_entries, load_method
-from bench.methods.base import ConfidenceMethod, Training
+from bench.methods.core.base import ConfidenceMethod, Training
+from bench.run.loading import _read_json, fitted_entries, load_method
 from bench.utils import stable_hash
 
 HUMAN_FRACTION = 0.05
@@ -128,7 +128,7 @@ def run_split(run_dir: Path, fold: int) -> tuple[ImageSet, ImageSet, dict[str, A
 def retrain(run_dir: str | Path, method: str, seed: int | None = None, epochs: int = 1, lr: float | None = None,
             human_fraction: float = HUMAN_FRACTION, device: torch.device | str = "cpu") -> dict[str, Any]:
     """Fine-tune ``method``'s latest round on MNIST train + every collected example; store and return round n+1."""
-    from bench.methods.training import Loop, Stepper, TrainRecipe, fit_loop, supervised_step
+    from bench.methods.core.training import Loop, Stepper, TrainRecipe, fit_loop, supervised_step
 
     run_dir, device = Path(run_dir), torch.device(device)
     if epochs < 1:

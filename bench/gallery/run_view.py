@@ -14,7 +14,7 @@ from bench.datasets.evalsets import EvalContext
 from bench.errors import BenchError, UsageError
 from bench.gallery.config import GalleryConfig
 from bench.gallery.names import close_match
-from bench.store import RunStore, cell_key
+from bench.run.store import RunStore, cell_key
 
 
 @dataclass
@@ -98,7 +98,7 @@ class RunView:
         """The fitted method from the run's checkpoints (None, with the reason in ``load_errors``, when its
         checkpoint is missing)."""
         if name not in self._fitted and name not in self.load_errors:
-            from bench.loading import load_method
+            from bench.run.loading import load_method
 
             try:
                 self._fitted[name] = load_method(self.dir, name, self.seed, self.fold, self.device)

@@ -64,8 +64,8 @@ def _check_transfer_source(view: RunView, eval_set: str) -> None:
     from bench.cache import CheckpointCache
     from bench.datasets.adversarial import SOURCE_SEED, parse_params
     from bench.datasets.splits import SplitSpec
-    from bench.methods.base import FitContext
-    from bench.methods.training import TrainRecipe
+    from bench.methods.core.base import FitContext
+    from bench.methods.core.training import TrainRecipe
 
     source = str(parse_params(eval_set.partition(":")[2], "fgsm-transfer", {"eps": float, "source": str})
                  .get("source", "lenet"))

@@ -20,7 +20,7 @@ import torch
 
 import bench
 from bench.cli import main
-from bench.methods.backbones import create_backbone
+from bench.methods.core.backbones import create_backbone
 
 METHODS = "msp,energy,mcdropout,trustscore"
 

@@ -13,7 +13,7 @@ import argparse
 import time
 
 from bench.datasets.evalsets import EvalContext, build
-from bench.loading import load_method
+from bench.run.loading import load_method
 
 
 def best(fn, repeats: int) -> float:

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from bench.methods import METHODS
-from bench.methods.base import FitContext
-from bench.methods.training import TrainRecipe
+from bench.methods.core.base import FitContext
+from bench.methods.core.training import TrainRecipe
 
 BENCH_RECIPE = TrainRecipe(optimizer="adam", lr=2e-3, batch_size=64, epochs=1)
 # Training-budget options cut to one epoch / few members so that a fit is one small epoch of each method's own

@@ -30,8 +30,8 @@ def test_ood_metrics_10k_vs_10k(benchmark):
 
 def test_report_tables(benchmark, tmp_path):
     from _runs import write_run
-    from bench.report import build_tables
-    from bench.runs import load_runs
+    from bench.report.runs import load_runs
+    from bench.report.tables import build_tables
 
     runs = load_runs([write_run(tmp_path)])
     tables = benchmark(build_tables, runs, None, None, True)

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.methods.backbones import create_backbone
+from bench.methods.core.backbones import create_backbone
 from bench.methods.trustgan import TrustGANConfig, _Trainer
 from bench.methods.trustgan_nets import Attacker, DilatedConv
 

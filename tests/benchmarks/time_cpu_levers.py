@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
-from bench.methods.attacks import input_grad, perturb
-from bench.methods.backbones import create_backbone
-from bench.methods.training import eval_mode
+from bench.methods.core.attacks import input_grad, perturb
+from bench.methods.core.backbones import create_backbone
+from bench.methods.core.training import eval_mode
 
 p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 p.add_argument("--threads", type=int, default=1)

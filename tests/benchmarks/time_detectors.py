@@ -28,7 +28,7 @@ from bench.datasets.mnist import load_embedded
 from bench.datasets.source import embedded
 from bench.datasets.splits import SplitSpec, split
 from bench.methods import METHODS
-from bench.methods.base import FitContext
+from bench.methods.core.base import FitContext
 
 DETECTORS = ["mahalanobis", "rmd", "knn", "vim", "react", "ash", "gen", "dice", "scale"]  # + odin, timed apart
 

@@ -9,7 +9,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.methods.base import ConfidenceMethod, FitContext, Training, register
+from bench.methods.core.base import ConfidenceMethod, FitContext, Training, register
 
 
 @dataclass(frozen=True)
