@@ -110,6 +110,7 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
     from bench.methods.core.base import FitContext
     from bench.run.progress import Bars
     from bench.run.provenance import manifest_base
+    from bench.run.rows import tidy
     from bench.run.store import RunStore, cell_key
     from bench.utils import resolve_device, to_jsonable
 
@@ -156,16 +157,17 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
     n = min(len(test), cfg.eval.max_eval) if cfg.eval.max_eval else len(test)
     rows = transfer_matrix(models, test.images[:n], test.labels[:n], args.attack, eps_list, device)
     for src in dict.fromkeys(r["source"] for r in rows):
-        tidy = []
+        cell: list[dict] = []
         for r in (r for r in rows if r["source"] == src):
             b, seed = r["target"].split("/seed")
             base = {"run_id": store.run_id, "method": "baseline", "backbone": b, "seed": int(seed), "fold": 0,
                     "eval_set": f"transfer:{src}", "shift": args.attack if src != "clean" else "none",
                     "severity": f"{r['eps']:g}" if src != "clean" else ""}
-            tidy.append({**base, "metric": "accuracy", "value": r["accuracy"]})
+            values = {"accuracy": r["accuracy"]}
             if src != "clean" and r["target"] == src:
-                tidy.append({**base, "metric": "gen_seconds", "value": r["gen_seconds"]})
-        store.write_cell(cell_key("transfer", 0, 0, src.replace("/", "-")), tidy)
+                values["gen_seconds"] = r["gen_seconds"]
+            cell += tidy(values, base)
+        store.write_cell(cell_key("transfer", 0, 0, src.replace("/", "-")), cell)
     path = store.write_results_csv()
     for eps in eps_list:
         out.print(matrix_table(rows, eps, args.attack))

@@ -123,6 +123,7 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
     from bench.methods import METHODS
     from bench.methods.core.base import FitContext
     from bench.run.provenance import manifest_base
+    from bench.run.rows import tidy
     from bench.run.store import RunStore, cell_key, check_new_out
     from bench.utils import resolve_device, to_jsonable
 
@@ -150,15 +151,15 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
     for method in methods:
         config = METHODS.get(method).Config(**cfg.options_for(method))
         m = fit.fit_method(method, cfg.backbone, 10, args.seed, train, val, config=config)
-        tidy = []
+        cell: list[dict] = []
         for name, algo, p, xi in sets:
             err.print(f"{method}: {name}", highlight=False, soft_wrap=True)
             extra = evalsets.build(name, ectx, m).extra
             rows.append({"method": method, "algo": algo, "p": p, "xi": xi, **{k: extra[k] for k in METRICS}})
             base = {"run_id": store.run_id, "method": method, "backbone": m.backbone, "seed": args.seed, "fold": 0,
                     "eval_set": name, "shift": "uap", "severity": f"{p}:{xi:g}"}
-            tidy += [{**base, "metric": k, "value": float(extra[k])} for k in METRICS]
-        store.write_cell(cell_key(method, args.seed, 0, "uap-sweep"), tidy)
+            cell += tidy({k: extra[k] for k in METRICS}, base)
+        store.write_cell(cell_key(method, args.seed, 0, "uap-sweep"), cell)
     path = store.write_results_csv()
     out.print(table(rows, methods, algos))
     paths = plot(rows, methods, algos, store.dir)

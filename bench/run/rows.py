@@ -11,6 +11,7 @@ import torch
 from bench import metrics
 from bench.datasets.evalsets import EvalData
 from bench.methods.core.base import ConfidenceMethod, Prediction
+from bench.run.store import ROW_FIELDS
 from bench.utils import sync
 
 
@@ -64,5 +65,16 @@ def cost_rows(method: ConfidenceMethod, infer_ms: float) -> dict[str, float]:
     return out
 
 
+#: the fields that name a row's cell: every field of ``ROW_FIELDS`` but the metric and its value
+CELL_FIELDS = ROW_FIELDS[:-2]
+
+
 def tidy(values: dict[str, float], base: dict[str, Any]) -> list[dict[str, Any]]:
-    return [{**base, "metric": k, "value": float(v)} for k, v in values.items()]
+    """The one constructor of tidy rows (one value per row, fields ``ROW_FIELDS`` of bench/run/store.py), used by
+    every writer: runs and ``bench.evaluate``, ``bench score``, ``bench rescore``, ``bench transfer`` and ``bench
+    uap-sweep``. ``base`` names the cell with exactly ``CELL_FIELDS``; seed and fold become ints, the rest text."""
+    if set(base) != set(CELL_FIELDS):
+        missing, extra = sorted(set(CELL_FIELDS) - set(base)), sorted(set(base) - set(CELL_FIELDS))
+        raise ValueError(f"a row's cell is named by {CELL_FIELDS}: missing {missing}, unknown {extra}")
+    cell = {f: int(base[f]) if f in ("seed", "fold") else str(base[f]) for f in CELL_FIELDS}
+    return [{**cell, "metric": str(k), "value": float(v)} for k, v in values.items()]
