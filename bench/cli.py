@@ -51,5 +51,5 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except OSError as e:  # a disk that filled up, a folder that vanished: one line, not a traceback
         where = f"{e.filename}: " if e.filename else ""
-        print(f"error: {where}{e.strerror or e}", file=sys.stderr)
+        print(f"error: {where}{e.strerror or e}".splitlines()[0], file=sys.stderr)
         return 1

@@ -9,6 +9,7 @@ the grid runs); and ``<method>.<option>`` for each method's own config (e.g. ``m
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -236,8 +237,9 @@ def resolve(layers: list[dict[str, Any]], method_configs: dict[str, type]) -> Ru
         raise UsageError(f"executor.kind={ex.kind!r} is not valid; use {' or '.join(EXECUTORS)} (--executor)")
     if ex.jobs < 0:
         raise UsageError(f"executor.jobs must be >= 1, or 0 for auto, got {ex.jobs} (--jobs N or --jobs auto)")
-    if ex.cpus_per_unit < 0 or ex.gpus_per_unit < 0 or ex.max_retries < 0:
-        raise UsageError("executor.cpus_per_unit, executor.gpus_per_unit and executor.max_retries must be >= 0")
+    if not (0 <= ex.cpus_per_unit < math.inf and 0 <= ex.gpus_per_unit < math.inf) or ex.max_retries < 0:
+        raise UsageError("executor.cpus_per_unit, executor.gpus_per_unit and executor.max_retries must be >= 0 "
+                         "and finite")
     return cfg
 
 

@@ -21,3 +21,7 @@ class TrainingError(BenchError):
 
 class NotFittedError(BenchError):
     """A method was used before ``fit`` or ``load_state_dict``."""
+
+
+class DiskFullError(BenchError):
+    """A write failed because the disk (or the user's quota) holding a folder is full."""

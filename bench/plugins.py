@@ -39,5 +39,13 @@ def load_plugins(specs: list[str] | None = None) -> list[str]:
                 importlib.import_module(spec)
         except ImportError as e:
             raise UsageError(f"BENCH_PLUGINS: cannot import {spec} ({e})") from None
+        except UsageError:
+            raise
+        except (Exception, SystemExit) as e:  # the plugin's own code raises or exits while it is imported
+            if spec.endswith(".py"):  # a half-run module is not a plugin
+                sys.modules.pop(f"bench_plugin_{Path(spec).stem}", None)
+            what = f"it calls sys.exit({e.code!r})" if isinstance(e, SystemExit) else \
+                f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}"
+            raise UsageError(f"BENCH_PLUGINS: {spec} fails to import ({what})") from None
         _loaded.append(spec)
     return list(_loaded)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import os
@@ -15,7 +16,7 @@ from typing import Any
 
 import torch
 
-from bench.errors import UsageError
+from bench.errors import DiskFullError, UsageError
 
 
 def current_umask() -> int:
@@ -36,11 +37,22 @@ def current_umask() -> int:
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write to a temp file in the same directory, fsync, then rename: readers never see a partial file. The file
     gets the permissions an ordinary ``open`` would (0666 less the umask), not mkstemp's private 0600, so that a
-    teammate can read a run."""
+    teammate can read a run. A full disk is a one-line DiskFullError naming the folder."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_then_rename(path, data)
+    except OSError as e:
+        # the OS names no file: say which folder to make room in
+        if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            raise DiskFullError(f"no space left on the device holding {path.parent} ({e.strerror}) while writing "
+                                f"{path.name}; free space there, or choose another folder") from None
+        raise
+
+
+def _write_then_rename(path: Path, data: bytes) -> None:
     from bench import faults
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         if hasattr(os, "fchmod"):

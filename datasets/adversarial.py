@@ -45,6 +45,8 @@ def parse_params(text: str, family: str, allowed: dict[str, type]) -> dict[str, 
         if not sep or key not in allowed:
             raise UsageError(f"{family}:{text}: bad parameter {part!r}; use {family}:" +
                              ",".join(f"{k}=..." for k in allowed))
+        if key in out:  # the later value would win silently
+            raise UsageError(f"{family}:{text}: parameter {key} is given twice; give it once")
         try:
             out[key] = allowed[key](value)
         except ValueError:

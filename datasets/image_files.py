@@ -68,8 +68,52 @@ def to_labels(arr: np.ndarray, n: int, source: str) -> torch.Tensor:
     return torch.from_numpy(a.astype(np.int64))
 
 
+#: the largest image side (height or width, pixels) --data and data-shaped --ood sets read; BENCH_MAX_IMAGE_SIDE
+#: overrides it. bench's models are built for small images: a 3000 x 3000 folder would be decoded whole into memory
+MAX_IMAGE_SIDE = 1024
+
+
+def max_image_side() -> int:
+    import os
+
+    text = os.environ.get("BENCH_MAX_IMAGE_SIDE", str(MAX_IMAGE_SIDE))
+    try:
+        side = int(text)
+    except ValueError:
+        side = 0
+    if side < 1:
+        raise UsageError(f"BENCH_MAX_IMAGE_SIDE={text!r} must be a whole number of pixels >= 1")
+    return side
+
+
+def check_side(height: int, width: int, source: str) -> None:
+    """Refuse images larger than ``max_image_side()`` from their declared size, before any pixel is decoded."""
+    side = max_image_side()
+    if max(height, width) > side:
+        raise UsageError(f"{source}: images of {width}x{height} pixels (W x H) are larger than bench reads ({side} "
+                         "a side; BENCH_MAX_IMAGE_SIDE raises it); shrink them first")
+
+
+def _declared_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Array name -> shape, from the .npz members' headers (nothing is read but the headers)."""
+    shapes = {}
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            if info.filename.endswith(".npy"):
+                with zf.open(info) as f:
+                    version = np.lib.format.read_magic(f)
+                    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                        np.lib.format.read_array_header_2_0
+                    shapes[info.filename[:-4]] = tuple(read(f)[0])
+    return shapes
+
+
 def read_npz(path: Path) -> dict[str, np.ndarray]:
     try:
+        for key, shape in _declared_shapes(path).items():
+            if len(shape) in (3, 4):  # (N, H, W), (N, C, H, W) or channels last (N, H, W, C), refused later
+                last = len(shape) == 4 and shape[1] not in (1, 3) and shape[-1] in (1, 3, 4)
+                check_side(*(shape[1:3] if last else shape[-2:]), f"{path}[{key}]")
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.keys()}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
@@ -98,6 +142,7 @@ def open_image(path: Path) -> Iterator[Any]:
 
 def read_image(f: Path) -> np.ndarray:
     with open_image(f) as im:
+        check_side(im.height, im.width, str(f))  # from the header: the pixels are decoded by convert below
         grey = im.mode in GREY_MODES
         return np.asarray(im.convert("L" if grey else "RGB"), dtype=np.uint8)
 

@@ -36,7 +36,16 @@ import numpy as np
 import torch
 
 from bench.datasets.idx import parse_idx, read_bytes
-from bench.datasets.image_files import IMAGE_SUFFIXES, read_image, read_npz, read_ood, shape_text, to_images, to_labels
+from bench.datasets.image_files import (
+    IMAGE_SUFFIXES,
+    check_side,
+    read_image,
+    read_npz,
+    read_ood,
+    shape_text,
+    to_images,
+    to_labels,
+)
 from bench.datasets.mnist import ImageSet
 from bench.errors import UsageError
 
@@ -145,6 +154,9 @@ def _read_npz(path: Path) -> tuple[str, list[tuple[torch.Tensor, torch.Tensor]]]
 
 def _read_idx(paths: list[Path]) -> tuple[str, list[tuple[torch.Tensor, torch.Tensor]]]:
     arrays = [parse_idx(read_bytes(p), str(p)).numpy() for p in paths]
+    for p, a in zip(paths[::2], arrays[::2]):  # before the copies to_images makes
+        if a.ndim >= 3:
+            check_side(*a.shape[-2:], str(p))
     parts = [_pair(arrays[i], arrays[i + 1], str(paths[i])) for i in range(0, len(paths), 2)]
     return ("idx" if len(paths) == 2 else "idx-split"), parts
 
@@ -171,6 +183,10 @@ def _read_folder(root: Path) -> tuple[str, list[tuple[torch.Tensor, torch.Tensor
         if not part:
             raise UsageError(f"{r} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in its class "
                              "subfolders")
+        empty = [d for d in _class_dirs(r) if not any(d in f.parents for f, _ in part)]
+        if empty:  # a class without images: dropped silently when it sorts last (K would not match the manifest)
+            raise UsageError(f"{empty[0]} is a class folder without image files ({', '.join(sorted(IMAGE_SUFFIXES))})"
+                             "; add its images or remove the folder")
         files.append(part)
     pixels = [[read_image(f) for f, _ in part] for part in files]
     colour = any(p.ndim == 3 for part in pixels for p in part)

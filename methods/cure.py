@@ -21,6 +21,7 @@ Facts and choices (see docs/robustness.md):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -41,7 +42,7 @@ class CureConfig(Options):
     h: tuple[float, ...] = (0.1, 0.4, 0.8, 1.8, 3.0)  # h per epoch (pixel-space l2), the last value repeats
 
     def check(self) -> None:
-        if not self.h or any(v <= 0 for v in self.h):
+        if not self.h or not all(math.isfinite(v) and v > 0 for v in self.h):  # nan and inf too
             raise UsageError(f"cure.h must be one or more positive numbers (per epoch), got {self.h!r}; "
                              "e.g. --set cure.h=0.1,0.4,0.8,1.8,3")
 

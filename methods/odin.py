@@ -27,7 +27,9 @@ from bench.methods.core.options import Options, option
 @dataclass(frozen=True)
 class ODINConfig(Options):
     temperature: float = option(1000.0, gt=0)  # Liang et al. 2018
-    eps: float = option(0.0014, ge=0)  # perturbation size in [0, 1] pixel units (Liang et al. 2018, CIFAR-10)
+    # perturbation size in [0, 1] pixel units (Liang et al. 2018, CIFAR-10); at most 1, a step across the whole pixel
+    # range (the paper's grid tops out at 0.004)
+    eps: float = option(0.0014, ge=0, le=1)
 
 
 @register("odin", "Temperature + input perturbation along the gradient of the max softmax (Liang et al. 2018; "

@@ -17,6 +17,7 @@ in the fitted method's ``train_log.extra``.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import torch
@@ -33,7 +34,8 @@ MSP = -1.0  # p_used when the MSP fallback won
 
 @dataclass(frozen=True)
 class PNormConfig(Options):
-    p: float = option(-1.0, ge=0, also=(-1.0,))  # -1 = chosen on validation by AURC; >= 0 fixes it
+    # -1 = chosen on validation by AURC; >= 0 fixes it; inf is the max-norm (torch's ord=inf)
+    p: float = option(-1.0, ge=0, also=(-1.0, math.inf))
     grid_max: int = option(9, ge=0)  # the grid is p = 0, 1, ..., grid_max (authors' code: 0..9)
     msp_fallback: bool = option(True)  # the MSP competes in the choice (authors' code default)
     centralize: bool = option(True)  # subtract the mean logit first (the paper's final method)

@@ -125,6 +125,31 @@ CASES: list[tuple[list[str], int, str]] = [
     ([*RUN, "--set", "eval.batch_size=0"], USAGE, "eval.batch_size must be >= 1"),
     ([*RUN, "--set", "eval.cost_images=0"], USAGE, "eval.cost_images must be >= 1"),
     ([*RUN, "--set", "eval.cost_images=-5"], USAGE, "eval.cost_images must be >= 1"),
+    # --- run: options must be finite (issue 35 item 1): nan passes no bound, inf passes every lower one -------------
+    ([*RUN, "--set", "odin.temperature=inf"], USAGE, "odin.temperature must be > 0 and finite, got inf"),
+    ([*RUN, "--set", "odin.temperature=nan"], USAGE, "odin.temperature must be > 0, got nan"),
+    ([*RUN, "--set", "odin.eps=1e6"], USAGE, "odin.eps must be in [0, 1], got 1000000.0"),
+    ([*RUN, "--set", "train.lr=inf"], USAGE, "train.lr must be > 0 and finite, got inf"),
+    ([*RUN, "--set", "energy.temperature=inf"], USAGE, "energy.temperature must be > 0 and finite"),
+    ([*RUN, "--set", "trustgan.weight_decay=inf"], USAGE, "trustgan.weight_decay must be >= 0 and finite"),
+    ([*RUN, "--set", "pnorm.p=nan"], USAGE, "pnorm.p must be -1.0 or inf or >= 0, got nan"),
+    ([*RUN, "--set", "cure.h=0.1,nan"], USAGE, "cure.h must be one or more positive numbers"),
+    ([*RUN, "--set", "cure.h=inf"], USAGE, "cure.h must be one or more positive numbers"),
+    ([*RUN, "--set", "executor.cpus_per_unit=inf"], USAGE, "must be >= 0 and finite"),
+    # --- run: a parameter given twice (the later would win silently) ------------------------------------------------
+    ([*RUN, "--datasets", "fgsm:eot=2,eot=3"], USAGE, "fgsm:eot=2,eot=3: parameter eot is given twice"),
+    ([*RUN, "--datasets", "pgd:eps=0.1,eps=0.2"], USAGE, "parameter eps is given twice"),
+    ([*RUN, "--datasets", "uap:xi=0.2,xi=0.3"], USAGE, "parameter xi is given twice"),
+    # --- run: code you name that exits or raises: one line naming the file ------------------------------------------
+    ([*RUN, "--model", "{exit_py}:Net"], USAGE, "{exit_py} fails to import (it calls sys.exit(3))"),
+    ([*RUN, "--model", "{raise_py}:Net"], USAGE, "{raise_py} fails to import (RuntimeError: no GPU here)"),
+    ([*RUN, "--model", "{ctor_exit_py}:Net"], USAGE, "Net() in {ctor_exit_py} fails (it calls sys.exit(3))"),
+    ([*RUN, "--model", "{meta_py}:Net"], USAGE, "has tensors on the meta device (1.weight"),
+    ([*RUN, "--model", "{complex_py}:Net"], USAGE, "returns torch.complex64 logits; it must return real numbers"),
+    # --- run: --data ------------------------------------------------------------------------------------------------
+    ([*RUN, "--data", "d={empty_class}"], USAGE, "c is a class folder without image files"),
+    ([*RUN, "--data", "big={big_images}"], USAGE, "images of 3000x3000 pixels (W x H) are larger than bench reads"),
+    ([*RUN, "--data", "big={big_npz}"], USAGE, "images of 3000x3000 pixels (W x H) are larger than bench reads"),
     # --- run: executor and device -----------------------------------------------------------------------------------
     ([*RUN, "--set", "executor.kind=slurm"], USAGE, "executor.kind='slurm' is not valid"),
     ([*RUN, "--set", "executor.jobs=-1"], USAGE, "executor.jobs must be >= 1, or 0 for auto"),
@@ -204,6 +229,17 @@ CASES: list[tuple[list[str], int, str]] = [
     (["report", "{run}", "--plots", "{file}/plots"], USAGE, "cannot write to --plots"),
     (["report", "{run}", "--plots", "{file}"], USAGE, "cannot write to --plots"),
     (["report", "{run}", "--frobnicate"], USAGE, "unrecognized arguments"),
+    (["report", "{csv_word}"], USAGE, "line 2: mean='high' is not a number"),
+    (["report", "{csv_short}"], USAGE, "line 3 has 4 cells, not 13"),
+    (["report", "{csv_long}"], USAGE, "line 2 has 14 cells, not 13"),
+    (["report", "{csv_latin1}"], USAGE, "is not UTF-8 text"),
+    # --- gallery and uap-sweep --------------------------------------------------------------------------------------
+    (["gallery", "{run}", "--targeted-eps", "nan"], USAGE, "--targeted-eps nan must be in [0, 1]"),
+    (["gallery", "{run}", "--targeted-eps", "inf"], USAGE, "--targeted-eps inf must be in [0, 1]"),
+    (["gallery", "{garbage_predictions}", "--sections", "samples", "--out", "{dir}/g"], USAGE,
+     "is not a predictions file bench wrote"),
+    (["uap-sweep", "--linf", "0.1,0.1"], USAGE, "--linf '0.1,0.1' repeats a radius (0.1)"),
+    (["uap-sweep", "--linf", "", "--l2", "1,1.0,2"], USAGE, "repeats a radius (1)"),
     # --- compare ----------------------------------------------------------------------------------------------------
     (["compare", "{run}"], USAGE, "the following arguments are required: --baseline"),
     (["compare", "{run}", "--baseline", "{missing}"], USAGE, "does not exist; make one with"),
@@ -375,6 +411,7 @@ def world(tmp_path_factory):
     paths["bad_npz"].write_bytes(b"PK\x03\x04 broken zip")
     paths["idx_bad"] = root / "images.idx"
     paths["idx_bad"].write_bytes(b"\x00\x00\x08\x09" + b"\x00" * 3)
+    _issue35_item1_files(root, paths)
     # baselines
     base = root / "baseline.json"
     code, _, err = run_main(["compare", str(paths["run"]), "--baseline", str(base), "--update"])
@@ -401,6 +438,66 @@ def world(tmp_path_factory):
     variant("base_config", lambda d: d.update(config="smoke"))
     variant("base_other", lambda d: d["config"].update(backbone="mlp"))
     return root, {k: str(v) for k, v in paths.items()}
+
+
+def _issue35_item1_files(root, paths: dict) -> None:
+    """Inputs of issue 35 item 1's cases: code that exits or raises, models on the meta device or with complex
+    outputs, an empty class folder, images too large, report CSVs that are not what bench writes, a run whose
+    predictions file is garbage."""
+    import io
+    import struct
+    import zlib
+
+    from bench.report.export import CSV_FIELDS
+
+    net = "from torch import nn\nclass Net(nn.Sequential):\n    def __init__(self):\n        super().__init__({})\n"
+    code = {"exit_py": "import sys\nsys.exit(3)\n", "raise_py": "raise RuntimeError('no GPU here')\n",
+            "ctor_exit_py": "import sys\nfrom torch import nn\nclass Net(nn.Module):\n    def __init__(self):\n"
+                            "        sys.exit(3)\n",
+            "meta_py": net.format("nn.Flatten(), nn.Linear(784, 10, device='meta')"),
+            "complex_py": "import torch\nfrom torch import nn\nclass Net(nn.Module):\n    def forward(self, x):\n"
+                          "        return torch.zeros(len(x), 10, dtype=torch.complex64)\n"}
+    for name, text in code.items():
+        paths[name] = root / f"{name}.py"
+        paths[name].write_text(text)
+    from PIL import Image
+
+    paths["empty_class"] = root / "classes"
+    for c in ("a", "b", "c"):  # c, the last class, is an empty folder
+        (paths["empty_class"] / c).mkdir(parents=True)
+    for c in ("a", "b"):
+        for i in range(3):
+            Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(paths["empty_class"] / c / f"{i}.png")
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    paths["big_images"] = root / "big"
+    for c in ("a", "b"):  # a PNG header declaring 3000 x 3000 grey pixels: the size is known before any decoding
+        (paths["big_images"] / c).mkdir(parents=True)
+        (paths["big_images"] / c / "0.png").write_bytes(
+            b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 3000, 3000, 8, 0, 0, 0, 0))
+            + chunk(b"IEND", b""))
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False, "shape": (2, 3000, 3000)})
+    paths["big_npz"] = root / "big.npz"
+    import zipfile
+
+    with zipfile.ZipFile(paths["big_npz"], "w") as z:  # headers only: reading the arrays would fail
+        z.writestr("images.npy", header.getvalue())
+        z.writestr("labels.npy", header.getvalue())
+    head = ",".join(CSV_FIELDS) + "\n"
+    good = "id,mnist,accuracy,alpha,3,91.0,1.0,,,1,1,,1\n"
+    csvs = {"csv_word": head + good.replace("91.0", "high"), "csv_short": head + good + "id,mnist,auroc,alpha\n",
+            "csv_long": head + good.replace("\n", ",9\n")}
+    for name, text in csvs.items():
+        paths[name] = root / f"{name}.csv"
+        paths[name].write_text(text)
+    paths["csv_latin1"] = root / "csv_latin1.csv"
+    paths["csv_latin1"].write_bytes((head + good.replace("alpha", "\u00e9t\u00e9")).encode("latin-1"))
+    paths["garbage_predictions"] = write_run(root, "run-g", methods=("alpha",), seeds=(0,), predictions=True)
+    for f in (paths["garbage_predictions"] / "predictions").glob("*.npz"):
+        f.write_bytes(b"not an npz at all, and not a pickle either")
 
 
 def _id(case: tuple[list[str], int, str]) -> str:

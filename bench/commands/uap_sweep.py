@@ -43,9 +43,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def parse_radii(text: str, flag: str) -> list[float]:
     try:
-        return [float(r) for r in text.split(",") if r.strip()]
+        radii = [float(r) for r in text.split(",") if r.strip()]
     except ValueError:
         raise UsageError(f"{flag} {text!r} is malformed; use comma-separated numbers, e.g. {flag} 0.1,0.2") from None
+    twice = sorted({r for r in radii if radii.count(r) > 1})
+    if twice:  # refused, not merged: the sweep would otherwise hold fewer points than typed (as transfer --eps)
+        raise UsageError(f"{flag} {text!r} repeats a radius ({', '.join(f'{r:g}' for r in twice)}); give each once")
+    return radii
 
 
 def set_names(algos: list[str], linf: list[float], l2: list[float], params: str) -> list[tuple[str, str, str, float]]:

@@ -52,9 +52,10 @@ def make_gallery(run_dir: str | Path, out_dir: str | Path, cfg: GalleryConfig = 
         raise UsageError(f"--digits {cfg.digits} must be between 1 and 10")
     if not 0 <= cfg.target_index < 10_000:
         raise UsageError(f"--target-index {cfg.target_index} is outside the MNIST test set (0..9999)")
-    if cfg.targeted_eps < 0 or cfg.targeted_steps < 1 or cfg.judge_images < 1:
-        raise UsageError("--targeted-eps must be >= 0 (0 = the run's radius), --targeted-steps and "
-                         "--judge-images >= 1")
+    if not 0 <= cfg.targeted_eps <= 1:  # written so that nan is refused too; inf would clip every pixel
+        raise UsageError(f"--targeted-eps {cfg.targeted_eps} must be in [0, 1] (pixel units; 0 = the run's radius)")
+    if cfg.targeted_steps < 1 or cfg.judge_images < 1:
+        raise UsageError("--targeted-steps and --judge-images must be >= 1")
     view = RunView(Path(run_dir), cfg)
     if cfg.judge and cfg.judge not in view.methods:
         have = list(dict.fromkeys(r["method"] for r in view.rows))

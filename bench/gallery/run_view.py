@@ -85,8 +85,9 @@ class RunView:
         path = self.dir / "predictions" / f"{cell_key(method, self.seed, self.fold, eval_set)}.npz"
         if not path.exists():
             return None
-        with np.load(path) as z:
-            return {k: z[k] for k in z.files}
+        from bench.run.store import read_predictions
+
+        return read_predictions(path)
 
     def metric(self, method: str, eval_set: str, metric: str) -> float | None:
         for r in self.rows:

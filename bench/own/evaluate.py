@@ -10,6 +10,7 @@ Rows name the method ``<method>@<model>`` (backbone column: the model's name), s
 
 from __future__ import annotations
 
+import numbers
 import sys
 import tempfile
 import warnings
@@ -223,9 +224,41 @@ def _earlier_models(run_dir: Path) -> dict[str, dict[str, Any]]:
     return {e["name"]: e for e in entries if isinstance(e, dict) and isinstance(e.get("name"), str)}
 
 
+def _strings(value: Any, what: str, example: str) -> list[str]:
+    """A name or a list/tuple of names, else one line (a bare ``list(value)`` would split a string into letters or
+    fail with a TypeError far from the argument)."""
+    items = [value] if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else None
+    if items is None or not all(isinstance(v, str) for v in items):
+        raise UsageError(f"{what}={value!r} must be a name or a list of names, e.g. {what}={example}")
+    return items
+
+
+def _seeds(seed: Any) -> list[int]:
+    """An int or a list/tuple of ints; a string is refused (``list("12")`` is the seeds 1 and 2)."""
+    def is_int(v: Any) -> bool:
+        return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+    items = [seed] if is_int(seed) else list(seed) if isinstance(seed, (list, tuple)) else None
+    if items is None or not all(is_int(v) for v in items):
+        raise UsageError(f"seed={seed!r} must be an int or a list of ints, e.g. seed=0 or seed=[0, 1, 2]")
+    return [int(v) for v in items]
+
+
+def check_arguments(**args: Any) -> None:
+    """The types of ``evaluate``'s plain arguments, one line each (before anything runs)."""
+    for key in ("data", "device", "profile"):
+        if not isinstance(args[key], str):
+            raise UsageError(f"{key}={args[key]!r} must be a string")
+    if args["feature_layer"] is not None and not isinstance(args["feature_layer"], str):
+        raise UsageError(f"feature_layer={args['feature_layer']!r} must be the name of a submodule (a string) or None")
+    if args["options"] is not None and not isinstance(args["options"], dict):
+        raise UsageError(f"options={args['options']!r} must be a dict of 'section.key' -> value, e.g. "
+                         "{'eval.max_eval': 1000}")
+
+
 def _names(models: list[nn.Module], names: Sequence[str] | None) -> list[str]:
     if names is not None:
-        names = [names] if isinstance(names, str) else list(names)
+        names = _strings(names, "names", "['mine']")
         if len(names) != len(models):
             raise UsageError(f"{len(names)} names for {len(models)} models; give one name per model")
         if len(set(names)) != len(names) or any(not n or "@" in n for n in names):
@@ -260,6 +293,7 @@ def prepare(model: nn.Module | Sequence[nn.Module], *, methods: str | Sequence[s
     from bench.methods import METHODS
     from bench.utils import resolve_device
 
+    check_arguments(data=data, device=device, profile=profile, feature_layer=feature_layer, options=options)
     if data not in DATA_CLASSES and "=" not in str(data):
         raise UsageError(f"data={data!r}: use 'mnist' or your own labelled dataset as 'NAME=PATH' (an .npz, IDX "
                          "files IMAGES,LABELS or a folder of class subfolders; docs/your-data.md)")
@@ -268,11 +302,10 @@ def prepare(model: nn.Module | Sequence[nn.Module], *, methods: str | Sequence[s
         raise UsageError("no model given; pass an nn.Module or a list of them")
     model_names = _names(raw, names)
     if layers is None:
-        seeds = [seed] if isinstance(seed, int) else list(seed)
-        flags: dict[str, Any] = {"methods": [methods] if isinstance(methods, str) else list(methods),
-                                 "seeds": seeds, "device": device}
+        flags: dict[str, Any] = {"methods": _strings(methods, "methods", "['msp', 'energy']"), "seeds": _seeds(seed),
+                                 "device": device}
         if datasets is not None:
-            flags["datasets"] = [datasets] if isinstance(datasets, str) else list(datasets)
+            flags["datasets"] = _strings(datasets, "datasets", "['mnist', 'ood:fashion']")
         layers = [load_profile(profile), flags, _options(options)]
     layers = [*layers, {"backbone": "+".join(model_names)}]
     if data not in DATA_CLASSES:  # the user's own data (datasets/user_data.py): its test part is the ID set

@@ -33,6 +33,7 @@ from bench.errors import UsageError
 from bench.methods.core.base import FitContext
 from bench.methods.core.training import TrainLog
 
+_INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 FEATURE_FIX = "pass feature_layer='NAME' (CLI --feature-layer NAME), the submodule whose output is the features"
 
 
@@ -50,6 +51,10 @@ class UserModel(nn.Module):
         if not isinstance(model, nn.Module):
             raise UsageError(f"model {name} is a {type(model).__name__}, not a torch.nn.Module; pass the module "
                              "(or a TorchScript / torch.export file to bench run --model)")
+        meta = next((n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta), None)
+        if meta is not None:  # moving it to a device would raise deep inside torch ("Cannot copy out of meta tensor")
+            raise UsageError(f"model {name} has tensors on the meta device ({meta}: a shape without values); "
+                             "materialise it first (model.to_empty(device=...) and load_state_dict)")
         self.model = model
         self.name = name
         self.key = f"user:{name}"  # the model's identity within a run: shared logits and attacked sets
@@ -202,6 +207,11 @@ class UserModel(nn.Module):
                 got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
                 raise UsageError(f"model {self.name} returns {got} for {len(x)} images; it must return logits of "
                                  "shape (N, K) (one row per image)")
+            if out.is_complex() or not (out.is_floating_point() or out.dtype in _INT_DTYPES):
+                raise UsageError(f"model {self.name} returns {out.dtype} logits; it must return real numbers (a float "
+                                 "tensor)")
+            if out.is_meta:
+                raise UsageError(f"model {self.name} returns a tensor on the meta device (a shape without values)")
             if not torch.isfinite(out).all():
                 raise UsageError(f"model {self.name} returns non-finite logits (nan or inf) on {data} images in "
                                  "[0, 1]; check its normalisation and weights")

@@ -42,6 +42,13 @@ def _first_line(e: BaseException) -> str:
     return lines[0][:200] if lines else type(e).__name__
 
 
+def _what(e: BaseException) -> str:
+    """``Type: first line`` of an exception the user's code raised (SystemExit shows its exit code)."""
+    if isinstance(e, SystemExit):
+        return f"it calls sys.exit({e.code!r})"
+    return f"{type(e).__name__}: {_first_line(e)}"
+
+
 def is_python_spec(spec: str) -> bool:
     return _PY_SPEC.match(spec) is not None and not Path(spec).is_file()
 
@@ -121,15 +128,15 @@ def _from_python(spec: str, weights: str | None) -> LoadedModel:
             module = importlib.util.module_from_spec(mod_spec)  # type: ignore[arg-type]
             sys.modules[name] = module
             mod_spec.loader.exec_module(module)  # type: ignore[union-attr]
-        except Exception as e:  # the user's file fails to import
+        except (Exception, SystemExit) as e:  # the user's file fails to import, or calls sys.exit / exit()
             sys.modules.pop(name, None)
-            raise UsageError(f"--model {spec}: {path} fails to import ({type(e).__name__}: {_first_line(e)})") from None
+            raise UsageError(f"--model {spec}: {path} fails to import ({_what(e)})") from None
     else:
         try:
             module = importlib.import_module(where)
-        except Exception as e:  # not importable
-            raise UsageError(f"--model {spec}: module {where} does not import ({type(e).__name__}: "
-                             f"{_first_line(e)}); is it on PYTHONPATH?") from None
+        except (Exception, SystemExit) as e:  # not importable, or it exits
+            raise UsageError(f"--model {spec}: module {where} does not import ({_what(e)}); is it on PYTHONPATH?") \
+                from None
     factory = getattr(module, attr, None)
     if not callable(factory):
         found = sorted(k for k, v in vars(module).items() if isinstance(v, type) and issubclass(v, nn.Module)
@@ -138,9 +145,9 @@ def _from_python(spec: str, weights: str | None) -> LoadedModel:
                          f"{', '.join(found) or 'none'})")
     try:
         model = factory()
-    except Exception as e:  # the constructor needs arguments or fails
-        raise UsageError(f"--model {spec}: {attr}() fails ({type(e).__name__}: {_first_line(e)}); it must build the "
-                         "model without arguments (write a small factory function)") from None
+    except (Exception, SystemExit) as e:  # the constructor needs arguments, fails or exits
+        raise UsageError(f"--model {spec}: {attr}() in {where} fails ({_what(e)}); it must build the model without "
+                         "arguments (write a small factory function)") from None
     if not isinstance(model, nn.Module):
         raise UsageError(f"--model {spec}: {attr}() returns a {type(model).__name__}, not an nn.Module")
     if weights:

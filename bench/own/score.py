@@ -37,11 +37,16 @@ class Scored:
 
 def _array(x: Any, what: str) -> np.ndarray:
     if isinstance(x, torch.Tensor):
+        if x.is_meta:  # shapes without values: .cpu() would raise deep inside torch
+            raise UsageError(f"{what} is a tensor on the meta device (a shape without values); pass the real outputs")
         x = x.detach().cpu().numpy()
     try:
-        return np.asarray(x)
+        a = np.asarray(x)
     except Exception:  # anything that is not array-like
         raise UsageError(f"{what} is a {type(x).__name__}, not an array; pass numpy or torch arrays") from None
+    if np.iscomplexobj(a):  # torch and numpy would keep the real part with at most a warning
+        raise UsageError(f"{what} holds complex numbers ({a.dtype}); pass real-valued arrays")
+    return a
 
 
 #: the largest array an .npz given to bench score may declare (bytes); BENCH_MAX_ARRAY_GB overrides it
@@ -180,6 +185,9 @@ def score(outputs: Any, labels: Any, *, ood: Mapping[str, Any] | None = None, ki
     ``confidence``: an external method's own scores (higher = more trustworthy) instead of the max softmax.
     Returns tidy rows (the columns of results.csv); the method column is ``method`` (default msp, or
     ``confidence`` when given)."""
+    if ood is not None and (not isinstance(ood, Mapping) or not all(isinstance(k, str) for k in ood)):
+        raise UsageError(f"ood must be a dict of set name -> outputs, e.g. ood={{'noise': outputs}}, got a "
+                         f"{type(ood).__name__}")
     sets = [labelled(name, outputs, labels, kind, confidence)]
     for ood_name, value in (ood or {}).items():
         outs, conf = _ood_entry(ood_name, value)

@@ -18,9 +18,29 @@ from bench.report.groups import MEAN_SET, group_spec
 from bench.report.metric_facts import metric_info
 from bench.report.tables import Cell, Column, ReportTable, select, short_set
 
+NUMBERS = ("n", "mean", "std", "ci_low", "ci_high", "p_holm")  # the numeric columns; empty = not available
+
 
 def _float(text: str) -> float:
     return float(text) if text.strip() else float("nan")
+
+
+def _check_rows(p: Path, rows: list[dict]) -> None:
+    """Every row complete and every numeric cell a number, or one line naming the CSV line (the header is line 1;
+    a quoted cell spanning lines would shift the count, and `bench report` writes none)."""
+    for line, r in enumerate(rows, start=2):
+        if None in r or any(v is None for v in r.values()):  # DictReader: extra cells under None, missing ones None
+            got = len([v for k, v in r.items() if k is not None and v is not None]) + len(r.get(None) or [])
+            raise UsageError(f"{p} line {line} has {got} cells, not {len(CSV_FIELDS)}; write the CSV again with "
+                             "`bench report RUN --out FILE.csv`")
+        for key in NUMBERS:
+            try:
+                value = _float(r[key])
+                if key == "n" and not value.is_integer():
+                    raise ValueError
+            except ValueError:
+                raise UsageError(f"{p} line {line}: {key}={r[key]!r} is not a number; write the CSV again with "
+                                 "`bench report RUN --out FILE.csv`") from None
 
 
 def read_report_csv(path: str | Path, alpha: float = 0.05, ci: bool = False, metrics: list[str] | None = None,
@@ -28,7 +48,7 @@ def read_report_csv(path: str | Path, alpha: float = 0.05, ci: bool = False, met
     """The tables of a report CSV, filtered like ``build_tables`` (names or wildcards; unknown ones raise)."""
     p = Path(path)
     try:
-        with p.open(newline="") as f:
+        with p.open(newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
             if tuple(reader.fieldnames or ()) != CSV_FIELDS:
                 raise UsageError(f"{p} is not a CSV written by `bench report` (its columns are not "
@@ -36,8 +56,14 @@ def read_report_csv(path: str | Path, alpha: float = 0.05, ci: bool = False, met
             rows = list(reader)
     except OSError as e:
         raise UsageError(f"cannot read {p}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{p} is not UTF-8 text (`bench report` writes UTF-8); save it as UTF-8 or write it again "
+                         "with `bench report RUN --out FILE.csv`") from None
+    except csv.Error as e:
+        raise UsageError(f"{p} does not parse as CSV ({e})") from None
     if not rows:
         raise UsageError(f"{p} has no rows; write it again with `bench report RUN --out {p.name}`")
+    _check_rows(p, rows)
     all_methods = list(dict.fromkeys(r["method"] for r in rows))
     keep_methods = select(methods, all_methods, "method") if methods else all_methods
     keep_metrics = set(select(metrics, sorted({r["metric"] for r in rows}), "metric")) if metrics else None

@@ -21,6 +21,7 @@ from bench.report.groups import row_groups
 from bench.report.metric_facts import metric_info
 from bench.report.runs import RunSet
 from bench.report.tables import severity_value, short_set
+from bench.run.store import read_predictions
 
 ID_SET = "mnist"
 N_BINS = 15  # reliability bins, as the ECE metric
@@ -80,8 +81,7 @@ def predictions(runs: RunSet, method: str, eval_set: str) -> list[dict[str, np.n
     for (rid, seed, fold), _ in cells.groupby(["run_id", "seed", "fold"], sort=True):
         path = runs.prediction(rid, method, int(seed), int(fold), eval_set)
         if path.exists():
-            with np.load(path) as z:
-                out.append({k: z[k] for k in z.files})
+            out.append(read_predictions(path))
     return out
 
 

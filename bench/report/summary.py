@@ -86,6 +86,7 @@ def summary_tables(rows: list[dict[str, Any]], groups: dict[str, dict[str, str]]
         label = {s: s[4:] if s.startswith("ood:") else s for s in ordered}
         cols = [(s, "ood_auroc", f"{label[s]} ({group[s]})" if group[s] else label[s]) for s in ordered]
         tables.append(_table(f"OOD detection AUROC (%; {id_set} test = positive)", agg, cols))
-    tables.append(_table("cost (training on the run's device; peak RSS is the whole process's)", agg,
-                         [("cost", m, _header(m)) for m in COST_COLUMNS if ("cost", m) in present]))
+    cost = [("cost", m, _header(m)) for m in COST_COLUMNS if ("cost", m) in present]
+    if cost:  # saved outputs (bench score) have no cost rows: no empty table under a wrapped caption
+        tables.append(_table("cost (training on the run's device; peak RSS is the whole process's)", agg, cost))
     return tables

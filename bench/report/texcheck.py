@@ -101,7 +101,14 @@ def main(argv: list[str] | None = None) -> int:
         if not f.is_file():
             print(f"error: {f} does not exist", file=sys.stderr)
             return 2
-        texts.append(f.read_text())
+        try:
+            texts.append(f.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:  # bench writes UTF-8 tables; anything else would be a traceback here
+            print(f"error: {f} is not UTF-8 text; give a table file written by bench report (UTF-8)", file=sys.stderr)
+            return 2
+        except OSError as e:
+            print(f"error: cannot read {f}: {e.strerror or e}", file=sys.stderr)
+            return 2
     if pdflatex() is None:
         print("error: pdflatex is not installed (apt-get install texlive-latex-base texlive-latex-recommended "
               "texlive-science)", file=sys.stderr)

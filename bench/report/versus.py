@@ -19,6 +19,7 @@ from bench.errors import UsageError
 from bench.report.paired import Paired, combine, misclassification_difference, ood_difference
 from bench.report.runs import RunSet
 from bench.report.stats import holm
+from bench.run.store import read_predictions
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,7 @@ def _load(runs: RunSet, method: str, seed: int, fold: int, eval_set: str) -> dic
     if not path.is_file():
         raise UsageError(f"--versus needs per-sample predictions, and {path} is missing; re-run the cell with "
                          "`bench run --resume` or report without --versus")
-    with np.load(path) as z:
-        return {k: z[k] for k in ("probs", "confidence", "labels")}
+    return read_predictions(path, ("probs", "confidence", "labels"))
 
 
 def _training(method: str) -> str | None:

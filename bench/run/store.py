@@ -78,6 +78,25 @@ def check_new_out(run_dir: Path, flag: str = "--out") -> None:
                          "choose a new or empty folder")
 
 
+def read_predictions(path: Path, keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+    """The arrays of a cell's predictions file (``keys``: those only, each required), never unpickled; a damaged or
+    foreign file is one line naming it (numpy's own message would advise allow_pickle)."""
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if not isinstance(z, np.lib.npyio.NpzFile):
+                raise ValueError("a bare .npy array")
+            missing = [k for k in keys or () if k not in z.files]
+            if missing:
+                raise ValueError(f"no array {missing[0]!r}")
+            return {k: z[k] for k in (keys or z.files)}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        why = str(e).splitlines()[0] if isinstance(e, ValueError) and "pickle" not in str(e) else type(e).__name__
+        raise UsageError(f"{path} is not a predictions file bench wrote ({why}); remove it and finish the run again "
+                         "with `bench run --resume`") from None
+
+
 def fit_key(method: str, seed: int, fold: int) -> str:
     return f"{method}__seed{seed}__fold{fold}"
 

@@ -24,7 +24,7 @@ from bench.datasets import evalsets
 from bench.datasets.evalsets import EvalContext, EvalData
 from bench.datasets.source import DataSource, run_sets
 from bench.datasets.splits import SplitSpec, split
-from bench.errors import BenchError
+from bench.errors import BenchError, DiskFullError
 from bench.methods import METHODS
 from bench.methods.core.base import ConfidenceMethod, FitContext, Prediction, Training
 from bench.run.grid import COST_SET, Unit, UnitResult, eval_names, fitted_ok
@@ -141,6 +141,8 @@ class UnitWorker:
             finally:
                 self.bars.remove(task)
             self.store.clear_failure(method, seed, spec.fold)
+        except DiskFullError:  # not this method's failure: every later cell would fail the same way
+            raise
         except BenchError as e:
             out.errors.append({"method": method, "seed": seed, "fold": spec.fold, "error": str(e)})
             self.store.record_failure(out.errors[-1])

@@ -13,6 +13,7 @@ runner builds the config from the run's options, before any training.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -22,7 +23,8 @@ from bench.errors import UsageError
 @dataclass(frozen=True)
 class Range:
     """Valid values of one field: bounds (closed by default, ``gt``/``lt`` open), or a set of choices; ``also``
-    are extra accepted values outside the range (e.g. 0 = "take the run's value")."""
+    are extra accepted values outside the range (e.g. 0 = "take the run's value"). A float must be finite (nan and
+    inf are refused) unless ``also`` lists it: ``also=(math.inf,)`` is how an option says inf means something."""
 
     ge: float | None = None
     gt: float | None = None
@@ -40,6 +42,9 @@ class Range:
         # written as "not inside" so that NaN, which compares False with everything, is refused
         ok = ((self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
               and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))
+        if ok and isinstance(value, float) and not math.isfinite(value):  # inf passes "> 0"; nan passes no bounds
+            bounds = self.describe()
+            return f"must be {'' if bounds == 'anything' else bounds + ' and '}finite, got {value}"
         return None if ok else f"must be {self.describe()}, got {value}"
 
     def describe(self) -> str:
