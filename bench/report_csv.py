@@ -12,6 +12,7 @@ import csv
 import math
 from pathlib import Path
 
+from bench.counts import COUNT_METRICS, SetCount
 from bench.errors import UsageError
 from bench.export import CSV_FIELDS
 from bench.groups import MEAN_SET, group_spec
@@ -21,6 +22,18 @@ from bench.report import Cell, Column, ReportTable, select, short_set
 
 def _float(text: str) -> float:
     return float(text) if text.strip() else float("nan")
+
+
+def _counts(rows: list[dict[str, str]], methods: list[str], sets: list[str]) -> dict[str, SetCount]:
+    """A table's counts from its count rows (``bench.export.to_csv``), for the methods and sets it keeps."""
+    out = {}
+    for name in sets:
+        mine = [r for r in rows if r["eval_set"] == name and r["method"] in methods]
+        images = [_float(r["mean"]) for r in mine if r["metric"] == "n_images"]
+        if images:
+            errors = {r["method"]: _float(r["mean"]) for r in mine if r["metric"] == "n_errors"}
+            out[name] = SetCount(sum(images) / len(images), errors)
+    return out
 
 
 def read_report_csv(path: str | Path, alpha: float = 0.05, ci: bool = False, metrics: list[str] | None = None,
@@ -38,6 +51,8 @@ def read_report_csv(path: str | Path, alpha: float = 0.05, ci: bool = False, met
         raise UsageError(f"cannot read {p}: {e.strerror or e}") from None
     if not rows:
         raise UsageError(f"{p} has no rows; write it again with `bench report RUN --out {p.name}`")
+    counted = [r for r in rows if r["metric"] in COUNT_METRICS]  # the counts under each table, not columns
+    rows = [r for r in rows if r["metric"] not in COUNT_METRICS]
     all_methods = list(dict.fromkeys(r["method"] for r in rows))
     keep_methods = select(methods, all_methods, "method") if methods else all_methods
     keep_metrics = set(select(metrics, sorted({r["metric"] for r in rows}), "metric")) if metrics else None
@@ -70,7 +85,8 @@ def read_report_csv(path: str | Path, alpha: float = 0.05, ci: bool = False, met
                              "--ci out")
         title = group_spec(gkey)[0]
         present = [m for m in keep_methods if any(r["method"] == m for r in g)]
-        tables.append(ReportTable(gkey, title, present, columns, cells, max(c.n for c in cells.values()), ci, alpha))
+        tables.append(ReportTable(gkey, title, present, columns, cells, max(c.n for c in cells.values()), ci, alpha,
+                                  counts=_counts([r for r in counted if r["group"] == gkey], present, sets)))
     if not tables:
         raise UsageError("nothing to report: no selected metric occurs for the selected methods")
     return tables
