@@ -53,9 +53,9 @@ def counts_text(counts: dict[str, SetCount], label=lambda s: s, dash: str = "–
     if ood:
         parts.append("OOD images: " + ", ".join(f"{label(s)} {_n(c.images)}" for s, c in ood.items()))
     if labelled and len(labelled) <= LISTED_SETS:
-        parts.append(f"images, and misclassified images per seed (mean over seeds; fewest{dash}most over the methods): "
-                     + "; ".join(f"{label(s)} {_n(c.images)}, {_n(min(c.errors.values()))}{dash}"
-                                 f"{_n(max(c.errors.values()))}" for s, c in labelled.items()))
+        parts.append(f"misclassified images per seed (mean over seeds; fewest{dash}most over the methods): "
+                     + "; ".join(f"{label(s)} {_n(min(c.errors.values()))}{dash}{_n(max(c.errors.values()))} of "
+                                 f"{_n(c.images)}" for s, c in labelled.items()))
     elif labelled:
         sizes = sorted({c.images for c in labelled.values()})
         errs = [e for c in labelled.values() for e in c.errors.values()]

@@ -53,16 +53,16 @@ def counted_run(tmp_path):
 
 def test_each_table_states_its_counts(counted_run):
     tables = {t.key: t for t in build_tables(load_runs([counted_run]))}
-    assert ("fewest–most over the methods): mnist 100, 12–33." in tables["id"].caption())
+    assert ("fewest–most over the methods): mnist 12–33 of 100." in tables["id"].caption())
     assert tables["id"].counts["mnist"].errors == {"alpha": 12.0, "beta": 20.0, "gamma": 33.0}
     # adversarial: fgsm 0.1 means alpha 25, beta 21, gamma 31; fgsm 0.3: 36, 34, 39
-    assert "fgsm:eps=0.1 40, 21–31; fgsm:eps=0.3 40, 34–39." in tables["adversarial"].caption()
+    assert "fgsm:eps=0.1 21–31 of 40; fgsm:eps=0.3 34–39 of 40." in tables["adversarial"].caption()
     assert tables["ood-near"].caption().endswith("; OOD images: fashion 80.")
     assert tables["ood-far"].caption().endswith("; OOD images: uniform 60.")
     md = render(list(tables.values()), "md")
-    assert "mnist 100, 12–33" in md and "OOD images: fashion 80" in md
+    assert "mnist 12–33 of 100" in md and "OOD images: fashion 80" in md
     tex = to_latex(list(tables.values()))
-    assert "mnist 100, 12--33." in tex and "OOD images: fashion 80." in tex
+    assert "mnist 12--33 of 100." in tex and "OOD images: fashion 80." in tex
     # the counts are never columns, even when every metric is asked for
     everything = build_tables(load_runs([counted_run]), metrics=["*"])
     assert not {c.metric for t in everything for c in t.columns} & {"n_images", "n_errors"}
@@ -131,6 +131,6 @@ def test_terminal_summary_states_the_counts():
                      {**base, "eval_set": "ood:fashion", "shift": "ood", "metric": "ood_auroc", "value": 90.0},
                      {**base, "eval_set": "ood:fashion", "shift": "ood", "metric": "n_images", "value": 50.0}]
     tables = summary_tables(rows)
-    assert tables[0].caption.endswith("fewest–most over the methods): mnist 100, 5–8")
+    assert tables[0].caption.endswith("fewest–most over the methods): mnist 5–8 of 100")
     assert tables[1].caption == "OOD images: ood:fashion 50"
     assert tables[-1].caption is None  # cost: nothing counted
