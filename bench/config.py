@@ -39,12 +39,17 @@ class SplitConfig:
 @dataclass(frozen=True)
 class EvalConfig:
     max_eval: int = 0  # keep only the first n images of each eval set (0 = all)
+    #: a further cap on the model-dependent (attack) sets only: fgsm, pgd, uap, fooling (0 = no cap of their own).
+    #: Attacking every method's classifier dominates a full-size run's cost; the other sets can then run whole
+    max_attack: int = 0
     batch_size: int = 2048
     cost_images: int = 2000  # images timed for inference ms / 1k
 
     def __post_init__(self) -> None:
         if self.max_eval < 0:  # a negative n would act as a Python slice from the end
             raise UsageError(f"eval.max_eval must be >= 0 (0 = all), got {self.max_eval}")
+        if self.max_attack < 0:
+            raise UsageError(f"eval.max_attack must be >= 0 (0 = no cap of its own), got {self.max_attack}")
         for name in ("batch_size", "cost_images"):
             if getattr(self, name) < 1:
                 raise UsageError(f"eval.{name} must be >= 1, got {getattr(self, name)}")

@@ -11,7 +11,7 @@ function below takes as ``sets`` and an ``EvalContext`` carries.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -45,6 +45,7 @@ class EvalContext:
 
     data_dir: Path = field(default_factory=lambda: Path("data"))
     max_eval: int = 0  # 0 = whole set
+    max_attack: int = 0  # a further cap on the model-dependent sets (needs_model: attacks); 0 = none of its own
     allow_download: bool = True
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     cache_dir: Path | None = None
@@ -74,6 +75,13 @@ class EvalContext:
 
     def cap(self, n: int) -> int:
         return min(n, self.max_eval) if self.max_eval else n
+
+    def for_attacks(self) -> EvalContext:
+        """This context with ``max_attack`` folded into ``max_eval`` (the smaller cap wins), for building a
+        model-dependent set; the copy shares the cache of embedded data and source models."""
+        if not self.max_attack or (self.max_eval and self.max_eval <= self.max_attack):
+            return self
+        return replace(self, max_eval=self.max_attack)
 
 
 @dataclass(frozen=True)
@@ -298,7 +306,7 @@ def expand(patterns: list[str], sets: Registry | None = None) -> list[str]:
 
 def build(name: str, ctx: EvalContext, method=None) -> EvalData:
     spec, params = lookup(name, ctx.registry)
-    args = (ctx, method) if spec.needs_model else (ctx,)
+    args = (ctx.for_attacks(), method) if spec.needs_model else (ctx,)
     return spec.build(*args, params) if spec.family else spec.build(*args)
 
 

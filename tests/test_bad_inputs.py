@@ -122,6 +122,7 @@ CASES: list[tuple[list[str], int, str]] = [
     ([*RUN, "--set", "split.val_fraction=-0.1"], USAGE, "split.val_fraction must be in (0, 1)"),
     ([*RUN, "--set", "split.val_fraction=abc"], USAGE, "is not a valid float"),
     ([*RUN, "--set", "eval.max_eval=-1"], USAGE, "eval.max_eval must be >= 0"),
+    ([*RUN, "--set", "eval.max_attack=-1"], USAGE, "eval.max_attack must be >= 0"),
     ([*RUN, "--set", "eval.batch_size=0"], USAGE, "eval.batch_size must be >= 1"),
     ([*RUN, "--set", "eval.cost_images=0"], USAGE, "eval.cost_images must be >= 1"),
     ([*RUN, "--set", "eval.cost_images=-5"], USAGE, "eval.cost_images must be >= 1"),

@@ -150,7 +150,8 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
     spec = SplitSpec(cfg.split.val_fraction, cfg.split.split_seed, 1, 0, cfg.split.max_train)
     train, val = split(load_embedded("mnist", "train"), spec)
     fit = FitContext(device=device, recipe=cfg.train, split_id=spec.split_id, cache=CheckpointCache(cfg.cache_dir))
-    ectx = EvalContext(max_eval=cfg.eval.max_eval, device=device, cache_dir=Path(cfg.cache_dir))
+    ectx = EvalContext(max_eval=cfg.eval.max_eval, max_attack=cfg.eval.max_attack, device=device,
+                       cache_dir=Path(cfg.cache_dir))
     rows: list[dict] = []
     for method in methods:
         config = METHODS.get(method).Config(**cfg.options_for(method))

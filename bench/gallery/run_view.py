@@ -61,6 +61,7 @@ class RunView:
         self.ctx_args = {"data_dir": Path(config.get("data_dir") or "data"), "allow_download": False,
                          "cache_dir": Path(cache_dir), "device": torch.device(cfg.device)}
         self.max_eval = int(config.get("eval", {}).get("max_eval", 0) or 0)
+        self.max_attack = int(config.get("eval", {}).get("max_attack", 0) or 0)
         self.device = torch.device(cfg.device)
         self._fitted: dict[str, Any] = {}
         self._data: dict = {}  # embedded data sets, loaded once
@@ -78,8 +79,8 @@ class RunView:
 
     def context(self, max_eval: int | None = None) -> EvalContext:
         """An eval context like the run's (its cap unless ``max_eval``); all share one cache of embedded data."""
-        return EvalContext(max_eval=self.max_eval if max_eval is None else max_eval, _cache=self._data,
-                           **self.ctx_args)
+        return EvalContext(max_eval=self.max_eval if max_eval is None else max_eval, max_attack=self.max_attack,
+                           _cache=self._data, **self.ctx_args)
 
     def saved(self, method: str, eval_set: str) -> dict[str, np.ndarray] | None:
         path = self.dir / "predictions" / f"{cell_key(method, self.seed, self.fold, eval_set)}.npz"

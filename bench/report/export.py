@@ -118,6 +118,13 @@ def to_csv(tables: list[ReportTable]) -> str:
                 w.writerow([t.key, c.eval_set, c.metric, m, cell.n, num(cell.mean), num(cell.std), num(cell.ci_low),
                             num(cell.ci_high), int(cell.best), int(cell.tied), num(cell.p_holm),
                             {1: 1, -1: 0}.get(c.better, "")])
+        # the counts under the table (bench/report/counts.py): images per set, each method's mean errors per seed
+        for eval_set, count in t.counts.items():
+            for m in t.methods:
+                values = {"n_images": count.images, "n_errors": count.errors.get(m)}
+                for metric, value in values.items():
+                    if value is not None and (metric == "n_images" or count.errors):
+                        w.writerow([t.key, eval_set, metric, m, t.units, num(value), "", "", "", 0, 0, "", ""])
     return buf.getvalue()
 
 

@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 
 from bench.errors import UsageError
+from bench.report.counts import COUNT_METRICS, SetCount
 from bench.report.export import CSV_FIELDS
 from bench.report.groups import MEAN_SET, group_spec
 from bench.report.metric_facts import metric_info
@@ -41,6 +42,16 @@ def _check_rows(p: Path, rows: list[dict]) -> None:
             except ValueError:
                 raise UsageError(f"{p} line {line}: {key}={r[key]!r} is not a number; write the CSV again with "
                                  "`bench report RUN --out FILE.csv`") from None
+def _counts(rows: list[dict[str, str]], methods: list[str], sets: list[str]) -> dict[str, SetCount]:
+    """A table's counts from its count rows (``bench.report.export.to_csv``), for the methods and sets it keeps."""
+    out = {}
+    for name in sets:
+        mine = [r for r in rows if r["eval_set"] == name and r["method"] in methods]
+        images = [_float(r["mean"]) for r in mine if r["metric"] == "n_images"]
+        if images:
+            errors = {r["method"]: _float(r["mean"]) for r in mine if r["metric"] == "n_errors"}
+            out[name] = SetCount(sum(images) / len(images), errors)
+    return out
 
 
 def read_report_csv(path: str | Path, alpha: float = 0.05, ci: bool = False, metrics: list[str] | None = None,
@@ -64,6 +75,8 @@ def read_report_csv(path: str | Path, alpha: float = 0.05, ci: bool = False, met
     if not rows:
         raise UsageError(f"{p} has no rows; write it again with `bench report RUN --out {p.name}`")
     _check_rows(p, rows)
+    counted = [r for r in rows if r["metric"] in COUNT_METRICS]  # the counts under each table, not columns
+    rows = [r for r in rows if r["metric"] not in COUNT_METRICS]
     all_methods = list(dict.fromkeys(r["method"] for r in rows))
     keep_methods = select(methods, all_methods, "method") if methods else all_methods
     keep_metrics = set(select(metrics, sorted({r["metric"] for r in rows}), "metric")) if metrics else None
@@ -96,7 +109,8 @@ def read_report_csv(path: str | Path, alpha: float = 0.05, ci: bool = False, met
                              "--ci out")
         title = group_spec(gkey)[0]
         present = [m for m in keep_methods if any(r["method"] == m for r in g)]
-        tables.append(ReportTable(gkey, title, present, columns, cells, max(c.n for c in cells.values()), ci, alpha))
+        tables.append(ReportTable(gkey, title, present, columns, cells, max(c.n for c in cells.values()), ci, alpha,
+                                  counts=_counts([r for r in counted if r["group"] == gkey], present, sets)))
     if not tables:
         raise UsageError("nothing to report: no selected metric occurs for the selected methods")
     return tables

@@ -20,7 +20,7 @@ from bench.errors import UsageError
 from bench.report.metric_facts import default_tolerances, metric_info
 from bench.report.runs import RunSet
 from bench.report.stats import summarize
-from bench.run.result_keys import CELL_KEYS, RESULT_KEYS
+from bench.run.result_keys import CELL_KEYS, RESULT_KEYS, with_added
 from bench.utils import atomic_write_text
 
 SCHEMA = 1
@@ -96,7 +96,7 @@ def tracked_values(runs: RunSet) -> dict[tuple[str, str, str], tuple[float, int]
 
 
 def _run_config(runs: RunSet) -> dict[str, Any]:
-    cfg = next(iter(runs.manifests.values())).get("config", {})
+    cfg = with_added(next(iter(runs.manifests.values())).get("config", {}))
     return {k: cfg.get(k) for k in CONFIG_KEYS}
 
 
@@ -205,9 +205,10 @@ def _close(a: float | None, b: float | None, tol: float) -> bool:
 def check_config(runs: RunSet, baseline: dict[str, Any], path: Path) -> None:
     if len(runs.manifests) != 1:
         raise UsageError("compare checks one run against a baseline; give a single run directory")
-    ours, theirs = _run_config(runs), baseline.get("config") or {}
+    given = baseline.get("config") or {}
+    ours, theirs = _run_config(runs), with_added(given)  # a baseline older than a key holds its old value
     for key in CONFIG_KEYS:
-        if key in theirs and ours.get(key) != theirs.get(key):
+        if key in given and ours.get(key) != theirs.get(key):
             raise UsageError(f"the run's {key} ({ours.get(key)!r}) differs from the baseline's ({theirs.get(key)!r}); "
                              f"compare a run made the same way, or accept the change with --update "
                              f"(writes {path})")

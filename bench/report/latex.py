@@ -23,6 +23,7 @@ import math
 import re
 from dataclasses import dataclass
 
+from bench.report.counts import counts_text
 from bench.report.groups import MEAN_SET
 from bench.report.tables import Cell, Column, ReportTable, short_set
 
@@ -220,6 +221,16 @@ def short_title(t: ReportTable) -> str:
 
 
 def short_caption(t: ReportTable, ci: bool, part: str) -> str:
+    return _short_caption(t, ci, part) + _counts(t)
+
+
+def _counts(t: ReportTable) -> str:
+    """The table's image and error counts (bench/report/counts.py) as a last caption sentence; '' without them."""
+    text = counts_text(t.counts, short_set, dash="--")
+    return f" {tex_escape(text[0].upper() + text[1:])}." if text else ""
+
+
+def _short_caption(t: ReportTable, ci: bool, part: str) -> str:
     title = tex_escape(short_title(t)) + part
     if ci:
         return (f"{title}: 95\\% percentile-bootstrap intervals of the mean over {t.units} seeds "

@@ -76,7 +76,8 @@ def _slice(t: ReportTable, idx: list[int], part: str, labels: dict[int, tuple[st
         cols.append(replace(c, set_label=set_label, label=label))
     cells = {(m, k): t.cells[(m, j)] for k, j in enumerate(idx) for m in t.methods if (m, j) in t.cells}
     units = max((c.n for c in cells.values()), default=0)
-    return replace(t, columns=cols, cells=cells, units=units, part=part)
+    counts = {s: n for s, n in t.counts.items() if s in {c.eval_set for c in cols}}  # those of the slice's sets
+    return replace(t, columns=cols, cells=cells, units=units, part=part, counts=counts)
 
 
 def _by_metric(t: ReportTable, idx: list[int], prefix: str = "") -> list[ReportTable]:

@@ -78,6 +78,10 @@ METRICS: dict[str, MetricInfo] = {
     "forward_passes": MetricInfo("passes", 0, "", 0, tolerance=0.0),
     "epochs": MetricInfo("epochs", 0, "", 0, tolerance=0.0),
     "best_epoch": MetricInfo("best epoch", 0, "", 0, tolerance=0.0),
+    # how many images a cell scored and how many of them the classifier got wrong: the report states them under
+    # each table (bench/report/counts.py); the gate leaves them to accuracy and the config's eval caps
+    "n_images": MetricInfo("images", 0, "", 0, tracked=False),
+    "n_errors": MetricInfo("errors", 0, "", 1, tracked=False),
 }
 
 

@@ -14,7 +14,7 @@ import pandas as pd
 
 from bench.errors import BenchError, UsageError
 from bench.report.groups import COST_SET, declared_group
-from bench.run.result_keys import ADDED_LATER, CELL_KEYS, PLACEMENT_KEYS
+from bench.run.result_keys import CELL_KEYS, PLACEMENT_KEYS, with_added
 from bench.run.store import ROW_FIELDS, cell_key
 
 
@@ -151,9 +151,9 @@ def load_runs(paths: list[str | Path], allow_partial: bool = False) -> RunSet:
     first = next(iter(manifests))
     # rows of user models (bench.evaluate) carry the model in their method label, so the backbone may differ
     free = FREE_KEYS + (("backbone",) if any(m.get("user_models") for m in manifests.values()) else ())
-    base_cfg = {k: v for k, v in {**ADDED_LATER, **manifests[first].get("config", {})}.items() if k not in free}
+    base_cfg = {k: v for k, v in with_added(manifests[first].get("config", {})).items() if k not in free}
     for rid, m in manifests.items():
-        cfg = {k: v for k, v in {**ADDED_LATER, **m.get("config", {})}.items() if k not in free}
+        cfg = {k: v for k, v in with_added(m.get("config", {})).items() if k not in free}
         for key in sorted(set(base_cfg) | set(cfg)):
             if base_cfg.get(key) != cfg.get(key):
                 raise UsageError(f"runs {first} and {rid} are incompatible: {key} differs ({base_cfg.get(key)!r} vs "

@@ -7,6 +7,7 @@ from typing import Any
 import pandas as pd
 from rich.table import Table
 
+from bench.report.counts import SetCount, counts_text
 from bench.report.metric_facts import metric_info
 
 ID_COLUMNS = ("accuracy", "auroc", "aupr_error", "fpr95", "aurc", "ece")
@@ -35,8 +36,21 @@ def fmt(mean: float, std: float, count: int, digits: int = 2) -> str:
     return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if count > 1 and not pd.isna(std) else "")
 
 
+def _counts(agg: pd.DataFrame, sets: list[str]) -> str:
+    """The images and errors behind a table's sets (counts.py), from the means over seeds; '' without them."""
+    out = {}
+    for name in dict.fromkeys(sets):
+        rows = agg[agg["eval_set"] == name]
+        images = rows.loc[rows["metric"] == "n_images", "mean"]
+        if not images.empty:
+            err = rows[rows["metric"] == "n_errors"]
+            out[name] = SetCount(float(images.mean()), dict(zip(err["method"], err["mean"].astype(float))))
+    return counts_text(out)
+
+
 def _table(title: str, agg: pd.DataFrame, cols: list[tuple[str, str, str]]) -> Table:
-    table = Table(title=title, title_justify="left")
+    told = _counts(agg, [eval_set for eval_set, _, _ in cols]) if "n_images" in set(agg["metric"]) else ""
+    table = Table(title=title, title_justify="left", caption=told or None, caption_justify="left")
     table.add_column("method", style="bold", no_wrap=True)
     for _, _, label in cols:
         table.add_column(label, justify="right", no_wrap=True)

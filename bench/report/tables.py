@@ -10,12 +10,13 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
 from bench.errors import UsageError
+from bench.report.counts import COUNT_METRICS, SetCount, counts_text, set_counts
 from bench.report.groups import GROUPS, MEAN_SET, group_spec, row_groups
 from bench.report.metric_facts import metric_info
 from bench.report.runs import RunSet
@@ -56,10 +57,14 @@ class ReportTable:
     ci: bool = False
     alpha: float = 0.05
     part: str = ""  # which slice of the group this table holds when a layout splits it (bench.report.layout)
+    #: eval set -> its images and each method's errors per seed (bench/report/counts.py); empty for runs without counts
+    counts: dict[str, SetCount] = field(default_factory=dict)
 
     def caption(self, mark: str = "marked") -> str:
         """What the table shows and how to read it; ``mark`` names how a writer marks ties with the best."""
-        return caption(self.key, self.units, self.ci, self.alpha, self.columns, mark)
+        text = caption(self.key, self.units, self.ci, self.alpha, self.columns, mark)
+        told = counts_text(self.counts, short_set)
+        return f"{text[:-1]}; {told}." if told else text
 
 
 def select(names: list[str], available: list[str], what: str) -> list[str]:
@@ -104,7 +109,9 @@ def build_tables(runs: RunSet, metrics: list[str] | None = None, methods: list[s
     rows = runs.rows
     all_methods = list(dict.fromkeys(rows["method"]))
     method_list = select(methods, all_methods, "method") if methods else all_methods
-    chosen = select(metrics, sorted(rows["metric"].unique()), "metric") if metrics else None
+    # the counts are stated under each table (bench/report/counts.py), never as columns of their own
+    shown = sorted(set(rows["metric"].unique()) - set(COUNT_METRICS))
+    chosen = select(metrics, shown, "metric") if metrics else None
     rows = rows[rows["method"].isin(method_list)].copy()
     rows["gkey"] = row_groups(rows)
     order = list(GROUPS) + sorted(set(rows["gkey"]) - set(GROUPS))
@@ -123,12 +130,14 @@ def build_tables(runs: RunSet, metrics: list[str] | None = None, methods: list[s
         wanted = [m for m in (chosen if chosen is not None else defaults) if m in set(g["metric"])]
         if not wanted:
             continue
+        counted = g[g["metric"].isin(COUNT_METRICS)]
         g = g[g["metric"].isin(wanted)]
         sets = _set_order(list(g["eval_set"].unique()), g)
+        counts = set_counts(counted, sets)
         if (gkey.startswith("ood") or gkey == "shift") and len(sets) > 1:
             g = pd.concat([g, _group_mean(g)], ignore_index=True)
             sets = [*sets, MEAN_SET]
-        tables.append(_table(gkey, title, g, sets, wanted, method_list, ci, alpha))
+        tables.append(_table(gkey, title, g, sets, wanted, method_list, ci, alpha, counts))
     if not tables:
         raise UsageError("nothing to report: no selected metric occurs for the selected methods")
     return tables
@@ -144,7 +153,7 @@ def _group_mean(g: pd.DataFrame) -> pd.DataFrame:
 
 
 def _table(gkey: str, title: str, g: pd.DataFrame, sets: list[str], wanted: list[str], method_list: list[str],
-           ci: bool, alpha: float) -> ReportTable:
+           ci: bool, alpha: float, counts: dict[str, SetCount] | None = None) -> ReportTable:
     columns: list[Column] = []
     for ds in sets:
         for met in wanted:
@@ -168,7 +177,7 @@ def _table(gkey: str, title: str, g: pd.DataFrame, sets: list[str], wanted: list
             v = verdicts[m]
             cells[(m, j)] = Cell(mean, std, n, lo, hi, v.best, v.tied, v.p_holm)
             units = max(units, n)
-    return ReportTable(gkey, title, present, columns, cells, units, ci, alpha)
+    return ReportTable(gkey, title, present, columns, cells, units, ci, alpha, counts=counts or {})
 
 
 def caption(gkey: str, units: int, ci: bool, alpha: float, columns: list[Column], mark: str = "marked") -> str:

@@ -15,6 +15,9 @@ RESULT_KEYS = ("profile", "benchmark", "methods", "backbone", "datasets", "ood",
 #: result keys added after runs were first written, with the value a run without the key had: such a run is read
 #: as having it (so it can still be resumed, reported with and compared to runs that record the key)
 ADDED_LATER = {"benchmark": "mnist"}
+#: keys of a config section added later, with the value a run without the key had (an older run's eval section has
+#: no ``max_attack``: its attack sets were capped by ``max_eval`` alone, which ``max_attack`` 0 means)
+ADDED_LATER_IN = {"eval": {"max_attack": 0}}
 #: where a run executes and which files it keeps, not what it computes: a run may be resumed, reported and compared
 #: under other values (``save_features`` only adds arrays beside the predictions; no metric depends on it)
 PLACEMENT_KEYS = ("device", "data_dir", "cache_dir", "executor", "save_features")
@@ -23,6 +26,15 @@ PLACEMENT_KEYS = ("device", "data_dir", "cache_dir", "executor", "save_features"
 CELL_KEYS = ("methods", "datasets", "ood", "seeds")
 
 
+def with_added(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A manifest's ``config`` with the keys added later filled in at the values a run without them had."""
+    out = {**ADDED_LATER, **cfg}
+    for section, added in ADDED_LATER_IN.items():
+        if isinstance(out.get(section), dict):
+            out[section] = {**added, **out[section]}
+    return out
+
+
 def result_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """The parts of a resolved config (a manifest's ``config``) that determine results."""
-    return {**ADDED_LATER, **{k: v for k, v in cfg.items() if k not in PLACEMENT_KEYS}}
+    return {k: v for k, v in with_added(cfg).items() if k not in PLACEMENT_KEYS}

@@ -20,6 +20,9 @@ def id_rows(pred: Prediction, labels: torch.Tensor) -> dict[str, float]:
     probs, conf, y = pred.probs.numpy(), pred.confidence.numpy(), labels.cpu().numpy()
     out = metrics.classification_metrics(probs, y, conf)
     out["mean_confidence"] = float(conf.mean())
+    # counts, so that a report can say how many errors its misclassification metrics rest on (bench/report/counts.py)
+    out["n_images"] = float(len(y))
+    out["n_errors"] = float(np.sum(probs.argmax(axis=1) != y))
     return out
 
 
@@ -28,6 +31,7 @@ def ood_rows(id_pred: Prediction, ood_pred: Prediction) -> dict[str, float]:
     m = metrics.ood_metrics(id_pred.confidence.numpy(), ood_pred.confidence.numpy())
     out = {f"ood_{k}": v for k, v in m.items()}
     out["mean_confidence"] = float(ood_pred.confidence.mean())
+    out["n_images"] = float(len(ood_pred.confidence))
     return out
 
 

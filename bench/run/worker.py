@@ -51,9 +51,9 @@ class UnitWorker:
         self.source = source  # the in-distribution data; id_set is its test part's eval set
         self.id_set = source.name
         self.sets = run_sets(source, cfg.ood)  # this run's eval sets (its --data test part, its --ood sets)
-        self.eval_ctx = EvalContext(data_dir=Path(cfg.data_dir), max_eval=cfg.eval.max_eval, device=device,
-                                    cache_dir=Path(cfg.cache_dir), data=source, ood_resize=cfg.ood_resize,
-                                    sets=self.sets)
+        self.eval_ctx = EvalContext(data_dir=Path(cfg.data_dir), max_eval=cfg.eval.max_eval,
+                                    max_attack=cfg.eval.max_attack, device=device, cache_dir=Path(cfg.cache_dir),
+                                    data=source, ood_resize=cfg.ood_resize, sets=self.sets)
         self._eval_data: dict[tuple[str, str], EvalData] = {}
         self._logits: dict[tuple[str, str], torch.Tensor] = {}
         self._features: dict[tuple[str, str], torch.Tensor] = {}  # penultimate features, when a scorer reads them
