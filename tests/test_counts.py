@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from _runs import write_run
-from bench import rows as rowlib
 from bench.methods.core.base import Prediction
 from bench.report.export import render, to_csv
 from bench.report.from_csv import read_report_csv
@@ -17,6 +16,7 @@ from bench.report.latex import to_latex
 from bench.report.runs import load_runs
 from bench.report.tables import build_tables
 from bench.report.texcheck import TOLERANCE_PT, compile_tables, pdflatex
+from bench.run import rows as rowlib
 
 # per-seed errors (seeds 0, 1, 2) on the labelled sets, by hand; means: mnist alpha 12, beta 20, gamma 33
 ERRORS = {"mnist": {"alpha": [10, 12, 14], "beta": [20, 20, 20], "gamma": [30, 33, 36]},

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from _runs import manifest, write_run
-from bench import runs
 from bench.config import EvalConfig, RunConfig
 from bench.datasets import evalsets
 from bench.datasets.evalsets import EvalContext
 from bench.errors import UsageError
 from bench.methods import METHODS
+from bench.report import runs
 from bench.run.provenance import prepare_store
 from bench.run.result_keys import result_config
 from bench.run.store import RunStore
