@@ -15,6 +15,8 @@ RESULT_KEYS = ("profile", "benchmark", "methods", "backbone", "datasets", "ood",
 #: result keys added after runs were first written, with the value a run without the key had: such a run is read
 #: as having it (so it can still be resumed, reported with and compared to runs that record the key)
 ADDED_LATER = {"benchmark": "mnist"}
+#: the same for keys added later inside a section
+ADDED_LATER_IN = {"eval": {"conformal": False}}
 #: where a run executes and which files it keeps, not what it computes: a run may be resumed, reported and compared
 #: under other values (``save_features`` only adds arrays beside the predictions; no metric depends on it)
 PLACEMENT_KEYS = ("device", "data_dir", "cache_dir", "executor", "save_features")
@@ -25,4 +27,8 @@ CELL_KEYS = ("methods", "datasets", "ood", "seeds")
 
 def result_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """The parts of a resolved config (a manifest's ``config``) that determine results."""
-    return {**ADDED_LATER, **{k: v for k, v in cfg.items() if k not in PLACEMENT_KEYS}}
+    out = {**ADDED_LATER, **{k: v for k, v in cfg.items() if k not in PLACEMENT_KEYS}}
+    for section, defaults in ADDED_LATER_IN.items():
+        if isinstance(out.get(section), dict):
+            out[section] = {**defaults, **out[section]}
+    return out
