@@ -269,3 +269,27 @@ def test_runs_written_before_eval_conformal_read_as_without_it():
     old = {"profile": "quick", "eval": {"max_eval": 0, "batch_size": 2048, "cost_images": 2000}}
     assert result_config(old) == result_config({**old, "eval": {**old["eval"], "conformal": False}})
     assert result_config(old) != result_config({**old, "eval": {**old["eval"], "conformal": True}})
+
+
+def test_bench_evaluate_of_a_user_model_calibrates_too(tmp_path):
+    """``bench.evaluate(..., options={"eval.conformal": True})``: the user model's cells get a calibration cell and
+    guarantee rows equal to the functions on the stored arrays."""
+    import torch
+    from torch import nn
+
+    import bench
+    from bench.run.store import RunStore, cell_key
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.ReLU(), nn.Linear(32, 10))
+    rows = bench.evaluate(model, methods=["msp"], datasets=["mnist"], device="cpu", out=str(tmp_path / "run"),
+                          profile="smoke", names=["mine"], progress=False,
+                          options={"eval.max_eval": 200, "eval.conformal": True, "eval.cost_images": 64})
+    store = RunStore(tmp_path / "run")
+    cal = store.read_arrays(cell_key("msp@mine", 0, 0, "calibration"))
+    test = store.read_arrays(cell_key("msp@mine", 0, 0, "mnist"))
+    want = cp.guarantee_metrics(cal["probs"], cal["labels"], cal["confidence"], test["probs"], test["labels"],
+                                test["confidence"])
+    got = rows[rows["eval_set"] == "mnist"].set_index("metric")["value"]
+    np.testing.assert_allclose([got[m] for m in want], list(want.values()), equal_nan=True)
+    assert len(cal["labels"]) == 6000
