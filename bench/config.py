@@ -44,6 +44,9 @@ class EvalConfig:
     max_attack: int = 0
     batch_size: int = 2048
     cost_images: int = 2000  # images timed for inference ms / 1k
+    #: also predict the validation split once per (method, seed, fold) (a ``calibration`` cell) and add split-conformal
+    #: coverage / set size and SGR rows to every labelled eval set (bench/conformal.py, docs/guarantees.md)
+    conformal: bool = False
 
     def __post_init__(self) -> None:
         if self.max_eval < 0:  # a negative n would act as a Python slice from the end

@@ -23,6 +23,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("file", type=Path, help="npz with logits or probs (N, K), labels (N,), optional confidence (N,)")
     p.add_argument("--ood", action="append", default=[], metavar="NAME=FILE.npz",
                    help="an OOD set's outputs (no labels needed), scored against FILE (repeatable)")
+    p.add_argument("--calibration", type=Path, metavar="FILE.npz",
+                   help="held-out labelled outputs of the same model (as FILE, never the scored images): adds "
+                   "split-conformal coverage / set size and SGR rows to the labelled set (docs/guarantees.md)")
     p.add_argument("--name", default="id", help="the labelled set's name in the rows (default id)")
     p.add_argument("--method", help="method name in the rows (default msp, or confidence when the files have one)")
     p.add_argument("--model-name", default="outputs", help="backbone column of the rows (default outputs)")
@@ -82,7 +85,7 @@ def _ood_args(items: list[str]) -> list[tuple[str, Path]]:
 
 
 def run_score(args: argparse.Namespace, out: Console, err: Console) -> int:
-    from bench.own.score import check_sets, labelled, rows_for, unlabelled
+    from bench.own.score import calibration_set, check_sets, labelled, rows_for, unlabelled
     from bench.report.summary import summary_tables
     from bench.run.store import check_name, check_new_out
 
@@ -99,14 +102,22 @@ def run_score(args: argparse.Namespace, out: Console, err: Console) -> int:
         if o["kind"] != main["kind"]:
             raise UsageError(f"{path} holds {o['kind']} but {args.file} holds {main['kind']}; give the same kind")
         sets.append(unlabelled(name, o["outputs"], o["kind"], sets[0].probs.shape[1], o["confidence"]))
-    check_sets(sets)
+    cal = None
+    if args.calibration is not None:
+        c = read_npz(args.calibration, labelled=True, use=args.use)
+        if c["kind"] != main["kind"]:
+            raise UsageError(f"{args.calibration} holds {c['kind']} but {args.file} holds {main['kind']}; give the "
+                             "same kind")
+        cal = calibration_set((c["outputs"], c["labels"], c["confidence"]), c["kind"], sets[0].probs.shape[1])
+    check_sets(sets + ([cal] if cal is not None else []))
     method = args.method or ("confidence" if sets[0].external else "msp")
     run_id = args.out.name if args.out is not None else "score"
-    rows = rows_for(sets, method=method, model=args.model_name, run_id=run_id)
+    rows = rows_for(sets, method=method, model=args.model_name, run_id=run_id, calibration=cal)
     groups = {s.name: {"kind": "id" if i == 0 else "ood", "shift": "none" if i == 0 else "ood", "group": "",
                        "severity": ""} for i, s in enumerate(sets)}
     if args.out is not None:
-        write_run(args.out, sets, rows, method, groups, [str(args.file), *args.ood])
+        write_run(args.out, sets, rows, method, groups, [str(args.file), *args.ood,
+                  *([f"calibration={args.calibration}"] if cal is not None else [])], cal)
     for table in summary_tables(rows, groups, id_set=args.name):
         out.print(table)
     if args.out is not None:
@@ -115,8 +126,9 @@ def run_score(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 
 def write_run(run_dir: Path, sets: list, rows: list[dict[str, Any]], method: str, groups: dict[str, Any],
-              inputs: list[str]) -> None:
-    """A run directory of the scored files: one cell per set (rows + the arrays as a run saves them)."""
+              inputs: list[str], calibration: Any = None) -> None:
+    """A run directory of the scored files: one cell per set (rows + the arrays as a run saves them), and the
+    calibration outputs as a cell of no rows (as ``bench run --set eval.conformal=true`` keeps them)."""
     import sys
 
     from bench.run.provenance import manifest_base
@@ -135,4 +147,8 @@ def write_run(run_dir: Path, sets: list, rows: list[dict[str, Any]], method: str
     for s in sets:
         store.write_cell(cell_key(method, 0, 0, s.name), [r for r in rows if r["eval_set"] == s.name],
                          {"probs": s.probs, "confidence": s.confidence, "labels": s.labels})
+    if calibration is not None:
+        c = calibration
+        store.write_cell(cell_key(method, 0, 0, "calibration"), [],
+                         {"probs": c.probs, "confidence": c.confidence, "labels": c.labels})
     store.write_results_csv()

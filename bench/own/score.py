@@ -152,18 +152,45 @@ def _ood_entry(name: str, value: Any) -> tuple[Any, Any]:
     return value, None
 
 
-def rows_for(sets: list[Scored], *, method: str, model: str, run_id: str, seed: int = 0
-             ) -> list[dict[str, Any]]:
-    """The tidy rows: the first set is the labelled one, the rest are OOD sets scored against it."""
+def rows_for(sets: list[Scored], *, method: str, model: str, run_id: str, seed: int = 0,
+             calibration: Scored | None = None) -> list[dict[str, Any]]:
+    """The tidy rows: the first set is the labelled one, the rest are OOD sets scored against it. With
+    ``calibration`` (labelled outputs of other images of the same model), the labelled set also gets the guarantee
+    rows (bench/conformal.py) calibrated on it."""
+    from bench import conformal
+
     first = sets[0]
     id_pred = Prediction(torch.from_numpy(first.probs), torch.from_numpy(first.confidence))
     base = {"run_id": run_id, "method": method, "backbone": model, "seed": seed, "fold": 0}
-    out = tidy(id_rows(id_pred, torch.from_numpy(first.labels)),
-               {**base, "eval_set": first.name, "shift": "none", "severity": ""})
+    values = id_rows(id_pred, torch.from_numpy(first.labels))
+    if calibration is not None:
+        values.update(conformal.guarantee_metrics(calibration.probs, calibration.labels, calibration.confidence,
+                                                  first.probs, first.labels, first.confidence))
+    out = tidy(values, {**base, "eval_set": first.name, "shift": "none", "severity": ""})
     for s in sets[1:]:
         pred = Prediction(torch.from_numpy(s.probs), torch.from_numpy(s.confidence))
         out += tidy(ood_rows(id_pred, pred), {**base, "eval_set": s.name, "shift": "ood", "severity": ""})
     return out
+
+
+def calibration_set(value: Any, kind: str, k: int) -> Scored:
+    """The calibration outputs: (outputs, labels), (outputs, labels, confidence) or a mapping with
+    'logits'/'probs'/'outputs', 'labels' and optionally 'confidence'."""
+    if isinstance(value, Mapping):
+        outs = next((value[key] for key in ("outputs", "logits", "probs") if key in value), None)
+        if outs is None or "labels" not in value:
+            raise UsageError("calibration needs 'logits' (or 'probs' / 'outputs') and 'labels'")
+        outs, labels, conf = outs, value["labels"], value.get("confidence")
+    elif isinstance(value, tuple) and len(value) in (2, 3):
+        outs, labels, conf = (*value, None)[:3]
+    else:
+        raise UsageError("calibration must be (outputs, labels), (outputs, labels, confidence) or a mapping with "
+                         "'logits' and 'labels'")
+    s = labelled("calibration", outs, labels, kind, conf)
+    if s.probs.shape[1] != k:
+        raise UsageError(f"calibration has {s.probs.shape[1]} classes, the labelled set {k}; give outputs of the same "
+                         "model")
+    return s
 
 
 def check_sets(sets: list[Scored]) -> None:
@@ -179,12 +206,13 @@ def check_sets(sets: list[Scored]) -> None:
 
 def score(outputs: Any, labels: Any, *, ood: Mapping[str, Any] | None = None, kind: str = "logits",
           confidence: Any = None, method: str | None = None, model: str = "outputs", name: str = "id",
-          run_id: str = "score") -> pd.DataFrame:
+          run_id: str = "score", calibration: Any = None) -> pd.DataFrame:
     """Every metric from saved outputs: ``outputs`` (N, K) logits or probabilities (``kind``) of a labelled set with
     integer ``labels`` in [0, K); ``ood``: name -> outputs of an unlabelled set (or (outputs, confidence));
     ``confidence``: an external method's own scores (higher = more trustworthy) instead of the max softmax.
-    Returns tidy rows (the columns of results.csv); the method column is ``method`` (default msp, or
-    ``confidence`` when given)."""
+    ``calibration``: (outputs, labels[, confidence]) of held-out labelled images (never the scored ones), for the
+    split-conformal and SGR rows of the labelled set (docs/guarantees.md). Returns tidy rows (the columns of
+    results.csv); the method column is ``method`` (default msp, or ``confidence`` when given)."""
     if ood is not None and (not isinstance(ood, Mapping) or not all(isinstance(k, str) for k in ood)):
         raise UsageError(f"ood must be a dict of set name -> outputs, e.g. ood={{'noise': outputs}}, got a "
                          f"{type(ood).__name__}")
@@ -192,6 +220,8 @@ def score(outputs: Any, labels: Any, *, ood: Mapping[str, Any] | None = None, ki
     for ood_name, value in (ood or {}).items():
         outs, conf = _ood_entry(ood_name, value)
         sets.append(unlabelled(str(ood_name), outs, kind, sets[0].probs.shape[1], conf))
-    check_sets(sets)
+    cal = None if calibration is None else calibration_set(calibration, kind, sets[0].probs.shape[1])
+    check_sets(sets + ([cal] if cal is not None else []))
     label = method or ("confidence" if confidence is not None else "msp")
-    return pd.DataFrame(rows_for(sets, method=label, model=model, run_id=run_id), columns=list(ROW_FIELDS))
+    return pd.DataFrame(rows_for(sets, method=label, model=model, run_id=run_id, calibration=cal),
+                        columns=list(ROW_FIELDS))

@@ -171,9 +171,11 @@ WRITERS: dict[str, Callable[..., str]] = {"md": to_markdown, "latex": to_latex, 
 
 
 def relayout_for(tables: list[ReportTable], fmt: str, layout: str | None) -> list[ReportTable]:
-    from bench.report.layout import relayout
+    from bench.report.layout import WIDE_VIEWS, relayout
 
-    return relayout(tables, layout or ("auto" if fmt == "latex" else "group"))
+    if layout is None and fmt != "latex":  # one table per group, but a wide view one per eval set
+        return [x for t in tables for x in relayout([t], "metrics" if t.key in WIDE_VIEWS else "group")]
+    return relayout(tables, layout or "auto")
 
 
 def render(tables: list[ReportTable], fmt: str, preamble: str = "", layout: str | None = None,

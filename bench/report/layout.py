@@ -26,7 +26,10 @@ from bench.report.metric_facts import metric_info
 from bench.report.tables import ReportTable, short_set
 
 LAYOUTS = ("auto", "group", "metrics", "sets", "severity")
-AUTO = {"id": "metrics", "cost": "metrics", "occlusion": "severity", "adversarial": "severity"}  # others: sets
+AUTO = {"id": "metrics", "cost": "metrics", "occlusion": "severity", "adversarial": "severity",  # others: sets
+        "failure": "metrics", "guarantees": "metrics"}
+#: views too wide for one table: Markdown/HTML's default (``group``) still cuts them per eval set
+WIDE_VIEWS = ("guarantees",)
 
 
 def layout_for(group: str, layout: str) -> str:

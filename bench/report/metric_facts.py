@@ -45,6 +45,15 @@ METRICS: dict[str, MetricInfo] = {
     "augrc": MetricInfo("AUGRC", -1, tolerance=1.0),
     "risk_cov90": MetricInfo("risk@90%cov", -1, tolerance=1.0),
     "cov_risk1": MetricInfo("cov@1%risk", +1, tolerance=5.0),
+    # split-conformal sets and SGR (bench/conformal.py): no direction (coverage should sit at its target, a smaller set
+    # only counts where coverage holds, the risk should sit under SGR's target)
+    **{f"cp_{s}_cov{lv}": MetricInfo(f"{s.upper()} cov{lv}", 0, tolerance=3.0)
+       for s in ("lac", "aps", "raps") for lv in (90, 95)},
+    **{f"cp_{s}_size{lv}": MetricInfo(f"{s.upper()} size{lv}", 0, "", 2, tolerance=0.3)
+       for s in ("lac", "aps", "raps") for lv in (90, 95)},
+    "sgr_risk": MetricInfo("SGR risk", 0, tolerance=1.0),
+    "sgr_coverage": MetricInfo("SGR cov", 0, tolerance=5.0),
+    "sgr_bound": MetricInfo("SGR bound", 0, tolerance=1.0),
     "ece": MetricInfo("ECE", -1, tolerance=1.5),
     "ece_adaptive": MetricInfo("AdaECE", -1, tolerance=1.5),
     "ece_classwise": MetricInfo("cwECE", -1, tolerance=0.5),

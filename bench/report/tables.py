@@ -17,7 +17,7 @@ import pandas as pd
 
 from bench.errors import UsageError
 from bench.report.counts import COUNT_METRICS, SetCount, counts_text, set_counts
-from bench.report.groups import GROUPS, MEAN_SET, group_spec, row_groups
+from bench.report.groups import GROUPS, MEAN_SET, VIEWS, group_spec, row_groups
 from bench.report.metric_facts import metric_info
 from bench.report.runs import RunSet
 from bench.report.stats import bootstrap_ci, compare_to_best, summarize
@@ -104,8 +104,8 @@ def build_tables(runs: RunSet, metrics: list[str] | None = None, methods: list[s
                  ci: bool = False, alpha: float = 0.05, groups: list[str] | None = None) -> list[ReportTable]:
     """One table per evaluation group present in the rows. ``metrics`` (names or wildcards) replaces each
     group's default columns; ``methods`` filters and orders the rows; ``groups`` (names or wildcards: id,
-    occlusion, adversarial, ood-near, ood-far, ood, cost, or another shift family) keeps only those tables.
-    Unknown names raise UsageError."""
+    occlusion, adversarial, ood-near, ood-far, ood, cost, or another shift family) keeps only those tables, and adds
+    the views it names (groups.VIEWS: failure, guarantees; placed before cost). Unknown names raise UsageError."""
     rows = runs.rows
     all_methods = list(dict.fromkeys(rows["method"]))
     method_list = select(methods, all_methods, "method") if methods else all_methods
@@ -116,14 +116,21 @@ def build_tables(runs: RunSet, metrics: list[str] | None = None, methods: list[s
     rows["gkey"] = row_groups(rows)
     order = list(GROUPS) + sorted(set(rows["gkey"]) - set(GROUPS))
     order.remove("cost")
+    if groups:
+        views = [k for k, (_, mets, _) in VIEWS.items() if rows["metric"].isin(mets).any()]
+        order += views
     order.append("cost")
     if groups:
-        present = [k for k in order if (rows["gkey"] == k).any()]
+        present = [k for k in order if k in views or (rows["gkey"] == k).any()]
         keep = set(select(groups, present, "group"))
         order = [k for k in order if k in keep]
     tables = []
     for gkey in order:
-        g = rows[rows["gkey"] == gkey]
+        if gkey in VIEWS:  # rows of the view's groups (every group when it names none)
+            shown = VIEWS[gkey][2]
+            g = rows[rows["gkey"].isin(shown)] if shown else rows
+        else:
+            g = rows[rows["gkey"] == gkey]
         if g.empty:
             continue
         title, defaults = group_spec(gkey)
@@ -134,7 +141,7 @@ def build_tables(runs: RunSet, metrics: list[str] | None = None, methods: list[s
         g = g[g["metric"].isin(wanted)]
         sets = _set_order(list(g["eval_set"].unique()), g)
         counts = set_counts(counted, sets)
-        if (gkey.startswith("ood") or gkey == "shift") and len(sets) > 1:
+        if (gkey.startswith("ood") or gkey == "shift") and len(sets) > 1:  # (never a view: its sets are mixed)
             g = pd.concat([g, _group_mean(g)], ignore_index=True)
             sets = [*sets, MEAN_SET]
         tables.append(_table(gkey, title, g, sets, wanted, method_list, ci, alpha, counts))
@@ -194,6 +201,11 @@ def caption(gkey: str, units: int, ci: bool, alpha: float, columns: list[Column]
                      "is reported apart from the mean epoch time")
     if gkey.startswith("ood"):
         parts.append("positives = in-distribution test images (OpenOOD counts OOD as positive)")
+    if gkey == "guarantees":
+        parts.append("covNN = % of images whose label is in their set at target coverage NN%, calibrated on the "
+                     "validation split (guaranteed >= NN% only where test images are exchangeable with it); sizeNN = "
+                     "mean classes per set; SGR risk = error % among the images accepted at the calibrated threshold "
+                     "(target 2%, delta 0.001), SGR cov = % accepted")
     if any(c.eval_set == MEAN_SET for c in columns):
         parts.append("mean = average over the group's sets per seed")
     parts.append("↑ higher is better, ↓ lower is better; best mean per column in bold")

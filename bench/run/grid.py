@@ -23,6 +23,7 @@ from bench.run.store import RunStore
 from bench.utils import to_jsonable
 
 COST_SET = "cost"
+CAL_SET = "calibration"  # pseudo-set: the validation split's outputs, for conformal calibration (eval.conformal)
 
 
 @dataclass(frozen=True)
@@ -116,9 +117,10 @@ def _untrained_backbone(cfg: RunConfig, source: DataSource) -> Callable[[str, An
                                                    source.num_classes, shape=source.shape)]
 
 
-def eval_names(datasets: list[str]) -> list[str]:
-    """A unit's cells per method: the run's eval sets and the cost pseudo-set."""
-    return [*datasets, COST_SET]
+def eval_names(datasets: list[str], conformal: bool = False) -> list[str]:
+    """A unit's cells per method: the run's eval sets and the cost pseudo-set (with ``conformal``, the calibration
+    pseudo-set first: the other cells' guarantee rows are calibrated on it)."""
+    return [*([CAL_SET] if conformal else []), *datasets, COST_SET]
 
 
 def fitted_ok(store: RunStore, cache: CheckpointCache, method: str, seed: int, fold: int) -> bool:

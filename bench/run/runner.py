@@ -160,10 +160,12 @@ class Runner:
 
     def unit_cells(self, unit: Unit) -> list[str]:
         """Readable names of a unit's cells, in ``unit_keys`` order (the one-line-per-cell log)."""
-        return [f"{m} seed {unit.seed} fold {unit.fold} {ds}" for m in unit.methods for ds in eval_names(self.datasets)]
+        names = eval_names(self.datasets, self.cfg.eval.conformal)
+        return [f"{m} seed {unit.seed} fold {unit.fold} {ds}" for m in unit.methods for ds in names]
 
     def unit_keys(self, unit: Unit) -> list[str]:
-        return [cell_key(m, unit.seed, unit.fold, ds) for m in unit.methods for ds in eval_names(self.datasets)]
+        names = eval_names(self.datasets, self.cfg.eval.conformal)
+        return [cell_key(m, unit.seed, unit.fold, ds) for m in unit.methods for ds in names]
 
     def _collect(self, out: RunOutcome, result: UnitResult) -> None:
         """The driver's side of a finished unit: the only writer of the run-wide files."""

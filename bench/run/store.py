@@ -22,6 +22,7 @@ import io
 import json
 import os
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +159,16 @@ class RunStore:
             np.savez_compressed(buf, **arrays)
             atomic_write_bytes(self.predictions / f"{key}.npz", buf.getvalue())
         atomic_write_text(self.cells / f"{key}.json", json.dumps(rows))
+
+    def read_arrays(self, key: str) -> dict[str, np.ndarray]:
+        """The arrays of a finished cell (predictions/<key>.npz)."""
+        path = self.predictions / f"{key}.npz"
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise DataError(f"{path} cannot be read ({type(e).__name__}); delete its cell {self.cells / key}.json "
+                            f"and continue with --resume --out {self.dir}") from None
 
     def rows(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []

@@ -14,10 +14,11 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from rich.console import Console
 
-from bench import faults
+from bench import conformal, faults
 from bench.cache import CheckpointCache
 from bench.config import RunConfig
 from bench.datasets import evalsets
@@ -27,7 +28,7 @@ from bench.datasets.splits import SplitSpec, split
 from bench.errors import BenchError, DiskFullError
 from bench.methods import METHODS
 from bench.methods.core.base import ConfidenceMethod, FitContext, Prediction, Training
-from bench.run.grid import COST_SET, Unit, UnitResult, eval_names, fitted_ok
+from bench.run.grid import CAL_SET, COST_SET, Unit, UnitResult, eval_names, fitted_ok
 from bench.run.progress import Bars
 from bench.run.rows import cost_rows, inference_ms_per_1k, metric_rows, tidy
 from bench.run.store import RunStore, cell_key
@@ -110,7 +111,8 @@ class UnitWorker:
         return out
 
     def _run_method(self, out: UnitResult, spec: SplitSpec, method: str, seed: int) -> None:
-        keys = {ds: self.cell_key(method, seed, spec.fold, ds) for ds in eval_names(self.datasets)}
+        keys = {ds: self.cell_key(method, seed, spec.fold, ds)
+                for ds in eval_names(self.datasets, self.cfg.eval.conformal)}
         todo = [ds for ds, k in keys.items() if not self.store.done(k)]  # a retried unit keeps finished cells
         if not todo and fitted_ok(self.store, self.cache, method, seed, spec.fold):
             self.store.clear_failure(method, seed, spec.fold)
@@ -126,14 +128,19 @@ class UnitWorker:
             base = {"run_id": self.store.run_id, "method": method, "backbone": m.backbone, "seed": seed,
                     "fold": spec.fold}
             id_pred: Prediction | None = None
+            cal: dict[str, np.ndarray] | None = None  # the validation split's outputs (eval.conformal)
             task = self.bars.add(f"eval {method} seed {seed}", total=len(todo))
             try:
                 for ds in todo:
                     faults.hit("eval")
                     if ds == COST_SET:
                         self._score_cost(m, keys[ds], base)
+                    elif ds == CAL_SET:
+                        cal = self._calibration(m, model_key, spec, keys[ds])
                     else:
-                        id_pred = self._score(m, model_key, ds, keys[ds], base, id_pred)
+                        if self.cfg.eval.conformal and cal is None:  # a resumed run: its calibration cell is done
+                            cal = self.store.read_arrays(keys[CAL_SET])
+                        id_pred = self._score(m, model_key, ds, keys[ds], base, id_pred, cal)
                     out.cells_done += 1
                     self.bars.advance(task)
                     if self.on_cell is not None:
@@ -156,17 +163,34 @@ class UnitWorker:
         """The cell's file name (a worker of user models adds the model's name, bench/own/evaluate.py)."""
         return cell_key(method, seed, fold, eval_set)
 
+    def _calibration(self, m: ConfidenceMethod, model_key: str, spec: SplitSpec, key: str) -> dict[str, np.ndarray]:
+        """The method's outputs on its own validation split (never on an image it is scored on), stored as a cell of
+        no rows: the calibration set of the guarantee rows (bench/conformal.py)."""
+        _, val = split(self._train_full, spec)
+        data = EvalData(CAL_SET, val.images.to(self.device), val.labels.to(self.device), "id")
+        pred = self._predict(m, model_key, CAL_SET, data)
+        arrays = {"probs": pred.probs.numpy(), "confidence": pred.confidence.numpy(), "labels": val.labels.numpy(),
+                  **self._outputs(m, model_key, CAL_SET, data, pred)}
+        self.store.write_cell(key, [], arrays)
+        return arrays
+
     def _score(self, m: ConfidenceMethod, model_key: str, ds: str, key: str, base: dict[str, Any],
-               id_pred: Prediction | None) -> Prediction | None:
+               id_pred: Prediction | None, cal: dict[str, np.ndarray] | None = None) -> Prediction | None:
         """Predict on one eval set, write its metric rows and predictions; returns the MNIST test predictions
-        (needed by OOD sets), computing them if this set needs them first."""
+        (needed by OOD sets), computing them if this set needs them first. With ``cal`` (the calibration cell's
+        arrays), a labelled set also gets the guarantee rows."""
         data = self.eval_data(ds, m, model_key)
         pred = self._predict(m, model_key, ds, data)
         if ds == self.id_set:
             id_pred = pred
         elif data.kind != "id" and id_pred is None:
             id_pred = self._predict(m, model_key, self.id_set, self.eval_data(self.id_set))
-        rows = tidy({**metric_rows(data, pred, id_pred), **data.extra},  # extra: e.g. UAP fooling rate
+        values = metric_rows(data, pred, id_pred)
+        if cal is not None and data.kind == "id":
+            values.update(conformal.guarantee_metrics(cal["probs"], cal["labels"], cal["confidence"],
+                                                      pred.probs.numpy(), data.labels.cpu().numpy(),
+                                                      pred.confidence.numpy()))
+        rows = tidy({**values, **data.extra},  # extra: e.g. UAP fooling rate
                     {**base, "eval_set": ds, "shift": data.shift, "severity": data.severity})
         arrays = {"probs": pred.probs.numpy(), "confidence": pred.confidence.numpy(),
                   "labels": data.labels.cpu().numpy(), **self._outputs(m, model_key, ds, data, pred)}
