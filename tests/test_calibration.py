@@ -291,3 +291,27 @@ def test_fitted_state_is_in_the_checkpoint_and_predict_needs_it(name, tiny, cach
     assert state, f"{name} keeps its fitted map in extra_state"
     p = m.predict(test.images)
     assert torch.allclose(p.probs.sum(1), torch.ones(len(test))) and torch.equal(p.confidence, p.probs.max(1).values)
+
+
+def test_each_option_takes_effect():
+    """A hyper-parameter that silently never reaches the fit is a known failure mode (docs: OpenOOD PR #298): each
+    option here changes the fitted map."""
+    z, y = _noisy_problem(seed=4)
+
+    def fitted(name: str, **cfg) -> dict:
+        cls = METHODS.get(name)
+        m = cls(cls.Config(**cfg))
+        m._fit_logits(z.float(), y)
+        return m.extra_state()
+
+    def differ(a: dict, b: dict) -> bool:
+        return any(not torch.equal(a[k], b[k]) for k in a if isinstance(a[k], torch.Tensor))
+
+    assert differ(fitted("matrix"), fitted("matrix", lam=10.0))
+    assert differ(fitted("matrix"), fitted("matrix", mu=10.0))
+    assert differ(fitted("matrix", max_iter=1), fitted("matrix"))
+    assert differ(fitted("vector", max_iter=1), fitted("vector"))
+    assert differ(fitted("dirichlet", lam=0.0, mu=0.0), fitted("dirichlet", lam=10.0, mu=0.0))
+    assert differ(fitted("dirichlet", lam=0.0, mu=0.0), fitted("dirichlet", lam=0.0, mu=10.0))
+    assert fitted("histbin", bins=4)["values"].shape == (3, 4)
+    assert differ(fitted("histbin", bins=4), fitted("histbin", bins=4, binning="mass"))
