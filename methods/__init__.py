@@ -8,6 +8,7 @@ from bench.methods import energy  # noqa: F401
 from bench.methods import maxlogit  # noqa: F401
 from bench.methods import entropy  # noqa: F401
 from bench.methods import temperature  # noqa: F401
+from bench.methods import vector, matrix, dirichlet, histbin, isotonic  # noqa: F401  (calibration maps)
 from bench.methods import ensemble  # noqa: F401
 from bench.methods import trustgan  # noqa: F401  (also registers the trustgan-net backbone)
 from bench.methods import oodgan, missingfeature  # noqa: F401

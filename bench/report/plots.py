@@ -290,6 +290,10 @@ def write_plots(runs: RunSet, out_dir: Path, methods: list[str] | None = None,
                      ("confidence", plot_confidence_histograms), ("severity", plot_severity), ("cost", plot_cost)):
         if name in keep:
             paths += fn(runs, chosen, Path(out_dir))
+    if "reliability" in keep:  # and one diagram per method, with its bins' counts
+        from bench.reliability_diagrams import plot_reliability_per_method
+
+        paths += plot_reliability_per_method(runs, chosen, Path(out_dir))
     return paths
 
 
