@@ -24,9 +24,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from bench.methods.base import register
+from bench.methods.core.base import register
+from bench.methods.core.options import Options, option
 from bench.methods.matrix import LinearCalibrator, fit_affine
-from bench.methods.options import Options, option
 
 GRID = tuple(10.0 ** k for k in range(-2, 3))  # lam and mu candidates for the cross-validation
 LOG_EPS = math.log(torch.finfo(torch.float64).eps)  # ln q is clipped below here (q >= 2.2e-16)

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.methods.base import register
+from bench.methods.core.base import register
+from bench.methods.core.options import Options
 from bench.methods.histbin import renormalise
 from bench.methods.matrix import ValidationCalibrator
-from bench.methods.options import Options
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,9 @@ import torch.nn.functional as F
 
 from bench.datasets.mnist import ImageSet
 from bench.errors import NotFittedError, UsageError
-from bench.methods.base import ConfidenceMethod, FitContext, Training, register
-from bench.methods.options import Options, option
-from bench.methods.training import map_batches
+from bench.methods.core.base import ConfidenceMethod, FitContext, Training, register
+from bench.methods.core.options import Options, option
+from bench.methods.core.training import map_batches
 from bench.utils import single_thread
 
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.methods.base import register
+from bench.methods.core.base import register
+from bench.methods.core.options import Options, option
 from bench.methods.matrix import LinearCalibrator, fit_affine
-from bench.methods.options import Options, option
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ pytest.importorskip("matplotlib")
 
 
 def test_bar_heights_are_the_hand_counted_bins():
-    from bench.reliability_diagrams import reliability_figure
+    from bench.report.reliability_diagrams import reliability_figure
 
     probs = np.array([[0.95, 0.05], [0.97, 0.03], [0.38, 0.62], [0.55, 0.45], [0.58, 0.42]])
     labels = np.array([0, 1, 1, 1, 0])

@@ -154,7 +154,7 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
             raise UsageError(f"cannot write --out {path}: {e.strerror or e}") from None
         err.print(f"wrote {path}", highlight=False, soft_wrap=True)
     if plot_dir is not None:
-        from bench.report.plots import write_plots
+        from bench.report.figures import write_plots
 
         for path in write_plots(runs, plot_dir, methods=_names(args.methods), groups=_names(args.groups)):
             err.print(f"wrote {path}", highlight=False, soft_wrap=True)

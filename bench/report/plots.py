@@ -267,34 +267,4 @@ def plot_cost(runs: RunSet, methods: list[str], out_dir: Path) -> list[Path]:
     return _save(fig, out_dir, "cost")
 
 
-# The report groups each plot belongs to, so `--groups` selects plots as it selects tables.
-PLOT_GROUPS = {"risk_coverage": {"id"}, "reliability": {"id"}, "confidence": {"ood-near", "ood-far", "ood"},
-               "severity": {"occlusion", "adversarial"}, "cost": {"cost"}}
-
-
-def write_plots(runs: RunSet, out_dir: Path, methods: list[str] | None = None,
-                groups: list[str] | None = None) -> list[Path]:
-    """Every plot the runs allow (only those of ``groups``, names or wildcards, when given); returns the files."""
-    check_available()
-    from bench.report.tables import select
-
-    present = list(dict.fromkeys(runs.rows["method"]))
-    chosen = select(methods, present, "method") if methods else present
-    keep = set(PLOT_GROUPS)
-    if groups:  # matched as the tables match them
-        in_runs = sorted(set(row_groups(runs.rows)))
-        wanted = set(select(groups, in_runs, "group"))
-        keep = {k for k, gs in PLOT_GROUPS.items() if gs & wanted}
-    paths: list[Path] = []
-    for name, fn in (("risk_coverage", plot_risk_coverage), ("reliability", plot_reliability),
-                     ("confidence", plot_confidence_histograms), ("severity", plot_severity), ("cost", plot_cost)):
-        if name in keep:
-            paths += fn(runs, chosen, Path(out_dir))
-    if "reliability" in keep:  # and one diagram per method, with its bins' counts
-        from bench.reliability_diagrams import plot_reliability_per_method
-
-        paths += plot_reliability_per_method(runs, chosen, Path(out_dir))
-    return paths
-
-
-__all__: list[Any] = ["check_available", "line_style", "reliability", "risk_coverage", "write_plots"]
+__all__: list[Any] = ["check_available", "line_style", "reliability", "risk_coverage"]

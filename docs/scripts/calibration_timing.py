@@ -19,8 +19,8 @@ import torch
 from bench.datasets.evalsets import EvalContext, build
 from bench.datasets.source import embedded
 from bench.datasets.splits import SplitSpec, split
-from bench.loading import load_method
 from bench.methods import METHODS
+from bench.run.loading import load_method
 
 CALIBRATORS = "temperature,vector,matrix,dirichlet,histbin,isotonic"
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.plots import N_BINS, _plt, _safe, _save, predictions, reliability
-from bench.runs import RunSet
+from bench.report.plots import N_BINS, _plt, _safe, _save, predictions, reliability
+from bench.report.runs import RunSet
 
 
 def id_sets(runs: RunSet) -> list[str]:
