@@ -17,6 +17,7 @@ from bench.methods import sn_nets, ddu  # noqa: F401  (sn_nets registers the sn-
 from bench.methods import mahalanobis, rmd, knn, odin, vim, react, ash, gen, dice, scale  # noqa: F401  (detectors)
 from bench.methods import doctor, relu, sirc, pnorm  # noqa: F401  (misclassification detectors)
 from bench.methods import mdsens  # noqa: F401  (Lee et al.'s full multi-layer Mahalanobis)
+from bench.methods import laplace, swag, sngp  # noqa: F401  (Bayesian: last-layer Laplace, SWAG, SNGP)
 from bench.methods.registry import BACKBONES, METHODS
 
 __all__ = ["METHODS", "BACKBONES"]
