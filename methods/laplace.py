@@ -19,6 +19,7 @@ predictive's maximum probability. The classifier white-box attacks see is the MA
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -120,6 +121,12 @@ class Laplace(FeatureScorer):
         out = super().preflight(config, net, n_train)
         w, _ = linear_head(net, require_features(net, cls.name), cls.name)
         return {**out, "last_layer_params": check_size(w, config, type(net).__name__)}
+
+    def _fit(self, train, val, ctx):
+        super()._fit(train, val, ctx)
+        if self.train_log is not None:  # the fitted delta beside the baseline's log (a copy: the cached one stays)
+            extra = {**self.train_log.extra, "prior_precision": [float(self.state["prior_precision"])]}
+            self.train_log = dataclasses.replace(self.train_log, extra=extra)
 
     def fit_features(self, features, labels, state):
         w, b = state["w"], state["b"]

@@ -24,6 +24,7 @@ maximum probability. One variance per input, so the argmax is the MAP's.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -114,6 +115,12 @@ class SNGP(ConfidenceMethod):
     @property
     def net(self) -> str:
         return self.config.net or self.backbone
+
+    @classmethod
+    def preflight(cls, config, net, n_train):
+        """The kernel scale used (0 = F / 2 of the feature extractor) goes into the run manifest."""
+        f = create_backbone(config.net, 10).num_features if config.net else net.num_features
+        return {**dataclasses.asdict(config), "kernel_scale_used": config.kernel_scale or f / 2}
 
     def build_model(self) -> nn.Module:
         return SNGPModel(create_backbone(self.net, self.num_classes, shape=self.shape), self.num_classes,

@@ -21,6 +21,7 @@ confidence its maximum; ``classifier`` returns log of that mean (attacks see the
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -144,6 +145,11 @@ class SWAG(ConfidenceMethod):
     @property
     def forward_passes(self) -> int:
         return self.config.samples
+
+    @classmethod
+    def preflight(cls, config, net, n_train):
+        """The snapshot count used (0 = rank) goes into the run manifest; swa_epochs 0 is half the run's epochs."""
+        return {**dataclasses.asdict(config), "snapshots_used": config.snapshots or config.rank}
 
     def build_model(self) -> nn.Module:
         return SampledNetworks(create_backbone(self.backbone, self.num_classes, shape=self.shape),

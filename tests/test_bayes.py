@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from bench.datasets.mnist import ImageSet
 from bench.errors import UsageError
 from bench.methods import METHODS
+from bench.methods.backbones import create_backbone
 from bench.methods.base import FitContext
 from bench.methods.laplace import (
     augmented,
@@ -102,6 +103,9 @@ def test_laplace_logit_covariance_and_predictive_by_sampling_weights():
 
 def test_laplace_refuses_a_last_layer_beyond_max_params():
     cls = METHODS.get("laplace")
+    with pytest.raises(UsageError, match="MLP has 10,010 weights"):  # before any training: 784-1000-10
+        cls.preflight(cls.Config(), create_backbone("mlp", 10), 1000)
+    assert cls.preflight(cls.Config(), create_backbone("lenet", 10), 1000)["last_layer_params"] == 510
     m = cls(cls.Config(max_params=100), backbone="mlp")
     with pytest.raises(UsageError, match="laplace.max_params"):
         m.fit_features(torch.zeros(4, 50), torch.zeros(4, dtype=torch.long),
@@ -111,7 +115,7 @@ def test_laplace_refuses_a_last_layer_beyond_max_params():
 def test_laplace_on_the_tiny_baseline(tiny, cached_tiny_ctx):
     m = METHODS.get("laplace")(seed=0).fit(tiny[0], tiny[1], cached_tiny_ctx)
     delta = float(m.state["prior_precision"])
-    assert 0 < delta < 1e6
+    assert 0 < delta < 1e6 and m.train_log.extra["prior_precision"] == [delta]
     pred = m.predict(tiny[2].images)
     msp = METHODS.get("msp")(seed=0).fit(tiny[0], tiny[1], cached_tiny_ctx).predict(tiny[2].images)
     # probit divides each logit by its own sqrt(1 + pi/8 var_c) >= 1: the argmax may move where logits are close
