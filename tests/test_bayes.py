@@ -24,7 +24,7 @@ from bench.methods.laplace import (
     optimal_prior_precision,
 )
 from bench.methods.sngp import SNGPConfig, SNGPModel, mean_field_logits
-from bench.methods.swag import SampledNetworks, SWAGMoments
+from bench.methods.swag import SampledNetworks, SWAGMoments, recompute_bn
 from bench.methods.training import TrainRecipe
 
 
@@ -161,6 +161,31 @@ def test_swag_fit_collects_its_snapshots(tiny, cached_tiny_ctx):
     # distinct samples; a weight the SWA phase never moved (a dead unit's) has variance 1e-30 and stays put
     assert m.model.thetas.shape[0] == 4 and (m.model.thetas.std(0) > 0).float().mean() > 0.9
     assert m.forward_passes == 4
+
+
+def test_swag_batch_norm_statistics_of_each_sample():
+    # recompute_bn: the cumulative average over the given images (one batch here) = the batch's channel means
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
+    images = (torch.rand(40, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+    data = ImageSet(images, torch.zeros(40, dtype=torch.long))
+    net.eval()
+    recompute_bn(net, data, 30, torch.device("cpu"))
+    with torch.no_grad():
+        h = net[0](images[:30].float() / 255)
+    torch.testing.assert_close(net[1].running_mean, h.mean((0, 2, 3)))
+    torch.testing.assert_close(net[1].running_var, h.var((0, 2, 3)))  # unbiased, as BatchNorm keeps it
+    assert not net.training and net[1].momentum == 0.1  # modes and momentum restored
+
+
+def test_swag_on_a_batch_norm_network_keeps_statistics_per_sample(tiny):
+    train, val, test = tiny
+    ctx = FitContext(recipe=TrainRecipe(optimizer="adam", lr=2e-3, batch_size=64, epochs=1))
+    cls = METHODS.get("swag")
+    m = cls(cls.Config(rank=3, samples=2, swa_epochs=1, bn_images=128), backbone="sn-resnet", seed=0)
+    m.fit(train.subset(slice(0, 128)), val.subset(slice(0, 64)), ctx)
+    stats = [getattr(m.model, f"stat{i}") for i in range(len(m.model.stat_names))]
+    assert stats and all(not torch.equal(s[0], s[1]) for s in stats)  # each sample its own statistics
+    assert torch.isfinite(m.predict(test.images[:16]).confidence).all()
 
 
 # --- sngp -----------------------------------------------------------------------------------------------------
