@@ -141,6 +141,7 @@ def recompute_bn(model: nn.Module, data: ImageSet, images: int, device: torch.de
 class SWAG(ConfidenceMethod):
     Config = SWAGConfig
     training = Training.OWN  # trains a copy of the baseline further (its SWA phase)
+    grid_weight = 1.5  # scheduling hint: the baseline (often cached), half its epochs again, 30-pass inference
 
     @property
     def forward_passes(self) -> int:
