@@ -19,6 +19,7 @@ from bench.methods import ddu  # noqa: F401
 from bench.methods import mahalanobis, rmd, knn, odin, vim, react, ash, gen, dice, scale  # noqa: F401  (detectors)
 from bench.methods import doctor, relu, sirc, pnorm  # noqa: F401  (misclassification detectors)
 from bench.methods import mdsens  # noqa: F401  (Lee et al.'s full multi-layer Mahalanobis)
+from bench.methods import laplace, swag, sngp  # noqa: F401  (Bayesian: last-layer Laplace, SWAG, SNGP)
 from bench.methods.core.registry import BACKBONES, METHODS
 
 __all__ = ["METHODS", "BACKBONES"]
