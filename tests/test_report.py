@@ -325,3 +325,23 @@ def test_plots_follow_the_selected_groups(tmp_path, capsys):
     written = {p.stem for p in (tmp_path / "plots").iterdir()}
     assert {"risk_coverage", "reliability", "confidence_ood_fashion"} <= written
     assert not any(n.startswith(("cost", "severity")) for n in written)  # their groups were left out
+
+
+def test_a_wildcard_run_expects_the_methods_it_matched_not_those_registered_later(tmp_path, monkeypatch):
+    """``--methods '*'`` is kept as written in the config; the manifest's ``resolved_methods`` says what it matched
+    then. A run written before that key reads as holding the methods it has rows of (the registry has grown since)."""
+    import json
+
+    from bench.report import runs as runs_module
+
+    grown = ["alpha", "beta", "delta"]  # today's registry: delta was registered after the run
+    monkeypatch.setattr(runs_module, "_expand", lambda kind, names: grown if kind == "methods" else None)
+    run = write_run(tmp_path, methods=("alpha", "beta"))
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["config"]["methods"] = ["*"]
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    assert sorted(load_runs([run]).rows["method"].unique()) == ["alpha", "beta"]  # not partial
+    manifest["resolved_methods"] = ["alpha", "beta", "gamma"]
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(UsageError, match="is partial"):
+        load_runs([run])

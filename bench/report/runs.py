@@ -70,9 +70,12 @@ def _expected_cells(manifest: dict[str, Any], rows: pd.DataFrame) -> set[tuple[s
     if manifest.get("cells"):  # runs that list their cells (bench.evaluate: methods labelled by model; bench score)
         return {(str(m), int(s), int(f), str(ds)) for m, s, f, ds in manifest["cells"]}
     cfg = manifest.get("config", {})
-    methods = list(cfg.get("methods", []))
+    present = sorted(rows["method"].unique())
+    methods = list(manifest.get("resolved_methods") or cfg.get("methods", []))
     if not methods or any(c in "".join(methods) for c in "*?["):  # the registry is imported only when needed
-        methods = _expand("methods", methods) or sorted(rows["method"].unique())
+        # a run written before manifests kept the expansion: its wildcards matched the methods registered then,
+        # which today's registry may exceed; the methods it holds rows of stand for them
+        methods = [m for m in (_expand("methods", methods) or present) if m in present]
     listed = list(manifest.get("eval_set_groups") or cfg.get("datasets") or [])
     if not listed or not set(listed) <= set(rows["eval_set"]):  # families and wildcards need the registry
         listed = (_expand("datasets", listed) if listed else None) or sorted(set(rows["eval_set"]) - {COST_SET})

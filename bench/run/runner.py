@@ -101,6 +101,9 @@ class Runner:
         self.cache = CheckpointCache(cfg.cache_dir, ignore_existing=retrain)
         manifest = self.store.read_manifest() or {}
         manifest["hyperparameters"] = self.hyperparameters  # every method's, defaults included
+        # what --methods's wildcards matched when the run started: reports expect these cells, not those of methods
+        # registered later
+        manifest["resolved_methods"] = list(self.methods)
         if self.source.is_user_data:
             manifest["data"] = user_data.manifest_entry(self.source.spec)  # its content hash: no mixing of datasets
         self.store.write_manifest(manifest)
