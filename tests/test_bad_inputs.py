@@ -29,7 +29,7 @@ USAGE, DATA = 2, 1
 # (arguments, exit code, text the one-line message must contain)
 CASES: list[tuple[list[str], int, str]] = [
     # --- run: names -------------------------------------------------------------------------------------------------
-    ([*RUN, "--methods", "mspp"], USAGE, "unknown method 'mspp'; did you mean msp?"),
+    ([*RUN, "--methods", "mspp"], USAGE, "unknown method 'mspp'; did you mean msp"),
     ([*RUN, "--methods", "zz*"], USAGE, "no method matches 'zz*'"),
     ([*RUN, "--methods", ""], USAGE, "names no method"),
     ([*RUN, "--methods", ","], USAGE, "names no method"),

@@ -116,7 +116,7 @@ def test_interrupt_keeps_finished_cells(tmp_path, capsys, monkeypatch):
 
 
 @pytest.mark.parametrize("args, code, msg", [
-    (["run", "--methods", "mspp"], 2, "unknown method 'mspp'; did you mean msp?"),
+    (["run", "--methods", "mspp"], 2, "unknown method 'mspp'; did you mean msp"),
     (["run", "--methods", "zz*"], 2, "no method matches 'zz*'"),
     (["run", "--backbone", "lenett"], 2, "unknown backbone 'lenett'"),
     (["run", "--datasets", "ood:fashon"], 2, "unknown eval set 'ood:fashon'"),

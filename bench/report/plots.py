@@ -56,10 +56,10 @@ def _save(fig, out_dir: Path, name: str) -> list[Path]:
 
 
 def line_style(i: int) -> dict[str, Any]:
-    """Matplotlib keywords for the i-th method: tab10 colours, then a new line style and marker for each further
-    ten, so that up to 40 methods stay distinguishable on one axis (the registry holds 15)."""
+    """Matplotlib keywords for the i-th method: tab10 colours, then a new marker (and line style) for each further
+    ten, so that up to 80 methods stay distinguishable on one axis (tests check every registered method)."""
     return {"color": f"C{i % 10}", "linestyle": ("-", "--", ":", "-.")[i // 10 % 4],
-            "marker": ("o", "s", "^", "D")[i // 10 % 4]}
+            "marker": ("o", "s", "^", "D", "v", "P", "X", "*")[i // 10 % 8]}
 
 
 def _legend_right(fig, ax) -> None:
