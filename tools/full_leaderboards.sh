@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The full-size leaderboards (issue 32 item 4): every method, 5 seeds, every eval set whole (10,000 MNIST test images,
+# 10,000 per OOD set, 15 x 10,000 MNIST-C) except the attack sets built against each method (fgsm, pgd, uap,
+# fooling), which keep their first 2,000 test images (eval.max_attack=2000). Near OOD: notMNIST + Fashion-MNIST for
+# MNIST, MNIST + notMNIST for Fashion-MNIST; notMNIST is read from DATA_DIR (see docs/data.md), never downloaded here.
+#
+#   bash tools/full_leaderboards.sh DATA_DIR OUT_DIR      # e.g. bash tools/full_leaderboards.sh ~/data runs
+#
+# Resumable: run it again with the same arguments and each run skips its finished cells. Estimated (not yet
+# measured whole) at 6-7.5 h per benchmark on an idle 2-core CPU with --jobs 1; the script prints each run's wall time.
+set -u
+DATA_DIR=${1:?usage: bash tools/full_leaderboards.sh DATA_DIR OUT_DIR}
+OUT=${2:?usage: bash tools/full_leaderboards.sh DATA_DIR OUT_DIR}
+cd "$(dirname "$0")/.."
+TIMEFORMAT='wall %R s, user %U s, sys %S s'
+ATTACKS="fgsm,pgd:eps=0.1,fgsm:eps=0.1,eot=10,pgd:eps=0.1,eot=10,fgsm-transfer,uap:xi=0.2,p=inf,uap:xi=4,p=2,fooling"
+COMMON=(--profile quick --methods '*' --seeds 0,1,2,3,4 --set eval.max_attack=2000 --data-dir "$DATA_DIR"
+        --cache-dir "$OUT/cache" --jobs 1 --no-progress)
+resume() { [ -f "$1/manifest.json" ] && echo --resume; }  # bench refuses to resume a folder that holds no run
+
+echo "== MNIST $(date -u +%FT%TZ) git $(git rev-parse --short HEAD 2>/dev/null)"
+time python -m bench run "${COMMON[@]}" \
+    --datasets "mnist,occlusion:random-squares,pmnist,$ATTACKS,mnistc,ood:notmnist,ood:fashion,ood:gaussian,ood:uniform" \
+    --out "$OUT/mnist-full" $(resume "$OUT/mnist-full")
+echo "== Fashion-MNIST $(date -u +%FT%TZ)"
+time python -m bench run --benchmark fashion "${COMMON[@]}" \
+    --datasets "fashion,occlusion:random-squares,pmnist,$ATTACKS,mnistc,ood:mnist,ood:notmnist,ood:gaussian,ood:uniform" \
+    --out "$OUT/fashion-full" $(resume "$OUT/fashion-full")
