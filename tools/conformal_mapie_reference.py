@@ -1,6 +1,6 @@
 """The independent reference behind tests/test_conformal.py's MAPIE constants: run with MAPIE's own venv, not bench's
-(``python3 -m venv /work/venv-conformal && /work/venv-conformal/bin/pip install numpy scikit-learn mapie``, MAPIE
-1.6.0), ``/work/venv-conformal/bin/python tools/conformal_mapie_reference.py``. Prints LAC's quantile and sets and the
+(``python3 -m venv .venv-mapie && .venv-mapie/bin/pip install numpy scikit-learn mapie``, MAPIE
+1.6.0), ``.venv-mapie/bin/python tools/conformal_mapie_reference.py``. Prints LAC's quantile and sets and the
 non-randomised APS scores of the true labels for the constructed case that the test holds literally."""
 
 import numpy as np

@@ -4,7 +4,7 @@
 Two steps, two environments (laplace-torch is not a bench dependency):
 
     python tools/laplace_vs_reference.py export OUT.pt [TRAIN_IMAGES]      (bench's venv)
-    /work/venv-laplace/bin/python tools/laplace_vs_reference.py compare OUT.pt   (a venv with laplace-torch)
+    .venv-laplace/bin/python tools/laplace_vs_reference.py compare OUT.pt   (a venv with laplace-torch)
 
 ``export`` trains bench's lenet baseline (Adam 2e-3, batch 128, 2 epochs, seed 0) on the first TRAIN_IMAGES (default
 10,000) MNIST training images, fits ``laplace`` on it and saves the training and test features (2,000 MNIST test
