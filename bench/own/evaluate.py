@@ -123,15 +123,8 @@ class UserModelWorker(UnitWorker):
     def _name(self) -> str:
         return self._model or "+".join(self.models)
 
-    def cell_key(self, method: str, seed: int, fold: int, eval_set: str) -> str:
-        return cell_key(label(method, self._name()), seed, fold, eval_set)
-
-    def _score(self, m, model_key, ds, key, base, id_pred, cal=None):
-        return super()._score(m, model_key, ds, key, {**base, "method": label(base["method"], self._name())}, id_pred,
-                              cal)
-
-    def _score_cost(self, m, key, base):
-        super()._score_cost(m, key, {**base, "method": label(base["method"], self._name())})
+    def row_method(self, method: str) -> str:
+        return label(method, self._name())
 
     def _fit(self, spec, method: str, seed: int) -> tuple[ConfidenceMethod, str]:
         from bench.datasets.splits import split

@@ -125,8 +125,8 @@ class UnitWorker:
             out.checkpoints.append(entry)
             self.store.record_fitted(*entry)  # before any cell: a cell on disk always has its checkpoint recorded
             # m.backbone: the network the method really used (a method's config may override the run's)
-            base = {"run_id": self.store.run_id, "method": method, "backbone": m.backbone, "seed": seed,
-                    "fold": spec.fold}
+            base = {"run_id": self.store.run_id, "method": self.row_method(method), "backbone": m.backbone,
+                    "seed": seed, "fold": spec.fold}
             id_pred: Prediction | None = None
             cal: dict[str, np.ndarray] | None = None  # the validation split's outputs (eval.conformal)
             task = self.bars.add(f"eval {method} seed {seed}", total=len(todo))
@@ -159,9 +159,14 @@ class UnitWorker:
                                "traceback": traceback.format_exc()})
             self.store.record_failure(out.errors[-1])
 
+    def row_method(self, method: str) -> str:
+        """The method column of the rows and cell files of ``method`` (a worker of user models adds the model's
+        name, bench/own/evaluate.py)."""
+        return method
+
     def cell_key(self, method: str, seed: int, fold: int, eval_set: str) -> str:
-        """The cell's file name (a worker of user models adds the model's name, bench/own/evaluate.py)."""
-        return cell_key(method, seed, fold, eval_set)
+        """The cell's file name."""
+        return cell_key(self.row_method(method), seed, fold, eval_set)
 
     def _calibration(self, m: ConfidenceMethod, model_key: str, spec: SplitSpec, key: str) -> dict[str, np.ndarray]:
         """The method's outputs on its own validation split (never on an image it is scored on), stored as a cell of
