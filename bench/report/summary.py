@@ -7,7 +7,7 @@ from typing import Any
 import pandas as pd
 from rich.table import Table
 
-from bench.report.counts import SetCount, counts_text
+from bench.report.counts import counts_text, set_counts
 from bench.report.metric_facts import metric_info
 
 ID_COLUMNS = ("accuracy", "auroc", "aupr_error", "fpr95", "aurc", "ece")
@@ -38,14 +38,7 @@ def fmt(mean: float, std: float, count: int, digits: int = 2) -> str:
 
 def _counts(agg: pd.DataFrame, sets: list[str]) -> str:
     """The images and errors behind a table's sets (counts.py), from the means over seeds; '' without them."""
-    out = {}
-    for name in dict.fromkeys(sets):
-        rows = agg[agg["eval_set"] == name]
-        images = rows.loc[rows["metric"] == "n_images", "mean"]
-        if not images.empty:
-            err = rows[rows["metric"] == "n_errors"]
-            out[name] = SetCount(float(images.mean()), dict(zip(err["method"], err["mean"].astype(float))))
-    return counts_text(out)
+    return counts_text(set_counts(agg.rename(columns={"mean": "value"}), list(dict.fromkeys(sets))))
 
 
 def _table(title: str, agg: pd.DataFrame, cols: list[tuple[str, str, str]]) -> Table:
