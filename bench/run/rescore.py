@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ import torch
 from bench.errors import UsageError
 from bench.run.grid import COST_SET
 from bench.run.rows import id_rows, ood_rows, tidy
-from bench.run.store import ROW_FIELDS, RunStore, cell_key
+from bench.run.store import ROW_FIELDS, RunStore, cell_key, read_predictions
 
 
 def _label(method: str, model: str) -> str:
@@ -45,15 +44,6 @@ def check_method(name: str) -> type:
         raise UsageError(f"{name} fits on the training split (not only the stored logits); add it with "
                          f"`python -m bench run --resume --methods ...,{name}`")
     return cls
-
-
-def _load(path: Path) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise UsageError(f"{path} is not a readable .npz ({type(e).__name__}); finish the run again with "
-                         "--resume") from None
 
 
 def _source_cells(store: RunStore) -> dict[str, list[dict[str, Any]]]:
@@ -125,7 +115,7 @@ def rescore(run: str | Path, methods: list[str], source: str | None = None) -> p
         path = store.predictions / f"{stem}.npz"
         if not path.is_file():
             raise UsageError(f"{path} is missing; finish the run again with --resume")
-        arrays[stem] = _load(path)
+        arrays[stem] = read_predictions(path)
         if "logits" not in arrays[stem]:
             raise UsageError(f"{path} holds no logits (the run was made before bench kept them); run the methods "
                              f"with `python -m bench run --resume --methods ...` instead")

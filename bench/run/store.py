@@ -41,6 +41,8 @@ RECORD_DIRS = ("fitted", "failed", "eval_sets")
 def _is_temporary(name: str) -> bool:
     """An atomic write's temporary file (bench.utils.atomic_write_bytes), left behind if its writer was killed."""
     return name.startswith(".") and name.endswith(".tmp")
+
+
 ROW_FIELDS = ("run_id", "method", "backbone", "seed", "fold", "eval_set", "shift", "severity", "metric", "value")
 
 
@@ -82,8 +84,6 @@ def check_new_out(run_dir: Path, flag: str = "--out") -> None:
 def read_predictions(path: Path, keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
     """The arrays of a cell's predictions file (``keys``: those only, each required), never unpickled; a damaged or
     foreign file is one line naming it (numpy's own message would advise allow_pickle)."""
-    import zipfile
-
     try:
         with np.load(path, allow_pickle=False) as z:
             if not isinstance(z, np.lib.npyio.NpzFile):
