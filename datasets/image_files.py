@@ -94,9 +94,10 @@ def check_side(height: int, width: int, source: str) -> None:
                          "a side; BENCH_MAX_IMAGE_SIDE raises it); shrink them first")
 
 
-def _declared_shapes(path: Path) -> dict[str, tuple[int, ...]]:
-    """Array name -> shape, from the .npz members' headers (nothing is read but the headers)."""
-    shapes = {}
+def declared_arrays(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Array name -> (shape, dtype), from the .npz members' headers (nothing is read but the headers), so that a
+    size can be refused before numpy allocates it. Raises what zipfile and numpy raise on a damaged file."""
+    out = {}
     with zipfile.ZipFile(path) as zf:
         for info in zf.infolist():
             if info.filename.endswith(".npy"):
@@ -104,13 +105,14 @@ def _declared_shapes(path: Path) -> dict[str, tuple[int, ...]]:
                     version = np.lib.format.read_magic(f)
                     read = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
                         np.lib.format.read_array_header_2_0
-                    shapes[info.filename[:-4]] = tuple(read(f)[0])
-    return shapes
+                    shape, _, dtype = read(f)
+                out[info.filename[:-4]] = (tuple(shape), dtype)
+    return out
 
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:
     try:
-        for key, shape in _declared_shapes(path).items():
+        for key, (shape, _) in declared_arrays(path).items():
             if len(shape) in (3, 4):  # (N, H, W), (N, C, H, W) or channels last (N, H, W, C), refused later
                 last = len(shape) == 4 and shape[1] not in (1, 3) and shape[-1] in (1, 3, 4)
                 check_side(*(shape[1:3] if last else shape[-2:]), f"{path}[{key}]")

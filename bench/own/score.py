@@ -59,22 +59,16 @@ def check_npz_sizes(path: Any, z: Any) -> None:
     import os
     import zipfile
 
+    from bench.datasets.image_files import declared_arrays
+
     limit = float(os.environ.get("BENCH_MAX_ARRAY_GB", MAX_ARRAY_BYTES / 2**30)) * 2**30
     try:
-        with zipfile.ZipFile(path) as zf:
-            for info in zf.infolist():
-                if not info.filename.endswith(".npy"):
-                    continue
-                with zf.open(info) as f:
-                    version = np.lib.format.read_magic(f)
-                    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
-                        np.lib.format.read_array_header_2_0
-                    shape, _, dtype = read(f)
-                nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
-                if nbytes > limit:
-                    raise UsageError(f"{path}: array {info.filename[:-4]} declares shape {shape} of {dtype} "
-                                     f"({nbytes / 2**30:,.1f} GiB), more than bench reads ({limit / 2**30:g} GiB; "
-                                     "BENCH_MAX_ARRAY_GB raises it)")
+        for name, (shape, dtype) in declared_arrays(path).items():
+            nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+            if nbytes > limit:
+                raise UsageError(f"{path}: array {name} declares shape {shape} of {dtype} "
+                                 f"({nbytes / 2**30:,.1f} GiB), more than bench reads ({limit / 2**30:g} GiB; "
+                                 "BENCH_MAX_ARRAY_GB raises it)")
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         raise UsageError(f"{path} is not a readable .npz ({type(e).__name__}); save it with numpy.savez") from None
 
