@@ -36,6 +36,14 @@ def test_score_on_an_npz_whose_header_claims_a_huge_array(tmp_path):
     _one_line(*run_main(["score", str(path)])[::2], 2, "372.5 GiB), more than bench reads (4 GiB")
 
 
+@pytest.mark.parametrize("value", ["abc", "0", "-1", "inf", "nan"])
+def test_score_with_a_bad_array_limit_says_so(tmp_path, monkeypatch, value):
+    np.savez(tmp_path / "out.npz", logits=np.zeros((2, 3), np.float32), labels=np.zeros(2, int))
+    monkeypatch.setenv("BENCH_MAX_ARRAY_GB", value)
+    _one_line(*run_main(["score", str(tmp_path / "out.npz")])[::2], 2,
+              f"BENCH_MAX_ARRAY_GB={value!r} must be a positive number of GiB")
+
+
 def test_score_on_empty_and_float32_overflowing_outputs(tmp_path):
     import bench
 

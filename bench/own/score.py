@@ -9,6 +9,7 @@ its own too).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -61,7 +62,13 @@ def check_npz_sizes(path: Any, z: Any) -> None:
 
     from bench.datasets.image_files import declared_arrays
 
-    limit = float(os.environ.get("BENCH_MAX_ARRAY_GB", MAX_ARRAY_BYTES / 2**30)) * 2**30
+    text = os.environ.get("BENCH_MAX_ARRAY_GB", str(MAX_ARRAY_BYTES / 2**30))
+    try:
+        limit = float(text) * 2**30
+    except ValueError:
+        limit = math.nan
+    if not limit > 0 or math.isinf(limit):  # nan (not a number) fails "> 0"
+        raise UsageError(f"BENCH_MAX_ARRAY_GB={text!r} must be a positive number of GiB, e.g. 8")
     try:
         for name, (shape, dtype) in declared_arrays(path).items():
             nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
