@@ -4,18 +4,22 @@
 # fooling), which keep their first 2,000 test images (eval.max_attack=2000). Near OOD: notMNIST + Fashion-MNIST for
 # MNIST, MNIST + notMNIST for Fashion-MNIST; notMNIST is read from DATA_DIR (see docs/data.md), never downloaded here.
 #
-#   bash tools/full_leaderboards.sh DATA_DIR OUT_DIR      # e.g. bash tools/full_leaderboards.sh ~/data runs
+#   bash tools/full_leaderboards.sh DATA_DIR OUT_DIR [bench run options...]   # e.g. ... ~/data runs
+#
+# Options after OUT_DIR go to both runs, e.g. `--set executor.cpus_per_unit=1` to keep each run to one thread when
+# the machine does other work.
 #
 # Resumable: run it again with the same arguments and each run skips its finished cells. Estimated (not yet
 # measured whole) at 6-7.5 h per benchmark on an idle 2-core CPU with --jobs 1; the script prints each run's wall time.
 set -u
 DATA_DIR=${1:?usage: bash tools/full_leaderboards.sh DATA_DIR OUT_DIR}
 OUT=${2:?usage: bash tools/full_leaderboards.sh DATA_DIR OUT_DIR}
+shift 2
 cd "$(dirname "$0")/.."
 TIMEFORMAT='wall %R s, user %U s, sys %S s'
 ATTACKS="fgsm,pgd:eps=0.1,fgsm:eps=0.1,eot=10,pgd:eps=0.1,eot=10,fgsm-transfer,uap:xi=0.2,p=inf,uap:xi=4,p=2,fooling"
 COMMON=(--profile quick --methods '*' --seeds 0,1,2,3,4 --set eval.max_attack=2000 --data-dir "$DATA_DIR"
-        --cache-dir "$OUT/cache" --jobs 1 --no-progress)
+        --cache-dir "$OUT/cache" --jobs 1 --no-progress "$@")
 resume() { [ -f "$1/manifest.json" ] && echo --resume; }  # bench refuses to resume a folder that holds no run
 
 echo "== MNIST $(date -u +%FT%TZ) git $(git rev-parse --short HEAD 2>/dev/null)"
