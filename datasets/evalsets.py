@@ -254,6 +254,14 @@ def _notmnist(ctx: EvalContext) -> EvalData:
     return EvalData("ood:notmnist", test.images[:n], torch.full((n,), -1), "ood", "ood", group="near")
 
 
+@_register("ood:notmnist-test", f"notMNIST less its last {notmnist.N_VAL:,} glyphs (the validation part of "
+           "mdsens.val_ood=notmnist), near OOD", offline=False, report_group="ood-near", present=notmnist.present)
+def _notmnist_test(ctx: EvalContext) -> EvalData:
+    test, _ = notmnist.split(notmnist.load(ctx.data_dir, ctx.allow_download))
+    n = ctx.cap(len(test))
+    return EvalData("ood:notmnist-test", test.images[:n], torch.full((n,), -1), "ood", "ood", group="near")
+
+
 def offline_sets(sets: Registry | None = None) -> list[str]:
     """MNIST test plus every offline OOD set of ``sets`` (the registry's by default)."""
     sets = sets if sets is not None else EVAL_SETS

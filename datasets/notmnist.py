@@ -30,6 +30,9 @@ FILES = {
 # pinned to the commit that added the files, so the content the hashes name cannot move under the URL
 URL = "https://raw.githubusercontent.com/davidflanagan/notMNIST-to-MNIST/c58c29ff93d7b8c809c449b380a232f9f39909fd/{}.gz"
 N_TEST = 10_000
+# The last N_VAL glyphs are a validation part for methods that fit on OOD data (mdsens.val_ood=notmnist), as OpenOOD
+# fits its MDS weights on a notMNIST list disjoint from its test list; ood:notmnist-test is the other 9,000.
+N_VAL = 1_000
 
 
 def candidates(data_dir: Path, name: str) -> list[Path]:
@@ -106,3 +109,13 @@ def load(data_dir: str | Path, allow_download: bool = True) -> ImageSet:
         raise DataError(f"{paths['images']} holds {tuple(images.shape)} images for {len(labels)} labels; expected "
                         "(N, 28, 28) and one label each")  # the hashes pin the real files; this guards edited ones
     return ImageSet(images.unsqueeze(1).to(torch.uint8), labels)
+
+
+def split(glyphs: ImageSet) -> tuple[ImageSet, ImageSet]:
+    """(test, validation): the glyphs before the last ``N_VAL`` and those ``N_VAL`` (the file is already a random
+    sample of notMNIST, so a fixed cut is a random split)."""
+    cut = len(glyphs) - N_VAL
+    if cut <= 0:
+        raise DataError(f"notMNIST holds {len(glyphs)} glyphs; its validation part needs more than {N_VAL}")
+    return (ImageSet(glyphs.images[:cut], glyphs.labels[:cut]),
+            ImageSet(glyphs.images[cut:], glyphs.labels[cut:]))

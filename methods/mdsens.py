@@ -22,9 +22,14 @@ OOD set, ``val_ood``:
   (CIFAR-10 / SVHN) leaves lenet5's channel-pooled maps as they were (clean vs FGSM AUROC 0.49-0.51 per layer), so
   the regression fits noise (docs/openood.md).
 
-OpenOOD fits the weights on a held-out notMNIST split (``val_notmnist``, disjoint from its test notMNIST images);
-that needs the notMNIST set, not on this branch (docs/openood.md). Lee et al.'s code picks eps from a list on the
-validation data too; here eps is one value (OpenOOD's setting, 0.0014), sweepable with ``--set mdsens.eps=``.
+- ``notmnist``: the last 1,000 glyphs of the user's notMNIST (``--data-dir``; ``notmnist.N_VAL``), as OpenOOD fits
+  its MDS weights on a notMNIST list disjoint from its test list. Those glyphs are then validation data: the run
+  must test on ``ood:notmnist-test`` (the other 9,000), and is refused with ``ood:notmnist``. The weights are then
+  tuned on one of the near-OOD test distributions, so the method's near-OOD numbers are not those of a detector
+  that has seen no OOD data (docs/openood.md).
+
+Lee et al.'s code picks eps from a list on the validation data too; here eps is one value (OpenOOD's setting,
+0.0014), sweepable with ``--set mdsens.eps=``.
 
 Deviation, for a fit that converges whatever the layers' score scales: the regression (scikit-learn's
 ``LogisticRegressionCV``, as both references) runs on standardised layer scores and the weights are mapped back
@@ -36,20 +41,22 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.datasets import notmnist
 from bench.datasets.mnist import ImageSet, to_float
-from bench.errors import NotFittedError, UsageError
+from bench.errors import DataError, NotFittedError, UsageError
 from bench.methods.core.base import ConfidenceMethod, FitContext, Training, register
 from bench.methods.core.features import require_features
 from bench.methods.core.options import Options, option
 from bench.methods.core.training import batches, eval_mode
 
-VAL_OOD = ("fgsm",)
+VAL_OOD = ("fgsm", "notmnist")
 LAYERS = ("blocks", "all")
 
 
@@ -58,7 +65,7 @@ class MDSEnsConfig(Options):
     eps: float = option(0.0014, ge=0)  # input pre-processing step, [0, 1] pixel units (OpenOOD's noise 0.0014)
     val_ood: str = option("fgsm", one_of=VAL_OOD)  # validation OOD for the layer weights (module docstring)
     fgsm_eps: float = option(0.3, gt=0, le=1)  # FGSM step of the adversarial validation set (MNIST's usual 0.3)
-    n_val: int = option(1000, ge=10)  # validation images (and as many OOD ones); Lee et al. use 1,000
+    n_val: int = option(1000, ge=10)  # validation images and as many OOD ones (notMNIST: 1,000 at most)
     layers: str = option("blocks", one_of=LAYERS)  # blocks: feature_list less the penultimate features; all: every map
 
 
@@ -96,6 +103,14 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torc
     return (x.detach() + eps * g.sign()).clamp(0, 1)
 
 
+def notmnist_validation(data_dir: Path | None) -> ImageSet:
+    """notMNIST's validation glyphs (``notmnist.split``), from the run's data folder."""
+    if data_dir is None:
+        raise DataError("mdsens.val_ood=notmnist reads notMNIST from the run's data folder, and this fit has none; "
+                        "give --data-dir, or use mdsens.val_ood=fgsm")
+    return notmnist.split(notmnist.load(data_dir))[1]
+
+
 def fit_combination(s_in: torch.Tensor, s_out: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Logistic regression ID (1) vs OOD (0) on the layer scores (N, L): (w (L,), b) acting on raw scores."""
     from sklearn.exceptions import ConvergenceWarning
@@ -116,7 +131,7 @@ def fit_combination(s_in: torch.Tensor, s_out: torch.Tensor, seed: int) -> tuple
 
 
 @register("mdsens", "Lee et al.'s full Mahalanobis: per-layer class Gaussians, input pre-processing, layers weighted "
-          "by a logistic regression on validation OOD (FGSM; OpenOOD's MDSEns)")
+          "by a logistic regression on validation OOD (FGSM or notMNIST; OpenOOD's MDSEns)")
 class MDSEnsemble(ConfidenceMethod):
     Config = MDSEnsConfig
     training = Training.SHARED_BASELINE
@@ -126,6 +141,18 @@ class MDSEnsemble(ConfidenceMethod):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.state: dict[str, Any] | None = None  # means, precisions (lists, one per layer), weights, bias
+
+    @classmethod
+    def check_eval_sets(cls, config: MDSEnsConfig, datasets: list[str], data_dir: Path) -> None:
+        if config.val_ood != "notmnist":
+            return
+        if "ood:notmnist" in datasets:
+            raise UsageError(f"mdsens.val_ood=notmnist fits on the last {notmnist.N_VAL:,} glyphs of notMNIST, which "
+                             "ood:notmnist tests on; test on ood:notmnist-test (the other glyphs) instead")
+        if config.n_val > notmnist.N_VAL:
+            raise UsageError(f"mdsens.n_val={config.n_val} is more than the {notmnist.N_VAL:,} notMNIST validation "
+                             f"glyphs of mdsens.val_ood=notmnist; use mdsens.n_val={notmnist.N_VAL} or fewer")
+        notmnist_validation(data_dir)  # read (or fetched) and checked now, not after the baseline is trained
 
     @property
     def forward_passes(self) -> int:
@@ -150,7 +177,10 @@ class MDSEnsemble(ConfidenceMethod):
         idx = torch.randperm(len(val), generator=self.generator(101))[:n].to(val.images.device)
         x_in, y_in = to_float(val.images[idx]).to(ctx.device), val.labels[idx].to(ctx.device)
         with eval_mode(model):
-            x_out = fgsm(model, x_in, y_in, self.config.fgsm_eps)
+            if self.config.val_ood == "notmnist":
+                x_out = to_float(notmnist_validation(ctx.data_dir).images[:n]).to(ctx.device)
+            else:
+                x_out = fgsm(model, x_in, y_in, self.config.fgsm_eps)
             s_in, s_out = self.layer_scores(x_in), self.layer_scores(x_out)
         self.state["weights"], self.state["bias"] = fit_combination(s_in.cpu(), s_out.cpu(), self.seed)
 

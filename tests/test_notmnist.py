@@ -149,3 +149,92 @@ def _defaults(data_dir):
 
     return run_defaults("mnist", embedded(), None, data_dir)
 
+
+
+# --- the validation part (mdsens.val_ood=notmnist) and ood:notmnist-test --------------------------------------
+@pytest.fixture
+def glyphs(monkeypatch, tmp_path):
+    """A data folder with 30 fake glyphs (bright squares on black, unlike digits) whose last 20 are the validation
+    part (notmnist.N_VAL patched to 20)."""
+    g = np.random.default_rng(1)
+    arr = np.zeros((30, 28, 28), np.uint8)
+    for k in range(30):
+        r, c = g.integers(2, 14, size=2)
+        arr[k, r:r + 12, c:c + 12] = 255
+    images, labels = idx_bytes(arr), idx_bytes(np.arange(30) % 10)
+    monkeypatch.setattr(notmnist, "FILES", {
+        "images": ("t10k-images-idx3-ubyte", hashlib.md5(images).hexdigest()),
+        "labels": ("t10k-labels-idx1-ubyte", hashlib.md5(labels).hexdigest())})
+    monkeypatch.setattr(notmnist, "N_VAL", 20)
+    place(tmp_path / "notMNIST/raw", {"t10k-images-idx3-ubyte": images, "t10k-labels-idx1-ubyte": labels}, gz=True)
+    return tmp_path, torch.from_numpy(arr).unsqueeze(1)
+
+
+def test_split_keeps_the_last_glyphs_for_validation(glyphs):
+    folder, arr = glyphs
+    test, val = notmnist.split(notmnist.load(folder, allow_download=False))
+    assert torch.equal(test.images, arr[:10]) and torch.equal(val.images, arr[10:])
+    d = build("ood:notmnist-test", EvalContext(data_dir=folder, allow_download=False))
+    assert torch.equal(d.images, arr[:10]) and d.group == "near" and d.name == "ood:notmnist-test"
+    assert len(build("ood:notmnist", EvalContext(data_dir=folder, allow_download=False)).images) == 30
+
+
+def test_split_refuses_a_set_no_larger_than_its_validation_part(fake, tmp_path):
+    place(tmp_path, fake, gz=False)  # five glyphs, N_VAL 1,000
+    with pytest.raises(DataError, match="validation part"):
+        notmnist.split(notmnist.load(tmp_path, allow_download=False))
+
+
+def test_mdsens_on_notmnist_validation_is_refused_beside_the_whole_test_set(glyphs, tmp_path_factory):
+    from bench.errors import UsageError
+    from bench.methods.mdsens import MDSEnsConfig, MDSEnsemble
+
+    folder, _ = glyphs
+    cfg = MDSEnsConfig(val_ood="notmnist", n_val=20)
+    MDSEnsemble.check_eval_sets(cfg, ["mnist", "ood:notmnist-test"], folder)  # disjoint: accepted
+    with pytest.raises(UsageError, match="ood:notmnist-test"):
+        MDSEnsemble.check_eval_sets(cfg, ["mnist", "ood:notmnist"], folder)
+    with pytest.raises(UsageError, match="mdsens.n_val=21"):
+        MDSEnsemble.check_eval_sets(MDSEnsConfig(val_ood="notmnist", n_val=21), ["mnist"], folder)
+    with pytest.raises(DataError, match="downloads are off|could not be downloaded"):  # no files: before training
+        notmnist.load(tmp_path_factory.mktemp("empty"), allow_download=False)
+    MDSEnsemble.check_eval_sets(MDSEnsConfig(), ["mnist", "ood:notmnist"], folder)  # fgsm: nothing to check
+
+
+def test_a_run_refuses_mdsens_on_notmnist_validation_with_ood_notmnist_before_training(glyphs):
+    from bench.config import resolve
+    from bench.errors import UsageError
+    from bench.methods import METHODS
+    from bench.run.grid import check_methods_eval_sets
+
+    folder, _ = glyphs
+    configs = {n: METHODS.get(n).Config for n in METHODS.names()}
+    cfg = resolve([{"methods": ["msp", "mdsens"], "mdsens": {"val_ood": "notmnist", "n_val": 20},
+                    "data_dir": str(folder)}], configs)
+    check_methods_eval_sets(cfg, ["msp", "mdsens"], ["mnist", "ood:notmnist-test"])
+    with pytest.raises(UsageError, match="mdsens.val_ood=notmnist"):
+        check_methods_eval_sets(cfg, ["msp", "mdsens"], ["mnist", "ood:notmnist"])
+
+
+def test_mdsens_fits_its_weights_on_the_notmnist_validation_glyphs(glyphs, tiny, cached_tiny_ctx):
+    import dataclasses
+
+    from bench.errors import DataError as DE
+    from bench.methods.mdsens import MDSEnsConfig, MDSEnsemble
+
+    folder, _ = glyphs
+    train, val, _ = tiny
+    ctx = dataclasses.replace(cached_tiny_ctx, data_dir=folder)
+    on_glyphs = MDSEnsemble(MDSEnsConfig(val_ood="notmnist", n_val=20), backbone="lenet5", seed=0).fit(train, val, ctx)
+    on_fgsm = MDSEnsemble(MDSEnsConfig(n_val=20), backbone="lenet5", seed=0).fit(train, val, ctx)
+    assert all(torch.equal(a, b) for a, b in zip(on_glyphs.state["means"], on_fgsm.state["means"]))
+    assert not torch.equal(on_glyphs.state["weights"], on_fgsm.state["weights"])
+    # fitted to tell digits from these glyphs: the validation glyphs score below the validation digits
+    x_out = notmnist.split(notmnist.load(folder, allow_download=False))[1].images.float() / 255
+    conf_out = on_glyphs.predict(x_out).confidence
+    conf_in = on_glyphs.predict(val.images[:20]).confidence
+    pairs = (conf_in[:, None] > conf_out[None, :]).float().mean()  # the AUROC of digits vs glyphs
+    assert float(pairs) > 0.95
+    no_folder = dataclasses.replace(ctx, data_dir=None)
+    with pytest.raises(DE, match="--data-dir"):
+        MDSEnsemble(MDSEnsConfig(val_ood="notmnist", n_val=20), backbone="lenet5", seed=1).fit(train, val, no_folder)

@@ -135,7 +135,7 @@ class UserModelWorker(UnitWorker):
         m = cls(cls.Config(**self.cfg.options_for(method)), backbone=self._name(),
                 num_classes=models[0].num_classes, seed=seed)
         ctx = UserFitContext(device=self.device, recipe=self.cfg.train, split_id=spec.split_id, progress=self.bars,
-                             on_epoch=None, models=models, base_seed=seed)
+                             on_epoch=None, models=models, base_seed=seed, data_dir=Path(self.cfg.data_dir))
         m.fit(*split(self._train_full, spec), ctx)
         # a method whose classifier is the user's model itself shares its attacked eval sets with the others
         key = models[0].key if m.classifier is models[0] else f"{method}:{self._name()}"

@@ -8,6 +8,7 @@ of its own. A unit's cells are its methods times the run's eval sets plus the ``
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from torch import nn
@@ -110,6 +111,13 @@ def preflight(cfg: RunConfig, methods: list[str], source: DataSource,
         for net in (nets or _untrained_backbone(cfg, source))(m, config):
             out[m] = to_jsonable(cls.preflight(config, net, n_train))
     return out
+
+
+def check_methods_eval_sets(cfg: RunConfig, methods: list[str], datasets: list[str]) -> None:
+    """Each method's checks of its options against the run's eval sets and data folder (before any training)."""
+    for m in methods:
+        cls = METHODS.get(m)
+        cls.check_eval_sets(cls.Config(**cfg.options_for(m)), list(datasets), Path(cfg.data_dir))
 
 
 def _untrained_backbone(cfg: RunConfig, source: DataSource) -> Callable[[str, Any], list[nn.Module]]:

@@ -33,7 +33,7 @@ from bench.errors import UsageError
 from bench.methods import METHODS
 from bench.plugins import load_plugins
 from bench.run.executors import GridJob, Payload, check_executor, make_executor
-from bench.run.grid import Unit, UnitResult, eval_names, fitted_ok, plan_units, preflight
+from bench.run.grid import Unit, UnitResult, check_methods_eval_sets, eval_names, fitted_ok, plan_units, preflight
 from bench.run.progress import Bars
 from bench.run.provenance import prepare_store
 from bench.run.runlock import RunLock
@@ -84,6 +84,7 @@ class Runner:
 
         check_run(cfg, self.datasets, self.sets)  # the run's values first, then what methods check on the network
         user_data.check_run(cfg, self.datasets, self.methods, self.source, self.sets)  # --data: sets, methods, split
+        check_methods_eval_sets(cfg, self.methods, self.datasets)
         self.hyperparameters = preflight(cfg, self.methods, self.source, self._preflight_nets())  # before training
         self.lock = RunLock(run_dir)
         if resume:  # --resume only on the data the run was made with (content hash)

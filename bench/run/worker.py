@@ -254,7 +254,8 @@ class UnitWorker:
         writer = self._writer(method, seed, spec.fold) if self.tensorboard else None
         loggers = [f for f in (_scalar_logger(writer) if writer else None, _epoch_lines(self.bars.console)) if f]
         ctx = FitContext(device=self.device, recipe=self.cfg.train, split_id=spec.split_id, cache=self.cache,
-                         progress=self.bars, on_epoch=_both(loggers) if loggers else None)
+                         progress=self.bars, data_dir=Path(self.cfg.data_dir),
+                         on_epoch=_both(loggers) if loggers else None)
         try:
             m = ctx.fit_method(method, self.cfg.backbone, self.source.num_classes, seed,
                                *split(self._train_full, spec), config=config)

@@ -13,6 +13,7 @@ import dataclasses
 import enum
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, ClassVar, NamedTuple
 
 import torch
@@ -84,6 +85,8 @@ class FitContext:
     progress: Any = None
     #: called after every epoch of every fit as ``on_epoch(label, epoch, scalars)`` (TensorBoard, live logs)
     on_epoch: Callable[[str, int, dict[str, float]], None] | None = None
+    #: the run's data folder (--data-dir), for methods that fit on a data set of their own (mdsens on notMNIST)
+    data_dir: Path | None = None
 
     def baseline_key(self, backbone: str, num_classes: int, seed: int) -> str:
         return "baseline-" + stable_hash(
@@ -318,6 +321,11 @@ class ConfidenceMethod:
     def score_features(self, features: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Feature scorers: (probabilities, confidence) from penultimate features and logits."""
         raise NotImplementedError(f"{type(self).__name__} must implement score_features")
+
+    @classmethod
+    def check_eval_sets(cls, config: Any, datasets: list[str], data_dir: Path) -> None:
+        """Checks of the method's options against the run's eval sets and data folder, before any training (one-line
+        UsageError or DataError); e.g. a method that fits on validation OOD data must not be tested on those images."""
 
     @classmethod
     def preflight(cls, config: Any, net: nn.Module, n_train: int) -> dict[str, Any]:
