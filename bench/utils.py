@@ -50,6 +50,15 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
+def figure_bytes(fig: Any, fmt: str, **kwargs: Any) -> bytes:
+    """A matplotlib figure as a file's bytes (``fmt``: png, pdf, ...), for ``atomic_write_bytes``."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt, bbox_inches="tight", **kwargs)
+    return buf.getvalue()
+
+
 def _write_then_rename(path: Path, data: bytes) -> None:
     from bench import faults
 

@@ -325,6 +325,32 @@ def test_a_full_disk_names_the_folder(tmp_path, monkeypatch):
     _one_line(code, err, 1, f"no space left on the device holding {tmp_path / 'scored'} (No space left on device)")
 
 
+def test_a_full_disk_while_saving_figures_names_the_folder(tmp_path, monkeypatch):
+    """Report plots and gallery figures are rendered in memory and written by the atomic writer: ENOSPC is the same
+    one-line DiskFullError (matplotlib's savefig on a path gave a bare OSError), and no partial file is left."""
+    import errno
+    import os
+
+    from bench import utils
+    from bench.errors import DiskFullError
+    from bench.gallery.draw import pyplot, save_figure
+    from bench.report.plots import _save
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(utils.os, "fsync", full)
+    plt = pyplot()
+    for out, write in ((tmp_path / "plots", lambda fig, d: _save(fig, d, "auroc")),
+                       (tmp_path / "gallery", lambda fig, d: save_figure(fig, d, "fgsm", "a caption"))):
+        out.mkdir()
+        fig = plt.figure(figsize=(2, 2))
+        with pytest.raises(DiskFullError, match=f"^no space left on the device holding {out} "):
+            write(fig, out)
+        plt.close("all")
+        assert list(out.iterdir()) == []
+
+
 def test_score_prints_no_empty_cost_table(tmp_path):
     path = tmp_path / "o.npz"
     rng = np.random.default_rng(0)

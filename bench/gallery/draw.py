@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.utils import atomic_write_bytes, figure_bytes
+
 PERT_CMAP = "RdBu_r"  # diverging: red = pixel made brighter, blue = darker, white = unchanged
 RIGHT, WRONG, NEUTRAL = "#1a7f37", "#cf222e", "#24292f"
 
@@ -54,12 +56,13 @@ def save_figure(fig, out_dir: Path, name: str, caption: str) -> list[Path]:
 
     from PIL import Image
 
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    fig.savefig(out_dir / f"{name}.pdf", bbox_inches="tight")
+    png, pdf = figure_bytes(fig, "png", dpi=100), figure_bytes(fig, "pdf")
     plt.close(fig)
+    atomic_write_bytes(out_dir / f"{name}.pdf", pdf)  # atomic, and a full disk names the folder
     # a 256-colour palette keeps the PNGs at tens of KB (noise-like perturbations compress badly in RGBA)
-    with Image.open(buf) as im:
+    with Image.open(io.BytesIO(png)) as im:
         small = im.convert("RGB").quantize(colors=256, method=Image.Quantize.FASTOCTREE)
-        small.save(out_dir / f"{name}.png", optimize=True)
+        out = io.BytesIO()
+        small.save(out, format="png", optimize=True)
+    atomic_write_bytes(out_dir / f"{name}.png", out.getvalue())
     return [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]

@@ -22,6 +22,7 @@ from bench.report.metric_facts import metric_info
 from bench.report.runs import RunSet
 from bench.report.tables import severity_value, short_set
 from bench.run.store import read_predictions
+from bench.utils import atomic_write_bytes, figure_bytes
 
 ID_SET = "mnist"
 N_BINS = 15  # reliability bins, as the ECE metric
@@ -49,10 +50,12 @@ def _save(fig, out_dir: Path, name: str) -> list[Path]:
     paths = []
     for ext in ("png", "pdf"):
         path = out_dir / f"{name}.{ext}"
-        fig.savefig(path, dpi=150 if ext == "png" else None, bbox_inches="tight")
+        # rendered in memory, then written atomically: no half-written figure, and a full disk names the folder
+        atomic_write_bytes(path, figure_bytes(fig, ext, dpi=150 if ext == "png" else None))
         paths.append(path)
     plt.close(fig)
     return paths
+
 
 
 def line_style(i: int) -> dict[str, Any]:
