@@ -18,7 +18,8 @@ shift 2
 cd "$(dirname "$0")/.."
 TIMEFORMAT='wall %R s, user %U s, sys %S s'
 ATTACKS="fgsm,pgd:eps=0.1,fgsm:eps=0.1,eot=10,pgd:eps=0.1,eot=10,fgsm-transfer,uap:xi=0.2,p=inf,uap:xi=4,p=2,fooling"
-COMMON=(--profile quick --methods '*' --seeds 0,1,2,3,4 --set eval.max_attack=2000 --data-dir "$DATA_DIR"
+COMMON=(--profile quick --methods '*' --seeds 0,1,2,3,4 --set eval.max_attack=2000 --set eval.conformal=true
+        --data-dir "$DATA_DIR"
         --cache-dir "$OUT/cache" --jobs 1 --no-progress "$@")
 resume() { [ -f "$1/manifest.json" ] && echo --resume; }  # bench refuses to resume a folder that holds no run
 
