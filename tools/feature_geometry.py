@@ -38,6 +38,9 @@ args = parser.parse_args()
 ckpt = torch.load(args.checkpoint, weights_only=True)
 net = create_backbone(args.backbone, 10).eval()
 net.load_state_dict(ckpt["state"]["model"] if "state" in ckpt else ckpt["model"])
+if "norm" in ckpt:  # tools/train_variant.py --norm: the normalisation is a non-persistent buffer
+    net.mean.fill_(ckpt["norm"][0])
+    net.std.fill_(ckpt["norm"][1])
 
 
 def features(images: torch.Tensor) -> np.ndarray:
