@@ -238,3 +238,16 @@ def test_mdsens_fits_its_weights_on_the_notmnist_validation_glyphs(glyphs, tiny,
     no_folder = dataclasses.replace(ctx, data_dir=None)
     with pytest.raises(DE, match="--data-dir"):
         MDSEnsemble(MDSEnsConfig(val_ood="notmnist", n_val=20), backbone="lenet5", seed=1).fit(train, val, no_folder)
+
+
+def test_the_cli_refuses_mdsens_on_notmnist_validation_beside_ood_notmnist_in_one_line(glyphs, tmp_path):
+    """The runner calls the methods' eval-set checks before anything is trained or written."""
+    from _tiny import run_main
+
+    folder, _ = glyphs
+    out = tmp_path / "run"
+    code, _, err = run_main(["run", "--profile", "smoke", "--methods", "msp,mdsens", "--set", "mdsens.val_ood=notmnist",
+                             "--set", "mdsens.n_val=20", "--datasets", "mnist,ood:notmnist", "--data-dir", str(folder),
+                             "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--no-progress"])
+    assert code == 2 and "test on ood:notmnist-test" in err and len(err.strip().splitlines()) == 1, err
+    assert not (out / "manifest.json").exists()
