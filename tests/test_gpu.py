@@ -107,3 +107,28 @@ def test_amp_is_off_by_default_on_cuda(tiny):
     with torch.inference_mode():
         logits = m.classifier(torch.rand(4, 1, 28, 28, device="cuda"))
     assert logits.dtype == torch.float32
+
+
+def test_captured_training_matches_eager_on_cuda():
+    """train.compile=reduce-overhead on CUDA (torch.compile + CUDA graph trees): several steps over two batch
+    shapes give the eager weights within floating-point noise, and the saved state dict is the plain model's."""
+    import copy
+
+    from bench.methods.core.backbones import create_backbone
+    from bench.methods.core.training import Stepper, TrainRecipe, supervised_step
+
+    torch.manual_seed(0)
+    eager = create_backbone("lenet5", 10).cuda()  # no dropout: inductor draws its own masks (docs/performance.md)
+    other = copy.deepcopy(eager)
+    g = torch.Generator().manual_seed(1)
+    data = [(torch.rand(n, 1, 28, 28, generator=g).cuda(), torch.randint(0, 10, (n,), generator=g).cuda())
+            for n in (64, 64, 64, 17, 64, 17)]  # the epoch's last, smaller batch gets its own graph
+    for model, mode in ((eager, "none"), (other, "reduce-overhead")):
+        step = supervised_step(model, Stepper(model.parameters(), TrainRecipe(optimizer="sgd", lr=0.05,
+                                                                              compile=mode), 6))
+        model.train()
+        for x, y in data:
+            step(x, y, 1)
+    assert list(other.state_dict()) == list(eager.state_dict())
+    for k, v in eager.state_dict().items():
+        assert torch.allclose(other.state_dict()[k], v, atol=1e-4), k

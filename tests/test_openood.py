@@ -73,13 +73,14 @@ def test_old_recipes_keep_their_cache_keys():
     assert FitContext(recipe=TrainRecipe(), split_id="tiny-1024-256").baseline_key("lenet", 10, 0) == \
         "baseline-5f3e44213c0f4e7d"
     # the new fields count once they are used
-    for change in ({"optimizer": "sgd", "nesterov": True}, {"augment": "flip_crop4"}):
+    for change in ({"optimizer": "sgd", "nesterov": True}, {"augment": "flip_crop4"}, {"compile": "default"}):
         other = FitContext(recipe=TrainRecipe(**{**vars(cfg.train), **change}), split_id=ctx.split_id)
         assert other.baseline_key("lenet", 10, 0) != ctx.baseline_key("lenet", 10, 0)
     assert stable_hash(TrainRecipe(nesterov=False)) == stable_hash(
-        {k: v for k, v in vars(TrainRecipe()).items() if k not in ("nesterov", "augment")})
+        {k: v for k, v in vars(TrainRecipe()).items() if k not in ("nesterov", "augment", "compile")})
     # a saved run config of an old recipe reads as before (resume, report and compare match configs)
-    assert set(to_jsonable(cfg)["train"]) == {f.name for f in dataclasses.fields(TrainRecipe)} - {"nesterov", "augment"}
+    new = {"nesterov", "augment", "compile"}
+    assert set(to_jsonable(cfg)["train"]) == {f.name for f in dataclasses.fields(TrainRecipe)} - new
     assert to_jsonable(resolve([load_profile("openood")], CONFIGS))["train"]["augment"] == "flip_crop4"
 
 

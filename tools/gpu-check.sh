@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# GPU check, sized for ~7 minutes on one H100 (a hard 10-minute limit leaves room). Run from the repository root:
+# GPU check, sized for at most 8 minutes on one H100 (the stages' guards: 120 + 90 + 2 x 45 + 180 s). Run from the
+# repository root:
 #
-#   bash tools/gpu-check.sh               # gpu tests, TrustGAN epoch vs the reference, the quick grid (one seed)
+#   bash tools/gpu-check.sh               # gpu tests, TrustGAN epoch vs the reference, eager vs captured training
+#                                         # (train.compile), the quick grid (one seed) and its GPU cost table
 #   bash tools/gpu-check.sh --confidnet   # instead: ConfidNet's SmallConvNet block, 100 classifier epochs, 3 seeds
 #                                         # (long: hours on the CPU; give it its own session)
 #
-# Every stage runs under its own time guard (seconds, overridable: GUARD_TESTS, GUARD_TRUSTGAN, GUARD_GRID,
-# GUARD_CONFIDNET) and appends its figures to $OUT/gpu-check.txt as soon as it ends, so a stage that overruns or
-# fails still leaves the earlier figures and its own partial ones. $OUT defaults to ./gpu-check-out.
+# Every stage runs under its own time guard (seconds, overridable: GUARD_TESTS, GUARD_TRUSTGAN, GUARD_COMPILE,
+# GUARD_GRID, GUARD_CONFIDNET) and appends its figures to $OUT/gpu-check.txt as soon as it ends, so a stage that
+# overruns or fails still leaves the earlier figures and its own partial ones. $OUT defaults to ./gpu-check-out.
 # Needs: torch with CUDA importable (the system python, or .venv if present); bench is installed editable (no
 # dependencies fetched) when it is not importable. TrustGAN's reference: third_party/trustgan-ref (git-ignored; a
 # copy of ThalesGroup/trustGAN at c6211e1, shipped with the device runner's carry option).
@@ -88,24 +90,35 @@ if [ "${1:-}" = "--confidnet" ]; then
 fi
 
 # --- 1. the gpu tests ---------------------------------------------------------------------------------------------
-guarded "${GUARD_TESTS:-150}" gpu-tests "$PY" -m pytest -q -m gpu tests/test_gpu.py -p no:cacheprovider
+guarded "${GUARD_TESTS:-120}" gpu-tests "$PY" -m pytest -q -m gpu tests/test_gpu.py -p no:cacheprovider
 tail -n 3 "$OUT/gpu-tests.log" | sed 's/^/  /' | tee -a "$FIG"
 
 # --- 2. TrustGAN's whole epoch, net 7 / gan 5, batch 512, ours vs the reference (same process) --------------------
 if [ -f third_party/trustgan-ref/py/trustgan/training.py ]; then
-    guarded "${GUARD_TRUSTGAN:-120}" trustgan-epoch "$PY" tools/trustgan_vs_reference.py --device cuda \
+    guarded "${GUARD_TRUSTGAN:-90}" trustgan-epoch "$PY" tools/trustgan_vs_reference.py --device cuda \
         --out "$OUT/trustgan-epoch.json"
 else
     note "trustgan-epoch: no third_party/trustgan-ref (reference not shipped); ours alone"
-    guarded "${GUARD_TRUSTGAN:-120}" trustgan-epoch "$PY" tools/trustgan_vs_reference.py --device cuda --only ours \
+    guarded "${GUARD_TRUSTGAN:-90}" trustgan-epoch "$PY" tools/trustgan_vs_reference.py --device cuda --only ours \
         --out "$OUT/trustgan-epoch.json"
 fi
 [ -f "$OUT/trustgan-epoch.json" ] && sed 's/^/  /' "$OUT/trustgan-epoch.json" >>"$FIG"
 
+# --- 2b. eager vs captured training (train.compile=reduce-overhead: torch.compile + CUDA graphs), same process kind --
+for MODE in none reduce-overhead; do
+    guarded "${GUARD_COMPILE:-45}" "compile-$MODE" "$PY" -m bench run --profile quick --methods msp --seeds 0 \
+        --datasets mnist --device cuda --set train.compile=$MODE --out "$WORK/compile-$MODE" \
+        --cache-dir "$WORK/compile-cache" --no-progress
+    summarise_run "$WORK/compile-$MODE"
+done
+
 # --- 3. the quick grid of every method, one seed, fresh cache (partial progress is summarised on timeout) ---------
-guarded "${GUARD_GRID:-140}" quick-grid "$PY" -m bench run --methods '*' --profile quick --seeds 0 --device cuda \
+guarded "${GUARD_GRID:-180}" quick-grid "$PY" -m bench run --methods '*' --profile quick --seeds 0 --device cuda \
     --out "$WORK/quick-grid" --cache-dir "$WORK/grid-cache" --no-progress
 summarise_run "$WORK/quick-grid"
 # the device runner returns at most 8 files from $OUT: keep the run itself outside it, bring back its rows
 [ -f "$WORK/quick-grid/results.csv" ] && cp "$WORK/quick-grid/results.csv" "$OUT/quick-grid-results.csv"
+# the GPU cost table (seconds per epoch, first epoch, peak CUDA memory, inference ms per 1k) of what finished
+"$PY" -m bench report "$WORK/quick-grid" --groups cost --allow-partial --out "$OUT/gpu-cost.md" \
+    >>"$OUT/quick-grid.log" 2>&1 && note "cost table: $OUT/gpu-cost.md"
 note "done (figures in $FIG)"

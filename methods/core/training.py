@@ -32,9 +32,12 @@ from bench.utils import Timer, peak_memory, reset_peak_memory
 OPTIMIZERS = ("sgd", "adam", "adamw", "adadelta")
 SCHEDULERS = ("none", "step", "cosine", "cosine_iter")
 AUGMENTS = ("none", "flip_crop4")
+#: torch.compile modes of the training forward (``train.compile``): "reduce-overhead" also captures CUDA graphs on a
+#: GPU (one capture per batch shape, replayed every step); on the CPU it compiles without graphs
+COMPILE_MODES = ("none", "default", "reduce-overhead")
 #: fields added after checkpoints were cached and runs saved: at its default such a field is left out of the
 #: recipe's JSON (``TrainRecipe.key_fields``), so every cache key and saved config made before it stays the same
-KEY_OPTIONAL = ("nesterov", "augment")
+KEY_OPTIONAL = ("nesterov", "augment", "compile")
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,9 @@ class TrainRecipe(Options):
     grad_clip: float = option(0.0, ge=0)
     nesterov: bool = option(False)  # SGD only
     augment: str = option("none", one_of=AUGMENTS)  # flip_crop4: random horizontal flip, random crop padded by 4
+    # the baseline's training forward through torch.compile (docs/performance.md); results equal to eager within
+    # floating-point noise, not bit for bit, so it is part of the cache key when set
+    compile: str = option("none", one_of=COMPILE_MODES)
 
     def check(self) -> None:
         super().check()
@@ -423,11 +429,31 @@ def new_classifier(backbone: str, num_classes: int, seed: int, recipe: TrainReci
     return model, Stepper(model.parameters(), recipe, math.ceil(n_train / recipe.batch_size))
 
 
+def compiled_forward(model: nn.Module, mode: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``model``'s forward, through ``torch.compile(mode=...)`` unless mode is "none". The compiled wrapper shares
+    the model's parameters, so the optimiser, validation and the saved state dict keep using ``model`` itself.
+    Shapes are static: one graph per batch size (the epoch's last, smaller batch gets its own)."""
+    if mode == "none":
+        return model
+    net = torch.compile(model, mode=mode, dynamic=False)
+    if mode != "reduce-overhead":
+        return net
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        # CUDA graph trees: a new step begins here, so the previous step's outputs may be overwritten (the loop has
+        # consumed them: the loss is summed and backpropagated before the next call)
+        torch.compiler.cudagraph_mark_step_begin()
+        return net(x)
+
+    return forward
+
+
 def supervised_step(model: nn.Module, stepper: Stepper) -> Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]:
-    """A plain cross-entropy step."""
+    """A plain cross-entropy step (the forward compiled when the recipe says ``compile``)."""
     loss_fn = nn.CrossEntropyLoss()
+    forward = compiled_forward(model, stepper.recipe.compile)
 
     def step(x: torch.Tensor, y: torch.Tensor, epoch: int) -> torch.Tensor:
-        return stepper(loss_fn(model(x), y))
+        return stepper(loss_fn(forward(x), y))
 
     return step
