@@ -249,17 +249,19 @@ def _cifar(ctx: EvalContext) -> EvalData:
 @_register("ood:notmnist", "notMNIST test sample (10k glyphs A-J; from --data-dir, or downloaded), near OOD",
            offline=False, report_group="ood-near", present=notmnist.present)
 def _notmnist(ctx: EvalContext) -> EvalData:
-    test = notmnist.load(ctx.data_dir, ctx.allow_download)
-    n = ctx.cap(len(test))
-    return EvalData("ood:notmnist", test.images[:n], torch.full((n,), -1), "ood", "ood", group="near")
+    return _glyphs("ood:notmnist", notmnist.load(ctx.data_dir, ctx.allow_download), ctx)
 
 
 @_register("ood:notmnist-test", f"notMNIST less its last {notmnist.N_VAL:,} glyphs (the validation part of "
            "mdsens.val_ood=notmnist), near OOD", offline=False, report_group="ood-near", present=notmnist.present)
 def _notmnist_test(ctx: EvalContext) -> EvalData:
-    test, _ = notmnist.split(notmnist.load(ctx.data_dir, ctx.allow_download))
-    n = ctx.cap(len(test))
-    return EvalData("ood:notmnist-test", test.images[:n], torch.full((n,), -1), "ood", "ood", group="near")
+    return _glyphs("ood:notmnist-test", notmnist.split(notmnist.load(ctx.data_dir, ctx.allow_download))[0], ctx)
+
+
+def _glyphs(name: str, glyphs: ImageSet, ctx: EvalContext) -> EvalData:
+    """notMNIST glyphs as a near-OOD set (capped by ``max_eval``)."""
+    n = ctx.cap(len(glyphs))
+    return EvalData(name, glyphs.images[:n], torch.full((n,), -1), "ood", "ood", group="near")
 
 
 def offline_sets(sets: Registry | None = None) -> list[str]:

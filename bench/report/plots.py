@@ -57,7 +57,6 @@ def _save(fig, out_dir: Path, name: str) -> list[Path]:
     return paths
 
 
-
 def line_style(i: int) -> dict[str, Any]:
     """Matplotlib keywords for the i-th method: tab10 colours, then a new marker (and line style) for each further
     ten, so that up to 80 methods stay distinguishable on one axis (tests check every registered method)."""
