@@ -28,8 +28,11 @@ def idx_bytes(arr: np.ndarray) -> bytes:
 def fake(monkeypatch):
     """Five 28x28 glyphs and labels, with notmnist.FILES pointing at their md5 (the real hashes name 10k images)."""
     g = np.random.default_rng(0)
-    images = idx_bytes(g.integers(0, 256, size=(5, 28, 28)))
-    labels = idx_bytes(np.arange(5))
+    return pinned(monkeypatch, idx_bytes(g.integers(0, 256, size=(5, 28, 28))), idx_bytes(np.arange(5)))
+
+
+def pinned(monkeypatch, images: bytes, labels: bytes) -> dict[str, bytes]:
+    """notmnist.FILES pointed at these files' md5s; the files by name, for ``place``."""
     monkeypatch.setattr(notmnist, "FILES", {
         "images": ("t10k-images-idx3-ubyte", hashlib.md5(images).hexdigest()),
         "labels": ("t10k-labels-idx1-ubyte", hashlib.md5(labels).hexdigest())})
@@ -161,12 +164,9 @@ def glyphs(monkeypatch, tmp_path):
     for k in range(30):
         r, c = g.integers(2, 14, size=2)
         arr[k, r:r + 12, c:c + 12] = 255
-    images, labels = idx_bytes(arr), idx_bytes(np.arange(30) % 10)
-    monkeypatch.setattr(notmnist, "FILES", {
-        "images": ("t10k-images-idx3-ubyte", hashlib.md5(images).hexdigest()),
-        "labels": ("t10k-labels-idx1-ubyte", hashlib.md5(labels).hexdigest())})
+    files = pinned(monkeypatch, idx_bytes(arr), idx_bytes(np.arange(30) % 10))
     monkeypatch.setattr(notmnist, "N_VAL", 20)
-    place(tmp_path / "notMNIST/raw", {"t10k-images-idx3-ubyte": images, "t10k-labels-idx1-ubyte": labels}, gz=True)
+    place(tmp_path / "notMNIST/raw", files, gz=True)
     return tmp_path, torch.from_numpy(arr).unsqueeze(1)
 
 
