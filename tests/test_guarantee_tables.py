@@ -1,6 +1,7 @@
-"""The "failure" and "guarantees" report views (bench/report/groups.py VIEWS): built only when --groups names them,
-their columns and cells checked by hand on a synthetic run, cut per eval set in Markdown, read back from the report
-CSV, and every LaTeX table compiled in a one- and a two-column article without an overfull box."""
+"""The "failure", "guarantees" and "coverage" report views (bench/report/groups.py VIEWS): built only when --groups
+names them, their columns and cells checked by hand on a synthetic run, cut per eval set (per metric for coverage) in
+Markdown, read back from the report CSV, and every LaTeX table compiled in a one- and a two-column article without an
+overfull box."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from bench.run.store import RunStore, cell_key
 
 SEEDS = (0, 1, 2)
 LABELLED = {"mnist": ("none", ""), "mnistc:fog": ("mnistc", ""),
-            "occlusion:random-squares=0.3": ("occlusion", "0.3")}
+            "occlusion:random-squares=0.3": ("occlusion", "0.3"), "occlusion:random-squares=0.5": ("occlusion", "0.5")}
 FAILURE = ("auroc", "augrc", "aurc", "risk_cov90", "fpr95")
 
 
@@ -88,6 +89,54 @@ def test_markdown_cuts_the_guarantees_view_per_eval_set(run_dir):
     assert "RAPS cov95" in md and "SGR risk" in md
 
 
+def test_coverage_view_is_each_familys_mean_by_hand(run_dir):
+    (t,) = build_tables(load_runs([run_dir]), groups=["coverage"])
+    wanted = ("cp_lac_cov90", "cp_aps_cov90", "cp_raps_cov90", "sgr_risk")
+    # in-distribution first (the groups' report order), then the shifted families by name
+    assert [(c.eval_set, c.metric) for c in t.columns] == [(f, m) for f in ("mnist", "occlusion", "mnistc")
+                                                           for m in wanted]
+    j = [(c.eval_set, c.metric) for c in t.columns].index(("occlusion", "cp_aps_cov90"))
+    cell = t.cells[("b", j)]
+    by_hand = [(value("b", "occlusion:random-squares=0.3", "cp_aps_cov90", s)
+                + value("b", "occlusion:random-squares=0.5", "cp_aps_cov90", s)) / 2 for s in SEEDS]
+    assert cell.mean == pytest.approx(np.mean(by_hand)) and cell.std == pytest.approx(np.std(by_hand, ddof=1))
+    assert cell.n == len(SEEDS) and "each column is a family" in t.caption()
+
+
+def test_coverage_view_drops_a_unit_that_misses_a_set_of_the_family(run_dir, tmp_path):
+    store = RunStore(run_dir)
+    part = RunStore(tmp_path / "part")
+    part.ensure_writable()
+    part.write_manifest(store.read_manifest())
+    part.write_cell("all", [r for r in store.rows() if not (r["seed"] == 2 and r["method"] == "a"
+                                                            and r["eval_set"] == "occlusion:random-squares=0.5")])
+    part.write_results_csv()
+    (t,) = build_tables(load_runs([part.dir], allow_partial=True), groups=["coverage"])
+    j = [(c.eval_set, c.metric) for c in t.columns].index(("occlusion", "cp_lac_cov90"))
+    assert t.cells[("a", j)].n == 2 and t.cells[("b", j)].n == 3
+    j = [(c.eval_set, c.metric) for c in t.columns].index(("mnist", "cp_lac_cov90"))
+    assert t.cells[("a", j)].n == 3
+
+
+def test_markdown_cuts_the_coverage_view_per_metric_and_the_csv_reads_back(run_dir, tmp_path):
+    tables = build_tables(load_runs([run_dir]), groups=["coverage"])
+    md = render(tables, "md")
+    assert md.count("Guarantees under shift") == 4
+    assert "| method | mnist | occlusion | mnistc |" in md
+    (tmp_path / "r.csv").write_text(to_csv(tables))
+    (back,) = read_report_csv(tmp_path / "r.csv", groups=["coverage"])
+    assert [(c.eval_set, c.metric) for c in back.columns] == [(c.eval_set, c.metric) for c in tables[0].columns]
+
+
+def test_plots_take_the_views_names(run_dir, tmp_path):
+    """--groups failure,guarantees,coverage with --plots: the views have no plots of their own (failure selects the
+    risk-coverage curve), and naming them is no error (it was 'unknown group' after the tables were written)."""
+    pytest.importorskip("matplotlib")
+    from bench.report.figures import write_plots
+
+    assert write_plots(load_runs([run_dir]), tmp_path / "plots", groups=["guarantees", "coverage"]) == []
+
+
 def test_csv_round_trip(run_dir, tmp_path):
     tables = build_tables(load_runs([run_dir]), groups=["failure", "guarantees"])
     (tmp_path / "r.csv").write_text(to_csv(tables))
@@ -121,7 +170,7 @@ needs_latex = pytest.mark.skipif(pdflatex() is None and not os.environ.get("BENC
 @needs_latex
 @pytest.mark.parametrize("template", ["onecolumn", "twocolumn"])
 def test_latex_views_compile_and_fit(run_dir, template, tmp_path):
-    tables = build_tables(load_runs([run_dir]), groups=["failure", "guarantees"], ci=True)
+    tables = build_tables(load_runs([run_dir]), groups=["failure", "guarantees", "coverage"], ci=True)
     docs = [render(tables, "latex", layout=lay) for lay in ("auto", "sets", "group")]
     res, _ = compile_tables(docs, template, tmp_path)
     assert not res.errors and not res.too_wide, (res.errors[:3], res.too_wide)

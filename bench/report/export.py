@@ -173,8 +173,8 @@ WRITERS: dict[str, Callable[..., str]] = {"md": to_markdown, "latex": to_latex, 
 def relayout_for(tables: list[ReportTable], fmt: str, layout: str | None) -> list[ReportTable]:
     from bench.report.layout import WIDE_VIEWS, relayout
 
-    if layout is None and fmt != "latex":  # one table per group, but a wide view one per eval set
-        return [x for t in tables for x in relayout([t], "metrics" if t.key in WIDE_VIEWS else "group")]
+    if layout is None and fmt != "latex":  # one table per group; a wide view cut as WIDE_VIEWS says
+        return [x for t in tables for x in relayout([t], WIDE_VIEWS.get(t.key, "group"))]
     return relayout(tables, layout or "auto")
 
 

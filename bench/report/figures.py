@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.report.groups import row_groups
+from bench.report.groups import VIEWS, row_groups
 from bench.report.plots import (
     check_available,
     plot_confidence_histograms,
@@ -19,7 +19,7 @@ from bench.report.runs import RunSet
 from bench.report.tables import select
 
 # The report groups each plot belongs to, so `--groups` selects plots as it selects tables.
-PLOT_GROUPS = {"risk_coverage": {"id"}, "reliability": {"id"}, "confidence": {"ood-near", "ood-far", "ood"},
+PLOT_GROUPS = {"risk_coverage": {"id", "failure"}, "reliability": {"id"}, "confidence": {"ood-near", "ood-far", "ood"},
                "severity": {"occlusion", "adversarial"}, "cost": {"cost"}}
 
 
@@ -31,7 +31,7 @@ def write_plots(runs: RunSet, out_dir: Path, methods: list[str] | None = None,
     chosen = select(methods, present, "method") if methods else present
     keep = set(PLOT_GROUPS)
     if groups:  # matched as the tables match them
-        in_runs = sorted(set(row_groups(runs.rows)))
+        in_runs = sorted(set(row_groups(runs.rows)) | set(VIEWS))  # the views' names too (their tables exist)
         wanted = set(select(groups, in_runs, "group"))
         keep = {k for k, gs in PLOT_GROUPS.items() if gs & wanted}
     paths: list[Path] = []

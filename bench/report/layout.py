@@ -27,9 +27,9 @@ from bench.report.tables import ReportTable, short_set
 
 LAYOUTS = ("auto", "group", "metrics", "sets", "severity")
 AUTO = {"id": "metrics", "cost": "metrics", "occlusion": "severity", "adversarial": "severity",  # others: sets
-        "failure": "metrics", "guarantees": "metrics"}
-#: views too wide for one table: Markdown/HTML's default (``group``) still cuts them per eval set
-WIDE_VIEWS = ("guarantees",)
+        "failure": "metrics", "guarantees": "metrics", "coverage": "sets"}
+#: views too wide for one table, and how Markdown/HTML's default (``group``) still cuts them: per eval set, per metric
+WIDE_VIEWS = {"guarantees": "metrics", "coverage": "sets"}
 
 
 def layout_for(group: str, layout: str) -> str:

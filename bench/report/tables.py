@@ -17,7 +17,7 @@ import pandas as pd
 
 from bench.errors import UsageError
 from bench.report.counts import COUNT_METRICS, SetCount, counts_text, set_counts
-from bench.report.groups import GROUPS, MEAN_SET, VIEWS, group_spec, row_groups
+from bench.report.groups import FAMILY_VIEWS, GROUPS, MEAN_SET, VIEWS, group_spec, row_groups
 from bench.report.metric_facts import metric_info
 from bench.report.runs import RunSet
 from bench.report.stats import bootstrap_ci, compare_to_best, summarize
@@ -141,6 +141,8 @@ def build_tables(runs: RunSet, metrics: list[str] | None = None, methods: list[s
         g = g[g["metric"].isin(wanted)]
         sets = _set_order(list(g["eval_set"].unique()), g)
         counts = set_counts(counted, sets)
+        if gkey in FAMILY_VIEWS:
+            g, sets, counts = *_family_mean(g, sets), {}
         if (gkey.startswith("ood") or gkey == "shift") and len(sets) > 1:  # (never a view: its sets are mixed)
             g = pd.concat([g, _group_mean(g)], ignore_index=True)
             sets = [*sets, MEAN_SET]
@@ -148,6 +150,26 @@ def build_tables(runs: RunSet, metrics: list[str] | None = None, methods: list[s
     if not tables:
         raise UsageError("nothing to report: no selected metric occurs for the selected methods")
     return tables
+
+
+def family(eval_set: str) -> str:
+    """An eval set's family: its name before the parameters ('fgsm:eps=0.1' -> 'fgsm', 'mnistc:fog' -> 'mnistc')."""
+    return eval_set.partition(":")[0]
+
+
+def _family_mean(g: pd.DataFrame, sets: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """Per (method, seed, fold, metric) mean over each family's sets, as rows whose eval set is the family (only
+    units that have every set of the family, as _group_mean), and the families in report order (their group's place
+    in GROUPS, then name), so the in-distribution set comes first."""
+    g = g.assign(eval_set=g["eval_set"].map(family))
+    n_sets = pd.Series([family(s) for s in sets]).value_counts()
+    keys = ["method", "seed", "fold", "metric", "eval_set"]
+    agg = g.groupby(keys, sort=False)["value"].agg(["mean", "count"]).reset_index()
+    agg = agg[agg["count"] == agg["eval_set"].map(n_sets)]
+    rank = {k: i for i, k in enumerate(GROUPS)}
+    group_of = g.groupby("eval_set")["gkey"].first()
+    families = sorted(dict.fromkeys(family(s) for s in sets), key=lambda f: (rank.get(group_of[f], len(rank)), f))
+    return agg.rename(columns={"mean": "value"}).drop(columns="count"), families
 
 
 def _group_mean(g: pd.DataFrame) -> pd.DataFrame:
@@ -201,6 +223,10 @@ def caption(gkey: str, units: int, ci: bool, alpha: float, columns: list[Column]
                      "is reported apart from the mean epoch time")
     if gkey.startswith("ood"):
         parts.append("positives = in-distribution test images (OpenOOD counts OOD as positive)")
+    if gkey == "coverage":
+        parts.append("each column is a family of eval sets (all its severities and variants), the per-seed mean of "
+                     "the % of images whose label is in their set (LAC, APS, RAPS at target 90%, calibrated on the "
+                     "validation split) and of SGR's error % among accepted images (target 2%)")
     if gkey == "guarantees":
         parts.append("covNN = % of images whose label is in their set at target coverage NN%, calibrated on the "
                      "validation split (guaranteed >= NN% only where test images are exchangeable with it); sizeNN = "
