@@ -128,6 +128,22 @@ def test_markdown_cuts_the_coverage_view_per_metric_and_the_csv_reads_back(run_d
     assert [(c.eval_set, c.metric) for c in back.columns] == [(c.eval_set, c.metric) for c in tables[0].columns]
 
 
+def test_sets_keeps_only_the_named_sets_in_runs_csvs_and_the_cli(run_dir, tmp_path):
+    (t,) = build_tables(load_runs([run_dir]), groups=["guarantees"], sets=["mnist"])
+    assert {c.eval_set for c in t.columns} == {"mnist"}
+    (t,) = build_tables(load_runs([run_dir]), groups=["occlusion"], sets=["occlusion:*=0.5"])
+    assert [c.eval_set for c in t.columns] == ["occlusion:random-squares=0.5"] * len(t.columns)
+    (tmp_path / "r.csv").write_text(to_csv(build_tables(load_runs([run_dir]), groups=["id", "occlusion"])))
+    (back,) = read_report_csv(tmp_path / "r.csv", sets=["occlusion:*=0.3"])
+    assert back.key == "occlusion" and {c.eval_set for c in back.columns} == {"occlusion:random-squares=0.3"}
+    code, out, err = run_main(["report", str(run_dir), "--groups", "guarantees", "--sets", "mnist", "--out",
+                               str(tmp_path / "g.md")])
+    assert code == 0, err
+    assert (tmp_path / "g.md").read_text().count("Guarantees") == 1
+    code, _, err = run_main(["report", str(run_dir), "--sets", "mnits"])
+    assert code == 2 and "unknown eval set 'mnits'" in err and "mnist" in err and len(err.strip().splitlines()) == 1
+
+
 def test_plots_take_the_views_names(run_dir, tmp_path):
     """--groups failure,guarantees,coverage with --plots: the views have no plots of their own (failure selects the
     risk-coverage curve), and naming them is no error (it was 'unknown group' after the tables were written)."""

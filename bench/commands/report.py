@@ -72,6 +72,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--groups", help="comma-separated table groups or wildcards: id, occlusion, adversarial, "
                    "ood-near, ood-far, cost, ... (default: all present)")
     p.add_argument("--methods", help="comma-separated method names or wildcards, in row order (default: all)")
+    p.add_argument("--sets", help="comma-separated eval-set names or wildcards whose columns the tables keep, e.g. "
+                   "mnist or 'ood:*' (default: all; cost rows are the set 'cost'; plots are not filtered)")
     p.add_argument("--ci", action="store_true", help="add 95%% percentile-bootstrap confidence intervals")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level of the paired tests (0.05)")
     p.add_argument("--versus", metavar="METHOD",
@@ -119,12 +121,12 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
         if args.plots is not None:
             raise UsageError(f"--plots needs the run directories (predictions); {from_csv[0]} holds only aggregates")
         tables = read_report_csv(from_csv[0], alpha=args.alpha, ci=args.ci, metrics=_names(args.metrics),
-                                 methods=_names(args.methods), groups=_names(args.groups))
+                                 methods=_names(args.methods), groups=_names(args.groups), sets=_names(args.sets))
         preamble = f"Tables of {from_csv[0].name} (a bench report CSV)."
     else:
         runs = load_runs(args.runs, allow_partial=args.allow_partial)
         tables = build_tables(runs, metrics=_names(args.metrics), methods=_names(args.methods), ci=args.ci,
-                              alpha=args.alpha, groups=_names(args.groups))
+                              alpha=args.alpha, groups=_names(args.groups), sets=_names(args.sets))
         ids = ", ".join(runs.manifests)
         machines = "; ".join(runs.device_names)
         preamble = f"Runs: {ids}. Device: {machines}."

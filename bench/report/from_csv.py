@@ -55,7 +55,8 @@ def _counts(rows: list[dict[str, str]], methods: list[str], sets: list[str]) -> 
 
 
 def read_report_csv(path: str | Path, alpha: float = 0.05, ci: bool = False, metrics: list[str] | None = None,
-                    methods: list[str] | None = None, groups: list[str] | None = None) -> list[ReportTable]:
+                    methods: list[str] | None = None, groups: list[str] | None = None,
+                    sets: list[str] | None = None) -> list[ReportTable]:
     """The tables of a report CSV, filtered like ``build_tables`` (names or wildcards; unknown ones raise)."""
     p = Path(path)
     try:
@@ -77,6 +78,9 @@ def read_report_csv(path: str | Path, alpha: float = 0.05, ci: bool = False, met
     _check_rows(p, rows)
     counted = [r for r in rows if r["metric"] in COUNT_METRICS]  # the counts under each table, not columns
     rows = [r for r in rows if r["metric"] not in COUNT_METRICS]
+    if sets:
+        keep_sets = set(select(sets, list(dict.fromkeys(r["eval_set"] for r in rows)), "eval set"))
+        rows = [r for r in rows if r["eval_set"] in keep_sets]
     all_methods = list(dict.fromkeys(r["method"] for r in rows))
     keep_methods = select(methods, all_methods, "method") if methods else all_methods
     keep_metrics = set(select(metrics, sorted({r["metric"] for r in rows}), "metric")) if metrics else None

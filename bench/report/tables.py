@@ -101,12 +101,16 @@ def short_set(name: str) -> str:
 
 
 def build_tables(runs: RunSet, metrics: list[str] | None = None, methods: list[str] | None = None,
-                 ci: bool = False, alpha: float = 0.05, groups: list[str] | None = None) -> list[ReportTable]:
+                 ci: bool = False, alpha: float = 0.05, groups: list[str] | None = None,
+                 sets: list[str] | None = None) -> list[ReportTable]:
     """One table per evaluation group present in the rows. ``metrics`` (names or wildcards) replaces each
     group's default columns; ``methods`` filters and orders the rows; ``groups`` (names or wildcards: id,
     occlusion, adversarial, ood-near, ood-far, ood, cost, or another shift family) keeps only those tables, and adds
-    the views it names (groups.VIEWS: failure, guarantees; placed before cost). Unknown names raise UsageError."""
+    the views it names (groups.VIEWS: failure, guarantees, coverage; placed before cost); ``sets`` (names or
+    wildcards) keeps only those eval sets' rows (cost rows are the set "cost"). Unknown names raise UsageError."""
     rows = runs.rows
+    if sets:
+        rows = rows[rows["eval_set"].isin(select(sets, list(dict.fromkeys(rows["eval_set"])), "eval set"))]
     all_methods = list(dict.fromkeys(rows["method"]))
     method_list = select(methods, all_methods, "method") if methods else all_methods
     # the counts are stated under each table (bench/report/counts.py), never as columns of their own

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Every committed leaderboard file from the runs of tools/full_leaderboards.sh (issue 32 item 4, issue 33 item 5):
+#
+#   bash tools/leaderboard_reports.sh OUT_DIR [RESULTS_DIR] [bench report options...]   # e.g. ... runs results
+#
+# OUT_DIR is full_leaderboards.sh's (OUT_DIR/mnist-full, OUT_DIR/fashion-full); RESULTS_DIR (default results) gets,
+# per world (MNIST at its top, Fashion-MNIST under fashion/): leaderboard.md/.csv/.tex and plots/ (every group, 95%
+# CIs), guarantees.md/.csv (failure prediction and guarantees on the test set), coverage.md/.csv (coverage under
+# shift, per family of eval sets), versus-msp.md
+# (the image-level test of every method sharing msp's network against it), cost.md/.csv, daggers.txt (the † count)
+# and timeline.md (wall time per unit); then worlds.md (which rankings change between the two worlds). A world whose
+# run is absent is skipped with a line. Options after RESULTS_DIR go to every `bench report` (e.g. --allow-partial
+# to try the script on a run still going).
+set -eu
+OUT=${1:?usage: bash tools/leaderboard_reports.sh OUT_DIR [RESULTS_DIR] [bench report options...]}
+RESULTS=${2:-results}
+shift $(( $# >= 2 ? 2 : 1 ))
+cd "$(dirname "$0")/.."
+TABLES='id,occlusion,adversarial,fooling,ood-*,shift'
+
+world() {  # world RUN DEST
+    local run=$1 dest=$2
+    shift 2
+    if [ ! -f "$run/manifest.json" ]; then echo "skip: no run at $run"; return; fi
+    mkdir -p "$dest"
+    python -m bench report "$run" --groups "$TABLES" --ci --out "$dest/leaderboard.md" --out "$dest/leaderboard.csv" \
+        --plots "$dest/plots" "$@"
+    python -m bench report "$dest/leaderboard.csv" --out "$dest/leaderboard.tex"
+    # failure prediction, the whole guarantees view on the in-distribution test set, and coverage under shift (one
+    # column per family of shifted sets: the whole view would be a table per set, 36 of them)
+    local id_set
+    id_set=$(python -c "import json,sys; print(json.load(open(sys.argv[1]))['config']['datasets'][0])" "$run/manifest.json")
+    python -m bench report "$run" --groups failure,guarantees --sets "$id_set" --out "$dest/guarantees.md" \
+        --out "$dest/guarantees.csv" "$@"
+    python -m bench report "$run" --groups coverage --out "$dest/coverage.md" --out "$dest/coverage.csv" "$@"
+    python -m bench report "$run" --groups id,ood-near,ood-far --versus msp --out "$dest/versus-msp.md" "$@"
+    python -m bench report "$run" --groups cost --out "$dest/cost.md" --out "$dest/cost.csv" "$@"
+    python tools/dagger_count.py "$dest/leaderboard.csv" --groups '*' > "$dest/daggers.txt"
+    python tools/grid_timeline.py "$run" > "$dest/timeline.md"
+}
+
+world "$OUT/mnist-full" "$RESULTS" "$@"
+world "$OUT/fashion-full" "$RESULTS/fashion" "$@"
+if [ -f "$RESULTS/fashion/leaderboard.csv" ]; then
+    python tools/compare_worlds.py "$RESULTS/leaderboard.csv" "$RESULTS/fashion/leaderboard.csv" > "$RESULTS/worlds.md"
+fi
+echo "wrote $RESULTS"
