@@ -425,6 +425,9 @@ def test_cli_versus_markdown_and_default_unchanged(tmp_path, capsys):
     ("plain", ["--versus", "nosuch"], "not in these runs"),
     ("plain", ["--versus", "msp", "--format", "latex"], "Markdown only"),
     ("plain", ["--versus", "msp", "--metrics", "accuracy"], "shows no AUROC column"),
+    ("plain", ["--versus", "msp", "--methods", "msp,trustgan"],
+     "no other method of the report scores msp's network (trustgan: trains a network of its own)"),
+    ("plain", ["--versus", "msp", "--methods", "msp"], "(it is the only method)"),
     ("perfect", ["--versus", "msp"], "energy vs msp seed 0 fold 0 mnist: delong: need at least 2 positives and 2 "
                                      "negatives, got 400 and 0"),
 ])

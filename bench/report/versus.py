@@ -103,6 +103,10 @@ def versus(runs: RunSet, baseline: str, methods: list[str], n_boot: int = 2000, 
             out.skipped[m] = NOT_SHARED.get(how, f"training {how!r}") + "; compare it across seeds (the † marks)"
             continue
         compared.append(m)
+    if not compared:
+        why = "; ".join(f"{m}: {r.split(';')[0]}" for m, r in out.skipped.items()) or "it is the only method"
+        raise UsageError(f"--versus {baseline}: no other method of the report scores {baseline}'s network ({why}), "
+                         "so there is nothing to compare image by image; leave --versus out")
 
     def units(m: str, ds: str) -> list[tuple[int, int]]:
         mine = rows[(rows["method"] == m) & (rows["eval_set"] == ds)]
