@@ -13,6 +13,9 @@
 # Needs: torch with CUDA importable (the system python, or .venv if present); bench is installed editable (no
 # dependencies fetched) when it is not importable. TrustGAN's reference: third_party/trustgan-ref (git-ignored; a
 # copy of ThalesGroup/trustGAN at c6211e1, shipped with the device runner's carry option).
+#
+#   GPU_CHECK_DRY=1 bash tools/gpu-check.sh   # the script's plumbing on the CPU (smoke profile, small TrustGAN epoch,
+#                                             # every stage and guard), so a GPU loan is not spent on a script bug
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/gpu-check-out}"
@@ -39,7 +42,13 @@ import torch, platform
 print("python", platform.python_version(), "torch", torch.__version__, "cuda", torch.version.cuda,
       "device", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "NONE")
 EOF
-"$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' || { note "FAIL: no CUDA device"; exit 1; }
+DEV=cuda PROFILE=quick TG=()
+if [ "${GPU_CHECK_DRY:-0}" = 1 ]; then
+    DEV=cpu PROFILE=smoke TG=(--train 512 --val 256 --batch 128)
+    note "DRY RUN on the CPU: smoke profile, figures meaningless"
+else
+    "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' || { note "FAIL: no CUDA device"; exit 1; }
+fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >>"$FIG" 2>/dev/null || true
 
 guarded() {  # guarded SECONDS LABEL CMD...: run with a time limit (SIGINT first, then KILL), log wall time and rc
@@ -95,25 +104,25 @@ tail -n 3 "$OUT/gpu-tests.log" | sed 's/^/  /' | tee -a "$FIG"
 
 # --- 2. TrustGAN's whole epoch, net 7 / gan 5, batch 512, ours vs the reference (same process) --------------------
 if [ -f third_party/trustgan-ref/py/trustgan/training.py ]; then
-    guarded "${GUARD_TRUSTGAN:-90}" trustgan-epoch "$PY" tools/trustgan_vs_reference.py --device cuda \
+    guarded "${GUARD_TRUSTGAN:-90}" trustgan-epoch "$PY" tools/trustgan_vs_reference.py --device $DEV "${TG[@]}" \
         --out "$OUT/trustgan-epoch.json"
 else
     note "trustgan-epoch: no third_party/trustgan-ref (reference not shipped); ours alone"
-    guarded "${GUARD_TRUSTGAN:-90}" trustgan-epoch "$PY" tools/trustgan_vs_reference.py --device cuda --only ours \
-        --out "$OUT/trustgan-epoch.json"
+    guarded "${GUARD_TRUSTGAN:-90}" trustgan-epoch "$PY" tools/trustgan_vs_reference.py --device $DEV "${TG[@]}" \
+        --only ours --out "$OUT/trustgan-epoch.json"
 fi
 [ -f "$OUT/trustgan-epoch.json" ] && sed 's/^/  /' "$OUT/trustgan-epoch.json" >>"$FIG"
 
 # --- 2b. eager vs captured training (train.compile=reduce-overhead: torch.compile + CUDA graphs), same process kind --
 for MODE in none reduce-overhead; do
-    guarded "${GUARD_COMPILE:-45}" "compile-$MODE" "$PY" -m bench run --profile quick --methods msp --seeds 0 \
-        --datasets mnist --device cuda --set train.compile=$MODE --out "$WORK/compile-$MODE" \
+    guarded "${GUARD_COMPILE:-45}" "compile-$MODE" "$PY" -m bench run --profile $PROFILE --methods msp --seeds 0 \
+        --datasets mnist --device $DEV --set train.compile=$MODE --out "$WORK/compile-$MODE" \
         --cache-dir "$WORK/compile-cache" --no-progress
     summarise_run "$WORK/compile-$MODE"
 done
 
 # --- 3. the quick grid of every method, one seed, fresh cache (partial progress is summarised on timeout) ---------
-guarded "${GUARD_GRID:-180}" quick-grid "$PY" -m bench run --methods '*' --profile quick --seeds 0 --device cuda \
+guarded "${GUARD_GRID:-180}" quick-grid "$PY" -m bench run --methods '*' --profile $PROFILE --seeds 0 --device $DEV \
     --out "$WORK/quick-grid" --cache-dir "$WORK/grid-cache" --no-progress
 summarise_run "$WORK/quick-grid"
 # the device runner returns at most 8 files from $OUT: keep the run itself outside it, bring back its rows
