@@ -70,7 +70,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="write here instead of the terminal; repeat for several files (.md .tex .csv .html)")
     p.add_argument("--metrics", help="comma-separated metric names or wildcards (default: each group's own)")
     p.add_argument("--groups", help="comma-separated table groups or wildcards: id, occlusion, adversarial, "
-                   "ood-near, ood-far, cost, ... (default: all present)")
+                   "ood-near, ood-far, cost, ... (default: all present), and the views shown only when named: "
+                   "failure, guarantees, coverage")
     p.add_argument("--methods", help="comma-separated method names or wildcards, in row order (default: all)")
     p.add_argument("--sets", help="comma-separated eval-set names or wildcards whose columns the tables keep, e.g. "
                    "mnist or 'ood:*' (default: all; cost rows are the set 'cost'; plots are not filtered)")
