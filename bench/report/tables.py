@@ -143,14 +143,14 @@ def build_tables(runs: RunSet, metrics: list[str] | None = None, methods: list[s
             continue
         counted = g[g["metric"].isin(COUNT_METRICS)]
         g = g[g["metric"].isin(wanted)]
-        sets = _set_order(list(g["eval_set"].unique()), g)
-        counts = set_counts(counted, sets)
+        shown_sets = _set_order(list(g["eval_set"].unique()), g)
+        counts = set_counts(counted, shown_sets)
         if gkey in FAMILY_VIEWS:
-            g, sets, counts = *_family_mean(g, sets), {}
-        if (gkey.startswith("ood") or gkey == "shift") and len(sets) > 1:  # (never a view: its sets are mixed)
+            g, shown_sets, counts = *_family_mean(g, shown_sets), {}
+        if (gkey.startswith("ood") or gkey == "shift") and len(shown_sets) > 1:  # (never a view: its sets are mixed)
             g = pd.concat([g, _group_mean(g)], ignore_index=True)
-            sets = [*sets, MEAN_SET]
-        tables.append(_table(gkey, title, g, sets, wanted, method_list, ci, alpha, counts))
+            shown_sets = [*shown_sets, MEAN_SET]
+        tables.append(_table(gkey, title, g, shown_sets, wanted, method_list, ci, alpha, counts))
     if not tables:
         raise UsageError("nothing to report: no selected metric occurs for the selected methods")
     return tables
