@@ -12,6 +12,10 @@ teacher) logs that training's seconds: its "rest" is then left blank. ``--pause`
 times) names an interval the run was stopped (SIGSTOP, to measure something else on an idle machine): its overlap
 is subtracted from each unit's wall time and from the total, and the units it hit are marked (their own logged
 training seconds include it).
+
+The last lines sum the units' wall seconds (worker-seconds), in all and per seed: for a run resumed over several
+sittings, whose first-start-to-last-end span includes the time between them, that sum divided by the number of workers
+is the wall time of the same work done in one sitting (units cut off by a stop and redone count once).
 """
 
 from __future__ import annotations
@@ -95,7 +99,7 @@ def main() -> None:
     pauses = [tuple(map(float, p.split(":"))) for p in args.pause]
 
     def paused(a: float, b: float) -> float:
-        return sum(max(0.0, min(b, e) - max(a, s)) for s, e in pauses)
+        return overlap(pauses, a, b)
 
     t0 = min(u["start"] for u in units)
     t1 = max(u["end"] for u in units)
@@ -114,6 +118,35 @@ def main() -> None:
     total = t1 - t0 - stop
     print(f"\nunits ran from first start to last end: {total:.0f} s = {total / 60:.1f} min"
           + (f" ({stop:.0f} s of pauses subtracted)" if stop else ""))
+    busy, per_seed = worker_seconds(units, pauses)
+    workers = concurrency(units)
+    print(f"unit wall seconds summed (worker-seconds): {busy:.0f} s = {busy / 3600:.2f} h; per seed: "
+          + ", ".join(f"{s} {v:.0f} s" for s, v in sorted(per_seed.items())))
+    print(f"divided by the {workers} unit(s) that ran at once at most: {busy / workers / 3600:.2f} h")
+
+
+def concurrency(units: list[dict]) -> int:
+    """The most units running at the same time (the workers of the run; a resumed run's new processes are not more)."""
+    events = sorted([(u["start"], 1) for u in units] + [(u["end"], -1) for u in units], key=lambda e: (e[0], e[1]))
+    most = now = 0
+    for _, step in events:  # an end before a start at the same instant
+        now += step
+        most = max(most, now)
+    return max(most, 1)
+
+
+def overlap(pauses: list[tuple[float, float]], a: float, b: float) -> float:
+    """Seconds of [a, b] that fall in the pauses (intervals assumed disjoint)."""
+    return sum(max(0.0, min(b, e) - max(a, s)) for s, e in pauses)
+
+
+def worker_seconds(units: list[dict], pauses: list[tuple[float, float]]) -> tuple[float, dict[int, float]]:
+    """The units' wall seconds (less the pauses) summed, in all and per seed."""
+    per_seed: dict[int, float] = {}
+    for u in units:
+        wall = u["end"] - u["start"] - overlap(pauses, u["start"], u["end"])
+        per_seed[u["seed"]] = per_seed.get(u["seed"], 0.0) + wall
+    return sum(per_seed.values()), per_seed
 
 
 if __name__ == "__main__":
