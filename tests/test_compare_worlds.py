@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+from _tools import load_tool
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "compare_worlds.py"
 HEADER = "group,eval_set,metric,method,n,mean,std,ci_low,ci_high,best,not_worse_than_best,p_holm,higher_is_better\n"
 
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location("compare_worlds", TOOL)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_tool("compare_worlds")
 
 
 def write(path: Path, id_set: str, auroc: dict[str, float], aurc: dict[str, float], near: dict[str, float]) -> Path:

@@ -99,13 +99,12 @@ def test_dagger_count_of_the_committed_leaderboard(capsys):
     """tools/dagger_count.py on results/leaderboard.csv: the † cells of its Markdown tables, counted by hand (id
     AUROC: all but trust score (best) and knn; AURC: all but trust score and six unmarked; near OOD: all but
     TrustGAN and distill / mahalanobis and vim)."""
-    import importlib.util
     from pathlib import Path
 
+    from _tools import load_tool
+
     root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("dagger_count", root / "tools" / "dagger_count.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("dagger_count")
     got = tool.count(root / "results" / "leaderboard.csv", ["id", "ood-near"], None)
     assert got == [("id", "mnist", "auroc", 23, 25), ("id", "mnist", "aurc", 18, 25),
                    ("ood-near", "ood:fashion", "ood_auroc", 23, 25), ("ood-near", "ood:fashion", "ood_fpr95", 22, 25)]

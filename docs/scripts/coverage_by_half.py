@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from bench import conformal as cp
+from bench.errors import DataError
 from bench.run.store import RunStore, cell_key
 
 PARTS = {"all 10,000": slice(None), "first 2,000": slice(0, 2000), "first half": slice(0, 5000),
@@ -42,7 +43,7 @@ def main() -> None:
             try:
                 cal = store.read_arrays(cell_key(m, s, 0, "calibration"))
                 test = store.read_arrays(cell_key(m, s, 0, args.set))
-            except Exception:  # this (method, seed) is not in the run (yet)
+            except DataError:  # this (method, seed) is not in the run (yet): no predictions file
                 continue
             sets = {}
             for score in ("lac", "aps"):
