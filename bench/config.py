@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from bench.errors import UsageError
-from bench.methods.core.training import TrainRecipe
+from bench.methods.core.training import COMPILE_MODES, TrainRecipe
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 
@@ -47,8 +47,13 @@ class EvalConfig:
     #: also predict the validation split once per (method, seed, fold) (a ``calibration`` cell) and add split-conformal
     #: coverage / set size and SGR rows to every labelled eval set (bench/conformal.py, docs/guarantees.md)
     conformal: bool = False
+    #: the networks' inference forward through torch.compile, one fixed batch shape ("reduce-overhead": captured in
+    #: CUDA graphs on a GPU; docs/performance.md). Equal to eager within floating-point noise, not bit for bit
+    compile: str = "none"
 
     def __post_init__(self) -> None:
+        if self.compile not in COMPILE_MODES:
+            raise UsageError(f"eval.compile must be one of {', '.join(COMPILE_MODES)}, got {self.compile!r}")
         if self.max_eval < 0:  # a negative n would act as a Python slice from the end
             raise UsageError(f"eval.max_eval must be >= 0 (0 = all), got {self.max_eval}")
         if self.max_attack < 0:

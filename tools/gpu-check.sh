@@ -113,10 +113,11 @@ else
 fi
 [ -f "$OUT/trustgan-epoch.json" ] && sed 's/^/  /' "$OUT/trustgan-epoch.json" >>"$FIG"
 
-# --- 2b. eager vs captured training (train.compile=reduce-overhead: torch.compile + CUDA graphs), same process kind --
+# --- 2b. eager vs captured training and inference (train.compile and eval.compile = reduce-overhead: torch.compile +
+#     CUDA graphs); the cost rows give seconds per epoch and inference ms per 1k of each, same process kind ---------
 for MODE in none reduce-overhead; do
     guarded "${GUARD_COMPILE:-45}" "compile-$MODE" "$PY" -m bench run --profile $PROFILE --methods msp --seeds 0 \
-        --datasets mnist --device $DEV --set train.compile=$MODE --out "$WORK/compile-$MODE" \
+        --datasets mnist --device $DEV --set train.compile=$MODE --set eval.compile=$MODE --out "$WORK/compile-$MODE" \
         --cache-dir "$WORK/compile-cache" --no-progress
     summarise_run "$WORK/compile-$MODE"
 done

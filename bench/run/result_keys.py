@@ -17,8 +17,8 @@ RESULT_KEYS = ("profile", "benchmark", "methods", "backbone", "datasets", "ood",
 ADDED_LATER = {"benchmark": "mnist"}
 #: keys of a config section added later, with the value a run without the key had (an older run's eval section has
 #: no ``max_attack``: its attack sets were capped by ``max_eval`` alone, which ``max_attack`` 0 means; nor
-#: ``conformal``: it stored no calibration outputs)
-ADDED_LATER_IN = {"eval": {"max_attack": 0, "conformal": False}}
+#: ``conformal``: it stored no calibration outputs; nor ``compile``: its inference was eager)
+ADDED_LATER_IN = {"eval": {"max_attack": 0, "conformal": False, "compile": "none"}}
 #: where a run executes and which files it keeps, not what it computes: a run may be resumed, reported and compared
 #: under other values (``save_features`` only adds arrays beside the predictions; no metric depends on it)
 PLACEMENT_KEYS = ("device", "data_dir", "cache_dir", "executor", "save_features")

@@ -119,6 +119,7 @@ class UnitWorker:
             return
         try:
             m, method_key = self._fit(spec, method, seed)
+            m.eval_compile = self.cfg.eval.compile
             # Post-hoc scorers share the baseline's network: attacks on it and its logits are computed once.
             model_key = m.baseline_key if (m.posthoc and m.baseline_key) else method_key
             entry = (method, seed, spec.fold, method_key, str(self.cache.path(method_key).resolve()))

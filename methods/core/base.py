@@ -30,6 +30,7 @@ from bench.methods.core.training import (
     TrainRecipe,
     eval_mode,
     fit_loop,
+    fixed_shape,
     forked_rng,
     generator,
     new_classifier,
@@ -192,6 +193,10 @@ class ConfidenceMethod:
         self.train_log: TrainLog | None = None
         self.baseline_key: str | None = None
         self.device = torch.device("cpu")
+        #: torch.compile mode of the network's inference forward (the run's ``eval.compile``): "none" (eager),
+        #: "default", or "reduce-overhead" (CUDA graphs on a GPU). Applies to logits, features and the default
+        #: predict; a method with its own ``_predict_batch`` (several passes, input gradients) stays eager
+        self.eval_compile = "none"
 
     # --- lifecycle -------------------------------------------------------------------------------------------
     def fit(self, train: ImageSet, val: ImageSet, ctx: FitContext | None = None) -> "ConfidenceMethod":
@@ -257,7 +262,7 @@ class ConfidenceMethod:
     def predict(self, x: torch.Tensor, batch_size: int = 2048) -> Prediction:
         # with the default _predict_batch the logits pass through here anyway: keep them (no extra pass)
         default = type(self)._predict_batch is ConfidenceMethod._predict_batch
-        outs = self._batched(self._scored_logits if default else self._predict_batch, x, batch_size)
+        outs = self._batched(self._scored_logits(batch_size) if default else self._predict_batch, x, batch_size)
         probs = torch.cat([o[0] for o in outs]).float().cpu() if outs else torch.empty(0, self.num_classes)
         conf = torch.cat([o[1] for o in outs]).float().cpu() if outs else torch.empty(0)
         if not default:
@@ -265,14 +270,23 @@ class ConfidenceMethod:
         logits = torch.cat([o[2] for o in outs]).float().cpu() if outs else torch.empty(0, self.num_classes)
         return Prediction(probs, conf, logits)
 
-    def _scored_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        logits = self._fitted_model()(x)
-        return (*self.score_logits(logits), logits)
+    def _scored_logits(self, batch_size: int) -> Callable[[torch.Tensor], tuple[torch.Tensor, ...]]:
+        forward = self._inference(self._fitted_model(), batch_size)
+
+        def scored(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            logits = forward(x)
+            return (*self.score_logits(logits), logits)
+
+        return scored
+
+    def _inference(self, fn: Callable[[torch.Tensor], Any], batch_size: int) -> Callable[[torch.Tensor], Any]:
+        """``fn`` (the network's forward, or its features and head) as the run's ``eval.compile`` says."""
+        return fixed_shape(fn, getattr(self, "eval_compile", "none"), batch_size)
 
     def logits(self, x: torch.Tensor, batch_size: int = 2048) -> torch.Tensor:
         """The classifier's logits (eval mode), e.g. to share one forward pass among post-hoc scorers."""
         with torch.inference_mode():  # no autograd, also for methods whose predict needs it (ODIN)
-            outs = self._batched(self._fitted_model(), x, batch_size)
+            outs = self._batched(self._inference(self._fitted_model(), batch_size), x, batch_size)
         return torch.cat(outs).float().cpu() if outs else torch.empty(0, self.num_classes)
 
     def features(self, x: torch.Tensor, batch_size: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
@@ -285,7 +299,7 @@ class ConfidenceMethod:
             return f, model.forward_head(f)
 
         with torch.inference_mode():  # as in logits
-            outs = self._batched(both, x, batch_size)
+            outs = self._batched(self._inference(both, batch_size), x, batch_size)
         if not outs:
             return torch.empty(0, 0), torch.empty(0, self.num_classes)
         return torch.cat([o[0] for o in outs]).float().cpu(), torch.cat([o[1] for o in outs]).float().cpu()

@@ -17,7 +17,7 @@ import copy
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Mapping, Sequence, Union
+from typing import Any, Callable, Iterator, Mapping, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -446,6 +446,30 @@ def compiled_forward(model: nn.Module, mode: str) -> Callable[[torch.Tensor], to
         return net(x)
 
     return forward
+
+
+def fixed_shape(fn: Callable[[torch.Tensor], Any], mode: str, batch_size: int) -> Callable[[torch.Tensor], Any]:
+    """An inference function (a batch -> tensor or tuple of tensors, the network alone) through
+    ``torch.compile(mode=...)`` for one batch shape, unless mode is "none": a shorter batch (an eval set's last, or a
+    set smaller than ``batch_size``) is zero-padded to ``batch_size`` and its outputs cut back, so every set runs
+    the one graph (captured once under "reduce-overhead" on CUDA, then replayed). Rows are independent in eval mode,
+    so the padding changes no output; the cut outputs are copies, since a CUDA graph's replay overwrites its
+    outputs."""
+    if mode == "none":
+        return fn
+    net = torch.compile(fn, mode=mode, dynamic=False)
+
+    def run(x: torch.Tensor) -> Any:
+        n = x.shape[0]
+        # always a new tensor, padding or not: a batch that is a view of the caller's tensor and one made under
+        # inference_mode differ in dispatch keys, and dynamo would trace the same shape twice
+        x = torch.cat([x, x.new_zeros(max(0, batch_size - n), *x.shape[1:])])
+        if mode == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()
+        out = net(x)
+        return tuple(o[:n].clone() for o in out) if isinstance(out, tuple) else out[:n].clone()
+
+    return run
 
 
 def supervised_step(model: nn.Module, stepper: Stepper) -> Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]:
