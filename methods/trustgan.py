@@ -18,6 +18,7 @@ checked epochs). See docs/trustgan.md for the differences from the reference cod
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -29,7 +30,7 @@ from bench.datasets.mnist import ImageSet
 from bench.methods.core.backbones import create_backbone
 from bench.methods.core.base import ConfidenceMethod, FitContext, Training, register
 from bench.methods.core.options import Options, option
-from bench.methods.core.training import eval_mode, fit_loop, frozen
+from bench.methods.core.training import COMPILE_MODES, compiled_forward, eval_mode, fit_loop, frozen
 from bench.methods.trustgan_nets import TARGET_LOSSES, Attacker, TrustGANNet, attacker_loss, target_loss
 
 GAN_SCHEDULES = ("cyclic", "none")
@@ -57,6 +58,22 @@ class TrustGANConfig(Options):
     attacker_sample_loss: str = option("", one_of=TARGET_LOSSES, also=("",))  # on attacker samples; "" = target_loss
     # bf16 autocast on CUDA (losses in float32); off: 3x slower than fp32 for the dilated convs on H100
     amp: bool = False
+    # the three steps' forwards and losses through torch.compile ("reduce-overhead": CUDA graphs on a GPU, where an
+    # epoch is bound by launch overhead); equal to eager within floating-point noise, dropout draws apart
+    compile: str = option("none", one_of=COMPILE_MODES)
+
+    def key_fields(self) -> dict[str, object]:
+        """The config as cache keys and saved configs see it: ``compile`` (added after TrustGAN checkpoints were
+        cached) only when set, so the cached checkpoints of eager runs keep their keys."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if out["compile"] == "none":
+            del out["compile"]
+        return out
+
+
+def _layout(cfg: TrustGANConfig) -> torch.memory_format:
+    """The attacker's memory format: channels-last eagerly (see TrustGAN._fit), contiguous when compiled."""
+    return torch.channels_last if cfg.compile == "none" else torch.contiguous_format
 
 
 def _snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -90,11 +107,13 @@ class TrustGAN(ConfidenceMethod):
                                 val_every=cfg.val_every or None)
         self.seed_rng()
         net = self.build_model().to(device)
-        # channels_last: oneDNN's backward of the attacker's few-channel convs is many times faster in it
-        gan = Attacker(train.images.shape[1], self.gan_size).to(device, memory_format=torch.channels_last)
+        # channels_last: oneDNN's backward of the attacker's few-channel convs is many times faster in it (eager only:
+        # inductor's replication_pad2d backward fails on channels-last strides in torch 2.14)
+        gan = Attacker(train.images.shape[1], self.gan_size).to(device, memory_format=_layout(cfg))
         self.model, self.attacker = net, gan
         run = _Trainer(net, gan, cfg, device, self.num_classes, self.generator(7919))  # CPU coins: no device sync
-        self.train_log = fit_loop(net, run.step, train, val, recipe, self.loop(ctx), after_epoch=run.end_epoch)
+        self.train_log = fit_loop(net, run.step, train, val, recipe, self.loop(ctx), after_epoch=run.end_epoch,
+                                  channels_last=cfg.compile == "none")
 
     def extra_state(self) -> dict:
         return {"attacker": self.attacker.state_dict() if self.attacker is not None else None}
@@ -114,13 +133,14 @@ class _Trainer:
         self.net, self.gan, self.cfg, self.device, self.classes = net, gan, cfg, device, classes
         # holds a replayed snapshot
         self.replayer = Attacker(gan.out.out_channels, len(gan.units) + 1).to(device,
-                                                                             memory_format=torch.channels_last)
+                                                                             memory_format=_layout(cfg))
         self.net_opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.gan_opt = torch.optim.AdamW(gan.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.gan_sched = (torch.optim.lr_scheduler.CyclicLR(self.gan_opt, base_lr=cfg.lr, max_lr=5 * cfg.lr,
                                                             step_size_up=50, cycle_momentum=False)
                           if cfg.gan_lr_schedule == "cyclic" else None)
         self.coins = coins  # replay and "target alone" coins, apart from every other stream
+        self.layout = _layout(cfg)
         self.forward = getattr(net, "forward_normalized", None)  # attacker samples in the net's own space
         self.amp = cfg.amp and device.type == "cuda"
         self.sample_loss = cfg.attacker_sample_loss or cfg.target_loss
@@ -128,6 +148,28 @@ class _Trainer:
         self.best: dict[str, torch.Tensor] | None = None
         self.best_loss = torch.full((), math.inf, device=device)
         self.snapshots.append(_snapshot(gan))  # the attacker at the start of epoch 1
+        # inductor's layout optimisation turns the replicate-padded convs channels-last, and its backward of
+        # replication_pad2d then fails on those strides (torch 2.14): off for these functions only (and fit_loop
+        # keeps the target in the default layout)
+        opts = {"layout_optimization": False}
+        self.attack_loss = compiled_forward(self._attack_loss, cfg.compile, opts)
+        self.sample_loss_of = compiled_forward(self._sample_loss, cfg.compile, opts)
+        self.real_loss = compiled_forward(self._real_loss, cfg.compile, opts)
+
+    # the steps' forwards and losses, apart from their optimiser steps so that they can be compiled (cfg.compile);
+    # a returned loss is cloned where it is kept past the next step (a CUDA-graph replay overwrites its outputs)
+    def _attack_loss(self, z: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cuda", torch.bfloat16, enabled=self.amp):
+            g = self.gan(z)
+        return attacker_loss(z, g, self._net_on_samples(g))
+
+    def _sample_loss(self, g: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+        return target_loss(self.sample_loss, self._net_on_samples(g), uniform)
+
+    def _real_loss(self, x: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cuda", torch.bfloat16, enabled=self.amp):
+            logits = self.net(x)
+        return target_loss(self.cfg.target_loss, logits, onehot)
 
     def _net_on_samples(self, g: torch.Tensor) -> torch.Tensor:
         """Target logits for attacker samples g in [-1, 1]: straight into a net that has a normalised entry
@@ -146,15 +188,12 @@ class _Trainer:
         # target in eval mode; its weight gradients would be discarded: skip computing them
         with eval_mode(net), frozen(net):
             self.gan_opt.zero_grad(set_to_none=True)
-            z = torch.rand(shape, device=self.device).contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cuda", torch.bfloat16, enabled=self.amp):
-                g = gan(z)
-            logits = self._net_on_samples(g)
-            loss = attacker_loss(z, g, logits)
+            z = torch.rand(shape, device=self.device).contiguous(memory_format=self.layout)
+            loss = self.attack_loss(z)
             loss.backward()
         # keep the lowest-loss attacker of the epoch (the state that produced this loss, before the update),
         # without a host sync: a masked copy on the device
-        loss_d = loss.detach()
+        loss_d = loss.detach().clone()
         better = loss_d < self.best_loss
         if self.best is None:
             self.best = _snapshot(gan)
@@ -168,7 +207,7 @@ class _Trainer:
         return loss_d
 
     def net_on_attacker_step(self, shape: torch.Size) -> torch.Tensor:
-        z = torch.rand(shape, device=self.device).contiguous(memory_format=torch.channels_last)
+        z = torch.rand(shape, device=self.device).contiguous(memory_format=self.layout)
         replay = float(torch.rand(1, generator=self.coins)) < self.cfg.replay_prob
         with torch.no_grad():
             if replay:
@@ -182,10 +221,10 @@ class _Trainer:
         self.net.train()
         self.net_opt.zero_grad(set_to_none=True)
         uniform = torch.full((len(g), self.classes), 1.0 / self.classes, device=self.device)
-        loss = target_loss(self.sample_loss, self._net_on_samples(g), uniform)
+        loss = self.sample_loss_of(g, uniform)
         loss.backward()
         self._clip_step(self.net.parameters(), self.net_opt)
-        return loss.detach()
+        return loss.detach().clone()
 
     def step(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> dict[str, torch.Tensor]:
         """The batch's steps; returns the target's loss on real data and, on attacker batches, the mean losses of
@@ -200,12 +239,10 @@ class _Trainer:
                                                   for _ in range(cfg.nb_step_net_gan)) / cfg.nb_step_net_gan
         self.net.train()
         self.net_opt.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", torch.bfloat16, enabled=self.amp):
-            logits = self.net(x)
-        loss = target_loss(cfg.target_loss, logits, F.one_hot(y, self.classes).float())
+        loss = self.real_loss(x, F.one_hot(y, self.classes).float())
         loss.backward()
         self._clip_step(self.net.parameters(), self.net_opt)
-        return {"loss": loss, **out}
+        return {"loss": loss.detach().clone(), **out}
 
     def end_epoch(self, epoch: int) -> None:
         if self.best is not None:  # this epoch's lowest-loss attacker joins the replay pool

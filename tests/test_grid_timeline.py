@@ -49,3 +49,13 @@ def test_the_report_states_span_and_worker_seconds(tool, run, capsys, monkeypatc
     assert "units ran from first start to last end: 5500 s" in out  # 5,600 s less the 100 s pause
     assert "worker-seconds): 2400 s = 0.67 h; per seed: 0 1400 s, 1 1000 s" in out
     assert "divided by the 2 unit(s) that ran at once at most: 0.33 h" in out  # not the 4 processes seen
+
+
+def test_pauses_as_utc_times_and_from_the_run_s_record(tool, run, capsys, monkeypatch):
+    assert tool.parse_pause("200:300") == (200.0, 300.0)
+    assert tool.parse_pause("1970-01-01T00:03:20,1970-01-01T00:05:00") == (200.0, 300.0)  # UTC by default
+    assert tool.parse_pause("1970-01-01T01:03:20+01:00,1970-01-01T00:05:00") == (200.0, 300.0)
+    (run / "pauses.txt").write_text("# stopped for a CI run\n1970-01-01T00:03:20,1970-01-01T00:05:00\n\n")
+    monkeypatch.setattr("sys.argv", ["grid_timeline.py", str(run)])
+    tool.main()
+    assert "units ran from first start to last end: 5500 s" in capsys.readouterr().out  # as --pause 200:300

@@ -270,3 +270,37 @@ def test_predict_command_png_npz_idx_and_csv(fake_run, mnist_test, tmp_path, cap
     np.testing.assert_allclose([float(r["confidence"]) for r in rows], expected.confidence.numpy(), rtol=1e-5)
     assert "trustgan (seed 3, fold 0) on 5 image(s)" in capsys.readouterr().out
     assert json.loads((root / "run" / "checkpoints.json").read_text())
+
+
+def test_compiled_steps_give_the_eager_training_within_noise(small):
+    """trustgan.compile: the attacker's, the samples' and the real batch's forward and loss through torch.compile
+    (CUDA graphs on a GPU); lenet5 has no dropout, so the compiled training is eager's within floating-point noise.
+    The default config keeps the cache key of the checkpoints cached before the option existed."""
+    from torch._dynamo.utils import counters
+
+    from bench.utils import stable_hash, to_jsonable
+
+    train, val = small
+    fitted = {}
+    for mode in ("none", "default"):
+        torch._dynamo.reset()
+        counters.clear()
+        cfg = TrustGANConfig(gan_size=2, epochs=2, batch_size=64, replay_prob=0.5, compile=mode)
+        fitted[mode] = TrustGAN(cfg, backbone="lenet5", seed=0).fit(train, val, SMALL_CTX)
+        assert (counters["stats"]["unique_graphs"] >= 3) == (mode == "default")  # three step functions compiled
+    eager, compiled = fitted["none"], fitted["default"]
+    assert compiled.train_log.losses == pytest.approx(eager.train_log.losses, rel=1e-4)
+    for k in ("attacker_loss", "attacker_sample_loss"):
+        assert compiled.train_log.extra[k][1] == pytest.approx(eager.train_log.extra[k][1], rel=1e-4)
+    # AdamW divides each gradient by its running scale: where a gradient is at noise level (the bias of the
+    # attacker's conv before BatchNorm, whose true gradient is zero, a few near-zero entries elsewhere) kernel-order
+    # noise becomes steps of up to lr (1e-3). Elsewhere the weights agree to 1e-4
+    diffs = torch.cat([(v.float() - w.float()).abs().flatten()
+                       for a, b in ((eager.model, compiled.model), (eager.attacker, compiled.attacker))
+                       for v, w in zip(a.state_dict().values(), b.state_dict().values())])
+    assert float(diffs.max()) < 8 * 1e-3  # 8 optimiser steps of at most lr each
+    assert float((diffs > 1e-4).float().mean()) < 0.01
+    assert "compile" not in to_jsonable(TrustGANConfig())
+    assert stable_hash(TrustGANConfig()) == stable_hash({f: getattr(TrustGANConfig(), f) for f in
+                                                        to_jsonable(TrustGANConfig())})
+    assert stable_hash(TrustGANConfig(compile="default")) != stable_hash(TrustGANConfig())

@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 
@@ -86,17 +86,35 @@ def from_cell_times(run: Path) -> list[dict]:
     return units
 
 
+def parse_pause(text: str) -> tuple[float, float]:
+    """START:END in Unix seconds, or START,END as ISO-8601 times (UTC unless they name a zone)."""
+    if "," in text:
+        def seconds(t: str) -> float:
+            d = datetime.fromisoformat(t.strip())
+            return (d if d.tzinfo else d.replace(tzinfo=timezone.utc)).timestamp()
+
+        a, b = text.split(",", 1)
+        return seconds(a), seconds(b)
+    a, b = text.split(":", 1)
+    return float(a), float(b)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path)
-    ap.add_argument("--pause", action="append", default=[], metavar="START:END",
-                    help="an interval (Unix seconds) the run was stopped; subtracted from wall times")
+    ap.add_argument("--pause", action="append", default=[], metavar="START,END",
+                    help="an interval the run was stopped, as Unix seconds START:END or UTC times "
+                         "2026-12-06T15:15:29,2026-12-06T15:29:41; subtracted from wall times. Also read, one per "
+                         "line, from the run's pauses.txt when it has one")
     args = ap.parse_args()
+    record = args.run / "pauses.txt"
+    if record.is_file():
+        args.pause += [ln.split("#")[0].strip() for ln in record.read_text().splitlines() if ln.split("#")[0].strip()]
     cells = cell_rows(args.run)
     units = from_records(args.run) if (args.run / "units").is_dir() else from_cell_times(args.run)
     if not units:
         raise SystemExit(f"{args.run}: no unit records and no cells")
-    pauses = [tuple(map(float, p.split(":"))) for p in args.pause]
+    pauses = [parse_pause(p) for p in args.pause]
 
     def paused(a: float, b: float) -> float:
         return overlap(pauses, a, b)

@@ -304,11 +304,15 @@ Step = Callable[[torch.Tensor, torch.Tensor, int], Union[torch.Tensor, Mapping[s
 
 def fit_loop(model: nn.Module, step: Step, train: ImageSet, val: ImageSet, recipe: TrainRecipe, loop: Loop, *,
              select: Selection = BEST_ACCURACY,
-             after_epoch: Callable[[int], Mapping[str, float] | None] | None = None) -> TrainLog:
+             after_epoch: Callable[[int], Mapping[str, float] | None] | None = None,
+             channels_last: bool = True) -> TrainLog:
     """Train ``model`` for ``recipe.epochs`` epochs of ``step`` over ``train`` in ``recipe.batch_size`` batches
     and keep the weights ``select`` picks (see the module docstring). Per epoch the log gets the mean loss, the
     step's other means, the training and validation seconds, ``after_epoch``'s scalars and the epoch's peak
-    memory (CUDA: the peak is reset after each epoch; ``peak_memory_mb`` is the largest)."""
+    memory (CUDA: the peak is reset after each epoch; ``peak_memory_mb`` is the largest). ``channels_last``: the
+    CPU's channels-last layout while training (``training_layout``), never for a compiled step (the recipe's
+    ``compile``, or False from a method that compiles its own): inductor's replication_pad2d backward fails on
+    channels-last strides in torch 2.14, and a compiled lenet step was no faster in that layout."""
     device = loop.device
     log = TrainLog(device=str(device))
     order = generator(loop.seed)
@@ -319,7 +323,8 @@ def fit_loop(model: nn.Module, step: Step, train: ImageSet, val: ImageSet, recip
     n_batches = math.ceil(len(train) / recipe.batch_size)
     task = loop.progress.add(loop.label, total=recipe.epochs * n_batches) if loop.progress else None
     reset_peak_memory(device)
-    with training_layout(model, device):  # channels-last convolutions while training on a CPU
+    layout = training_layout(model, device) if channels_last and recipe.compile == "none" else contextlib.nullcontext()
+    with layout:  # channels-last convolutions while training on a CPU
         try:
             for epoch in range(1, recipe.epochs + 1):
                 model.train()
@@ -429,21 +434,26 @@ def new_classifier(backbone: str, num_classes: int, seed: int, recipe: TrainReci
     return model, Stepper(model.parameters(), recipe, math.ceil(n_train / recipe.batch_size))
 
 
-def compiled_forward(model: nn.Module, mode: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``model``'s forward, through ``torch.compile(mode=...)`` unless mode is "none". The compiled wrapper shares
-    the model's parameters, so the optimiser, validation and the saved state dict keep using ``model`` itself.
-    Shapes are static: one graph per batch size (the epoch's last, smaller batch gets its own)."""
+def compiled_forward(model: Callable[..., Any], mode: str, options: dict[str, Any] | None = None
+                     ) -> Callable[..., Any]:
+    """``model``'s forward (or any training function of tensors: a forward and its loss), through
+    ``torch.compile(mode=...)`` unless mode is "none". A compiled module shares the model's parameters, so the
+    optimiser, validation and the saved state dict keep using ``model`` itself. Shapes are static: one graph per batch
+    size (the epoch's last, smaller batch gets its own). Under "reduce-overhead" each call begins a new CUDA-graph
+    step: an output kept past the next call must be cloned."""
     if mode == "none":
         return model
-    net = torch.compile(model, mode=mode, dynamic=False)
+    # inductor's own settings (``options``) exclude ``mode`` in torch.compile: they are patched in for this function
+    net = torch.compile(model, mode=mode, dynamic=False) if not options else torch.compile(
+        model, dynamic=False, options={**torch._inductor.list_mode_options(mode), **options})
     if mode != "reduce-overhead":
         return net
 
-    def forward(x: torch.Tensor) -> torch.Tensor:
+    def forward(*args: Any) -> Any:
         # CUDA graph trees: a new step begins here, so the previous step's outputs may be overwritten (the loop has
         # consumed them: the loss is summed and backpropagated before the next call)
         torch.compiler.cudagraph_mark_step_begin()
-        return net(x)
+        return net(*args)
 
     return forward
 
