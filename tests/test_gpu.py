@@ -1,5 +1,6 @@
 """The CUDA path (marked ``gpu``; skipped without CUDA): every method's smoke run, CUDA peak-memory rows, seeded
-determinism and AMP off by default. tools/gpu-check.sh runs these first on a lent GPU."""
+determinism, AMP off by default, and the captured (CUDA-graph) training, inference and TrustGAN steps against eager.
+tools/gpu-check.sh runs these first on a lent GPU."""
 
 from __future__ import annotations
 
@@ -132,3 +133,42 @@ def test_captured_training_matches_eager_on_cuda():
     assert list(other.state_dict()) == list(eager.state_dict())
     for k, v in eager.state_dict().items():
         assert torch.allclose(other.state_dict()[k], v, atol=1e-4), k
+
+
+def test_captured_inference_matches_eager_on_cuda():
+    """eval.compile=reduce-overhead on CUDA: logits, features and the default predict through one captured graph
+    per function (a short last batch padded), each output a copy that survives the next replay."""
+    from bench.methods import METHODS
+    from bench.methods.core.backbones import create_backbone
+
+    torch.manual_seed(0)
+    m = METHODS.get("msp")()
+    m.model, m.device = create_backbone("lenet5", 10).cuda(), torch.device("cuda")
+    x = torch.rand(300, 1, 28, 28)
+    outs = {}
+    for mode in ("none", "reduce-overhead"):
+        m.eval_compile = mode
+        pred = m.predict(x, batch_size=128)
+        outs[mode] = (pred.probs, *m.features(x, batch_size=128), m.logits(x, batch_size=128))
+    for e, c in zip(outs["none"], outs["reduce-overhead"]):
+        assert c.shape == e.shape and torch.allclose(c, e, rtol=1e-4, atol=1e-4)
+
+
+def test_captured_trustgan_steps_match_eager_on_cuda():
+    """trustgan.compile=reduce-overhead on CUDA: two epochs (the second with attacker steps and replays) give the
+    eager losses within noise; the kept losses are copies (a replay overwrites a graph's outputs)."""
+    from bench.datasets.mnist import load_embedded
+    from bench.methods.core.base import FitContext
+    from bench.methods.core.training import TrainRecipe
+    from bench.methods.trustgan import TrustGAN, TrustGANConfig
+
+    full = load_embedded("mnist", "train")
+    train, val = full.subset(slice(0, 256)), full.subset(slice(256, 384))
+    ctx = FitContext(device=torch.device("cuda"), recipe=TrainRecipe(batch_size=64, epochs=2))
+    logs = {}
+    for mode in ("none", "reduce-overhead"):
+        cfg = TrustGANConfig(gan_size=2, epochs=2, batch_size=64, replay_prob=0.5, compile=mode)
+        logs[mode] = TrustGAN(cfg, backbone="lenet5", seed=0).fit(train, val, ctx).train_log
+    assert logs["reduce-overhead"].losses == pytest.approx(logs["none"].losses, rel=1e-3)
+    for k in ("attacker_loss", "attacker_sample_loss"):
+        assert logs["reduce-overhead"].extra[k][1] == pytest.approx(logs["none"].extra[k][1], rel=1e-3)
