@@ -113,7 +113,7 @@ else
     guarded "${GUARD_TRUSTGAN:-150}" trustgan-epoch "$PY" tools/trustgan_vs_reference.py --device $DEV "${TG[@]}" \
         --compile none${CAPTURE:+,$CAPTURE} --only ours --out "$OUT/trustgan-epoch.json"
 fi
-[ -f "$OUT/trustgan-epoch.json" ] && sed 's/^/  /' "$OUT/trustgan-epoch.json" >>"$FIG"
+[ -f "$OUT/trustgan-epoch.json" ] && { sed 's/^/  /' "$OUT/trustgan-epoch.json"; echo; } >>"$FIG"
 
 # --- 2b. eager vs captured training and inference (train.compile and eval.compile = reduce-overhead: torch.compile +
 #     CUDA graphs); the cost rows give seconds per epoch and inference ms per 1k of each, same process kind ---------
