@@ -52,7 +52,8 @@ def test_max_attack_is_range_checked_and_saved_in_the_config():
     with pytest.raises(UsageError, match="eval.max_attack must be >= 0"):
         EvalConfig(max_attack=-1)
     assert EvalConfig().max_attack == 0
-    assert result_config({"eval": {"max_eval": 5}})["eval"] == {"max_eval": 5, "max_attack": 0, "conformal": False}
+    assert result_config({"eval": {"max_eval": 5}})["eval"] == {"max_eval": 5, "max_attack": 0, "conformal": False,
+                                                            "compile": "none"}
 
 
 def test_a_run_without_the_key_reads_as_max_attack_0(tmp_path):
