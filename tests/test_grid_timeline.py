@@ -59,3 +59,10 @@ def test_pauses_as_utc_times_and_from_the_run_s_record(tool, run, capsys, monkey
     monkeypatch.setattr("sys.argv", ["grid_timeline.py", str(run)])
     tool.main()
     assert "units ran from first start to last end: 5500 s" in capsys.readouterr().out  # as --pause 200:300
+
+
+def test_a_malformed_pause_is_one_line(tool, run, monkeypatch):
+    (run / "pauses.txt").write_text("yesterday,today\n")
+    monkeypatch.setattr("sys.argv", ["grid_timeline.py", str(run)])
+    with pytest.raises(SystemExit, match="a pause is START:END in Unix seconds or START,END in ISO-8601 times"):
+        tool.main()

@@ -114,7 +114,11 @@ def main() -> None:
     units = from_records(args.run) if (args.run / "units").is_dir() else from_cell_times(args.run)
     if not units:
         raise SystemExit(f"{args.run}: no unit records and no cells")
-    pauses = [parse_pause(p) for p in args.pause]
+    try:
+        pauses = [parse_pause(p) for p in args.pause]
+    except ValueError as e:
+        raise SystemExit(f"a pause is START:END in Unix seconds or START,END in ISO-8601 times ({e}); "
+                         f"see --help and {record}") from None
 
     def paused(a: float, b: float) -> float:
         return overlap(pauses, a, b)

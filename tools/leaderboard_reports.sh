@@ -8,7 +8,7 @@
 # CIs), guarantees.md/.csv (failure prediction and guarantees on the test set), coverage.md/.csv (coverage under
 # shift, per family of eval sets), versus-msp.md
 # (the image-level test of every method sharing msp's network against it), cost.md/.csv, daggers.txt (the † count)
-# and timeline.md (wall time per unit); then worlds.md (which rankings change between the two worlds). A world whose
+# and timeline.md (wall time per unit, less the stops listed in the run's pauses.txt); then worlds.md (which rankings change between the two worlds). A world whose
 # run is absent is skipped with a line. Options after RESULTS_DIR go to every `bench report` (e.g. --allow-partial
 # to try the script on a run still going).
 set -eu
