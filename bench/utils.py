@@ -83,7 +83,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def to_jsonable(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        if hasattr(obj, "key_fields"):  # fields added later are left out at their defaults (TrainRecipe): cache
+        if hasattr(obj, "key_fields"):  # fields added later are left out at their defaults (Options): cache
             return {k: to_jsonable(v) for k, v in obj.key_fields().items()}  # keys and saved configs stay as they were
         return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, dict):

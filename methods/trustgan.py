@@ -18,7 +18,6 @@ checked epochs). See docs/trustgan.md for the differences from the reference cod
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -38,6 +37,8 @@ GAN_SCHEDULES = ("cyclic", "none")
 
 @dataclass(frozen=True)
 class TrustGANConfig(Options):
+    key_optional = ("compile",)  # added after TrustGAN checkpoints were cached (Options.key_fields)
+
     backbone: str = ""  # target model; "" = the run's backbone (the paper profile sets trustgan-net)
     net_size: int = option(7, ge=2)  # trustgan-net size knob (7 = original, 86,046 params)
     # attacker size (5 = original, 4,931 params); 0 = 5 with trustgan-net, else 3
@@ -61,14 +62,6 @@ class TrustGANConfig(Options):
     # the three steps' forwards and losses through torch.compile ("reduce-overhead": CUDA graphs on a GPU, where an
     # epoch is bound by launch overhead); equal to eager within floating-point noise, dropout draws apart
     compile: str = option("none", one_of=COMPILE_MODES)
-
-    def key_fields(self) -> dict[str, object]:
-        """The config as cache keys and saved configs see it: ``compile`` (added after TrustGAN checkpoints were
-        cached) only when set, so the cached checkpoints of eager runs keep their keys."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        if out["compile"] == "none":
-            del out["compile"]
-        return out
 
 
 def _layout(cfg: TrustGANConfig) -> torch.memory_format:

@@ -82,6 +82,10 @@ class Options:
     # no annotation: not a field, and not a key of the run's config (bench.config reads the type hints); a method's
     # config gets its registered name from register()
     section = "options"
+    #: fields added after checkpoints were cached and runs saved: at its default such a field is left out of the
+    #: config's JSON (``key_fields``), so every cache key and saved config made before it stays the same (no
+    #: annotation, as ``section``)
+    key_optional = ()
 
     def __post_init__(self) -> None:
         check_values(type(self), self.section, {f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
@@ -89,3 +93,13 @@ class Options:
 
     def check(self) -> None:
         """Cross-field rules (one-line UsageError); the declared ranges have been checked already."""
+
+    def key_fields(self) -> dict[str, object]:
+        """The config as JSON sees it (``bench.utils.to_jsonable``: cache keys, saved run configs): every field, less
+        the ``key_optional`` ones at their defaults, so a config that does not use the newer fields keeps its old
+        checkpoint keys and a run made before they existed can still be resumed, reported and compared."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for f in dataclasses.fields(self):
+            if f.name in self.key_optional and out[f.name] == f.default:
+                del out[f.name]
+        return out

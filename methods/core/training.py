@@ -35,9 +35,6 @@ AUGMENTS = ("none", "flip_crop4")
 #: torch.compile modes of the training forward (``train.compile``): "reduce-overhead" also captures CUDA graphs on a
 #: GPU (one capture per batch shape, replayed every step); on the CPU it compiles without graphs
 COMPILE_MODES = ("none", "default", "reduce-overhead")
-#: fields added after checkpoints were cached and runs saved: at its default such a field is left out of the
-#: recipe's JSON (``TrainRecipe.key_fields``), so every cache key and saved config made before it stays the same
-KEY_OPTIONAL = ("nesterov", "augment", "compile")
 
 
 @dataclass(frozen=True)
@@ -45,6 +42,7 @@ class TrainRecipe(Options):
     """How a classifier is trained. Part of every checkpoint's cache key."""
 
     section = "train"
+    key_optional = ("nesterov", "augment", "compile")  # added after baselines were cached (Options.key_fields)
 
     optimizer: str = option("adam", one_of=OPTIMIZERS)
     lr: float = option(1e-3, gt=0)
@@ -67,16 +65,6 @@ class TrainRecipe(Options):
         super().check()
         if self.nesterov and (self.optimizer != "sgd" or self.momentum <= 0):
             raise UsageError("train.nesterov needs train.optimizer=sgd and train.momentum > 0")
-
-    def key_fields(self) -> dict[str, object]:
-        """The recipe as JSON sees it (``bench.utils.to_jsonable``: cache keys, saved run configs): every field, less
-        the ``KEY_OPTIONAL`` ones at their defaults, so a recipe that does not use the newer fields keeps its old
-        checkpoint keys and a run made before they existed can still be resumed, reported and compared."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        for f in dataclasses.fields(self):
-            if f.name in KEY_OPTIONAL and out[f.name] == f.default:
-                del out[f.name]
-        return out
 
     def but(self, section: str, **changes: object) -> "TrainRecipe":
         """The one way a method derives its own recipe: this recipe with ``changes`` (a change of None keeps this
@@ -467,15 +455,13 @@ def fixed_shape(fn: Callable[[torch.Tensor], Any], mode: str, batch_size: int) -
     outputs."""
     if mode == "none":
         return fn
-    net = torch.compile(fn, mode=mode, dynamic=False)
+    net = compiled_forward(fn, mode)
 
     def run(x: torch.Tensor) -> Any:
         n = x.shape[0]
         # always a new tensor, padding or not: a batch that is a view of the caller's tensor and one made under
         # inference_mode differ in dispatch keys, and dynamo would trace the same shape twice
         x = torch.cat([x, x.new_zeros(max(0, batch_size - n), *x.shape[1:])])
-        if mode == "reduce-overhead":
-            torch.compiler.cudagraph_mark_step_begin()
         out = net(x)
         return tuple(o[:n].clone() for o in out) if isinstance(out, tuple) else out[:n].clone()
 
