@@ -8,13 +8,15 @@
   default, trained with a fixed recipe and seed, cached) and shown to every method: a black-box transfer attack.
 
 How stochastic and ensembled methods are attacked: always through ``method.classifier``, the differentiable
-images -> logits module the method exposes, in eval mode. For MC-dropout that is by default the deterministic
-network (dropout off), i.e. the attack does not average gradients over dropout masks; the attacked images are then
-scored by the method's own stochastic ``predict``. ``fgsm:eps=E,eot=K`` and ``pgd:eps=E,eot=K`` attack a method
-marked ``stochastic`` with expectation over transformation instead (datasets/eot.py: dropout on, the mean of K
-gradient samples per step, masks drawn from a fixed seed); their rows carry shift ``fgsm-eot`` / ``pgd-eot`` and
-``eot_samples``. A deterministic method given ``eot=K`` gets the deterministic attack (its expectation is itself;
-``eot_samples`` = 1). ``clean_accuracy`` / ``robust_accuracy`` are always those of the deterministic classifier.
+images -> logits module the method exposes, in eval mode. For the methods whose predictive averages random draws
+that is their deterministic mean network: MC-dropout's network with dropout off, SWAG's SWA mean (Laplace's MAP
+network likewise), i.e. the attack does not average gradients over the draws; the attacked images are then scored
+by the method's own predictive. ``fgsm:eps=E,eot=K`` and ``pgd:eps=E,eot=K`` attack such a method with expectation
+over transformation instead (datasets/eot.py: the mean of K gradient samples per step through
+``method.eot_classifier()``, which draws the method's randomness anew at every pass — dropout masks, SWAG weight
+samples — from a fixed seed); their rows carry shift ``fgsm-eot`` / ``pgd-eot`` and ``eot_samples``. A method
+without randomness given ``eot=K`` gets the deterministic attack (its expectation is itself; ``eot_samples`` = 1).
+``clean_accuracy`` / ``robust_accuracy`` are always those of the deterministic classifier.
 A deep ensemble exposes the averaged ensemble as its classifier, so it is
 attacked as a whole. Each set carries ``gen_seconds`` (time to craft it) and ``clean_accuracy`` /
 ``robust_accuracy`` of the attacked classifier as extra result rows.
@@ -126,19 +128,14 @@ def check_pgd(params: str) -> tuple[float, int, int]:
     return parse_eps(p, "pgd", params), steps, parse_eot(p, "pgd", params)
 
 
-def _eot_attack(method, model: nn.Module, samples: int, make):
-    """The EOT attack of a stochastic method (dropout on, ``samples`` gradients per step), or ``None`` when the
-    deterministic attack applies (no ``eot=``, or a method that is not stochastic: its expectation is itself)."""
-    from bench.datasets.eot import dropout_on
-
-    if not samples or not getattr(method, "stochastic", False):
+def _eot_attack(method, samples: int, make):
+    """The EOT attack of a method with randomness (``samples`` gradients per step through
+    ``method.eot_classifier()``), or ``None`` when the deterministic attack applies (no ``eot=``, or a method
+    without randomness: its expectation is itself)."""
+    model = method.eot_classifier() if samples else None
+    if model is None:
         return None
-
-    def attack(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        with dropout_on(model):  # inside run_attack's eval mode: only the dropout modules go back to train
-            return make(x, y)
-
-    return attack
+    return lambda x, y: make(model, x, y)
 
 
 def _run(attack, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, device: torch.device,
@@ -157,7 +154,7 @@ def _fgsm(ctx: EvalContext, method, params: str) -> EvalData:
     eps, samples = parse_eps(p, "fgsm", params), parse_eot(p, "fgsm", params)
     model = method.classifier
     images, labels = _test(ctx)
-    eot = _eot_attack(method, model, samples, lambda x, y: eot_fgsm(model, x, y, eps, samples))
+    eot = _eot_attack(method, samples, lambda net, x, y: eot_fgsm(net, x, y, eps, samples))
     adv, extra = _run(eot or fgsm(model, eps), model, images, labels, _device(model, ctx), seeded=eot is not None)
     shift = "fgsm-eot" if samples else "fgsm"
     if samples:
@@ -177,7 +174,7 @@ def _pgd(ctx: EvalContext, method, params: str) -> EvalData:
     model = method.classifier
     images, labels = _test(ctx)
     alpha = 2.5 * eps / steps
-    eot = _eot_attack(method, model, samples, lambda x, y: eot_pgd(model, x, y, eps, alpha, steps, samples))
+    eot = _eot_attack(method, samples, lambda net, x, y: eot_pgd(net, x, y, eps, alpha, steps, samples))
     attack = eot or torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=True)
     adv, extra = _run(attack, model, images, labels, _device(model, ctx), seeded=True)
     shift = "pgd-eot" if samples else "pgd"
@@ -231,7 +228,7 @@ EVAL_SETS.add("fgsm", EvalSetSpec(_fgsm, offline=True, needs_model=True, family=
                                   defaults=tuple(f"fgsm:eps={e:g}" for e in EPS_SWEEP), check=check_fgsm,
                                   report_group="adversarial", any_shape=True),
               "white-box FGSM on each method's classifier: fgsm:eps=E[,eot=K] (bare fgsm: eps 0.05, 0.1, 0.2, 0.3;"
-              " eot=K: stochastic methods attacked with dropout on, K gradient samples)")
+              " eot=K: MC-dropout and SWAG attacked through their random draws, K gradient samples per step)")
 EVAL_SETS.add("pgd", EvalSetSpec(_pgd, offline=True, needs_model=True, family=True,
                                  defaults=tuple(f"pgd:eps={e:g}" for e in EPS_SWEEP), check=check_pgd,
                                  report_group="adversarial", any_shape=True),

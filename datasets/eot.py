@@ -3,11 +3,13 @@ sense of security", section 4.3; Athalye et al. 2018, "Synthesizing robust adver
 methods: the attack follows the gradient of the *expected* loss over the method's randomness, estimated by the mean
 of ``samples`` gradients, each through a fresh random draw.
 
-Here the randomness is dropout: ``dropout_on(model)`` puts the model in eval mode with only its dropout modules in
-train mode (as MC-dropout's inference does; batch norm stays frozen), so every forward pass draws new masks and the
-gradient runs through them. FGSM and PGD are the torchattacks definitions (mean cross-entropy, signed step, clip to
-[0, 1], PGD's uniform random start and projection onto the l_inf ball) with the one gradient replaced by the EOT
-mean; with one sample and dropout off they are the deterministic attacks exactly (tests/test_eot.py).
+The randomness is the method's own, through ``method.eot_classifier()``: for MC-dropout its dropout
+(``dropout_on(model)`` puts the model in eval mode with only its dropout modules in train mode, as MC-dropout's
+inference does; batch norm stays frozen), for SWAG one of its weight samples drawn at random per pass; every forward
+pass draws anew and the gradient runs through the draw. FGSM and PGD are the torchattacks definitions (mean
+cross-entropy, signed step, clip to [0, 1], PGD's uniform random start and projection onto the l_inf ball) with the
+one gradient replaced by the EOT mean; with one sample and dropout off they are the deterministic attacks exactly
+(tests/test_eot.py).
 """
 
 from __future__ import annotations
@@ -34,6 +36,19 @@ class dropout_on:
     def __exit__(self, *exc: object) -> None:
         for m, mode in self.modes:
             m.train(mode)
+
+
+class DropoutOn(nn.Module):
+    """``net`` with its dropout on at every forward pass (eval mode otherwise, modes restored after each pass): the
+    classifier an EOT attack sees for a dropout method (``ConfidenceMethod.eot_classifier``)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with dropout_on(self.net):
+            return self.net(x)
 
 
 def eot_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, samples: int) -> torch.Tensor:

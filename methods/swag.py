@@ -15,7 +15,11 @@ theta_SWA + sqrt(scale) (Sigma_diag^1/2 z1 + D z2 / sqrt(K - 1)), scale 1/2 = th
 weight vectors are drawn once at the end of the fit from the method's seed (inference is then deterministic and the
 checkpoint holds them); a network with batch norm gets each sample's running statistics recomputed on
 ``bn_images`` training images (the reference: the whole training set). Prediction = the mean of the S softmaxes,
-confidence its maximum; ``classifier`` returns log of that mean (attacks see the whole predictive).
+confidence its maximum; ``logits`` are log of that mean. White-box attacks see SWAG as they see MC-dropout:
+``classifier`` is the SWA mean network theta_SWA (batch-norm statistics recomputed for it, as the reference's
+``bn_update``), and the EOT sets (``eot=K``) attack the whole posterior, each of the K gradient passes through one of
+the S samples drawn at random (``eot_classifier``). Attacking the 30-sample mean directly in every attack set cost 30
+passes per step, about half of a full leaderboard's time (docs/evaluation-sets.md).
 """
 
 from __future__ import annotations
@@ -106,10 +110,25 @@ class SampledNetworks(nn.Module):
         out.update((n, getattr(self, f"stat{i}")[s]) for i, n in enumerate(self.stat_names))
         return out
 
+    def sample_forward(self, s: int, x: torch.Tensor) -> torch.Tensor:
+        """Logits of weight sample s."""
+        return functional_call(self.base, self.weights(s), (x,))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logp = torch.stack([functional_call(self.base, self.weights(s), (x,)).log_softmax(1)
-                            for s in range(len(self.thetas))])
+        logp = torch.stack([self.sample_forward(s, x).log_softmax(1) for s in range(len(self.thetas))])
         return torch.logsumexp(logp, 0) - math.log(len(self.thetas))
+
+
+class RandomSample(nn.Module):
+    """One of the S weight samples, drawn anew (global RNG) at every forward pass: SWAG's randomness for EOT attacks."""
+
+    def __init__(self, sampled: SampledNetworks):
+        super().__init__()
+        self.sampled = sampled
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = int(torch.randint(len(self.sampled.thetas), ()))
+        return self.sampled.sample_forward(s, x)
 
 
 def flat_params(model: nn.Module) -> torch.Tensor:
@@ -141,11 +160,21 @@ def recompute_bn(model: nn.Module, data: ImageSet, images: int, device: torch.de
 class SWAG(ConfidenceMethod):
     Config = SWAGConfig
     training = Training.OWN  # trains a copy of the baseline further (its SWA phase)
+    # 1: the mean network's batch-norm statistics are recomputed (it became the attacks' classifier)
+    training_version = 1
     grid_weight = 1.5  # scheduling hint: the baseline (often cached), half its epochs again, 30-pass inference
 
     @property
     def forward_passes(self) -> int:
         return self.config.samples
+
+    @property
+    def classifier(self) -> nn.Module:
+        """The SWA mean network (white-box attacks; see the module docstring)."""
+        return self._fitted_model().base
+
+    def eot_classifier(self) -> nn.Module:
+        return RandomSample(self._fitted_model())
 
     @classmethod
     def preflight(cls, config, net, n_train):
@@ -192,6 +221,8 @@ class SWAG(ConfidenceMethod):
                 for i, n in enumerate(model.stat_names):
                     getattr(model, f"stat{i}")[s].copy_(model.base.get_buffer(n))
         torch.nn.utils.vector_to_parameters(moments.mean.float().to(ctx.device), model.base.parameters())
+        if model.stat_names:  # the mean network's own statistics (its role: the attacks' classifier)
+            recompute_bn(model.base, train, cfg.bn_images, ctx.device)
         log.extra["snapshots"] = [float(moments.n)] + [math.nan] * (len(log.epoch_seconds) - 1)
         self.train_log = TrainLog.concat([base_log, log])  # pretraining + SWA phase: SWAG's whole cost
         self.model = model

@@ -163,6 +163,37 @@ def test_swag_fit_collects_its_snapshots(tiny, cached_tiny_ctx):
     assert m.forward_passes == 4
 
 
+def test_swag_is_attacked_through_its_mean_network_and_eot_through_its_samples(tiny, cached_tiny_ctx, tmp_path):
+    from bench.datasets import evalsets
+    from bench.datasets.evalsets import EvalContext
+
+    cls = METHODS.get("swag")
+    m = cls(cls.Config(rank=3, samples=4, swa_epochs=1), seed=0).fit(tiny[0], tiny[1], cached_tiny_ctx)
+    x = tiny[2].images[:16].float() / 255
+    # classifier: the SWA mean, theta_SWA = the mean of the S samples' distribution (not one of the samples)
+    mean = torch.nn.utils.parameters_to_vector(m.classifier.parameters())
+    assert m.classifier is m.model.base and not any(torch.equal(mean, t) for t in m.model.thetas)
+    # the stored logits stay the predictive's (log of the mean softmax), not the mean network's
+    with torch.no_grad():
+        torch.testing.assert_close(m.logits(x), m.model.eval()(x))
+    # eot_classifier: one of the S samples per pass, drawn from the global RNG
+    rand = m.eot_classifier().eval()
+    torch.manual_seed(3)
+    s = int(torch.randint(4, ()))
+    torch.manual_seed(3)
+    torch.testing.assert_close(rand(x), m.model.sample_forward(s, x))
+    ctx = EvalContext(max_eval=40, cache_dir=tmp_path)
+    det, eot = evalsets.build("fgsm:eps=0.2", ctx, m), evalsets.build("fgsm:eps=0.2,eot=4", ctx, m)
+    assert eot.extra["eot_samples"] == 4 and not torch.equal(det.images, eot.images)
+    assert torch.equal(eot.images, evalsets.build("fgsm:eps=0.2,eot=4", ctx, m).images)  # seeded draws
+    # the plain attack is torchattacks' FGSM on the mean network
+    import torchattacks
+
+    net = m.classifier.eval()
+    want = torchattacks.FGSM(net, eps=0.2)(tiny[2].images[:40].float() / 255, tiny[2].labels[:40])
+    torch.testing.assert_close(det.images.float() / (255 if det.images.dtype == torch.uint8 else 1), want)
+
+
 def test_swag_batch_norm_statistics_of_each_sample():
     # recompute_bn: the cumulative average over the given images (one batch here) = the batch's channel means
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
@@ -185,6 +216,12 @@ def test_swag_on_a_batch_norm_network_keeps_statistics_per_sample(tiny):
     m.fit(train.subset(slice(0, 128)), val.subset(slice(0, 64)), ctx)
     stats = [getattr(m.model, f"stat{i}") for i in range(len(m.model.stat_names))]
     assert stats and all(not torch.equal(s[0], s[1]) for s in stats)  # each sample its own statistics
+    # the mean network (the attacks' classifier) has statistics of its own weights too
+    mean_net = m.classifier
+    want = {n: b.clone() for n, b in mean_net.named_buffers() if n in m.model.stat_names}
+    recompute_bn(mean_net, train.subset(slice(0, 128)), 128, torch.device("cpu"))
+    for n in m.model.stat_names:
+        torch.testing.assert_close(mean_net.get_buffer(n), want[n])
     assert torch.isfinite(m.predict(test.images[:16]).confidence).all()
 
 

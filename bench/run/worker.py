@@ -218,7 +218,7 @@ class UnitWorker:
         if m.training is Training.SHARED_BASELINE and shared in self._logits:  # its network is the baseline
             logits = self._logits[shared] if logits is None else logits
             feats = self._features.get(shared) if self.cfg.save_features else None
-        net = m.classifier
+        net = m.model  # the network predict runs (SWAG's classifier is only its mean network)
         if (self.cfg.save_features and feats is None and hasattr(net, "forward_features")
                 and hasattr(net, "forward_head")):
             feats, own = m.features(data.images, batch_size=self.cfg.eval.batch_size)

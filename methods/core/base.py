@@ -248,6 +248,16 @@ class ConfidenceMethod:
         """Differentiable images -> logits module, for white-box attacks."""
         return self._fitted_model()
 
+    def eot_classifier(self) -> nn.Module | None:
+        """The classifier with the method's randomness drawn anew at every forward pass, for expectation-over-
+        transformation attacks (datasets/eot.py); None for a method without randomness (its expectation is the
+        plain attack). A ``stochastic`` method: ``classifier`` with its dropout on."""
+        if not self.stochastic:
+            return None
+        from bench.datasets.eot import DropoutOn
+
+        return DropoutOn(self.classifier)
+
     @property
     def forward_passes(self) -> int:
         """Forward passes of the classifier per sample at inference."""
