@@ -19,7 +19,7 @@ confidence its maximum; ``logits`` are log of that mean. White-box attacks see S
 ``classifier`` is the SWA mean network theta_SWA (batch-norm statistics recomputed for it, as the reference's
 ``bn_update``), and the EOT sets (``eot=K``) attack the whole posterior, each of the K gradient passes through one of
 the S samples drawn at random (``eot_classifier``). Attacking the 30-sample mean directly in every attack set cost 30
-passes per step, about half of a full leaderboard's time (docs/evaluation-sets.md).
+passes per step, a third of a seed's worker time in the full MNIST leaderboard (docs/bayesian-and-single-pass.md).
 """
 
 from __future__ import annotations
