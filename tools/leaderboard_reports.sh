@@ -24,9 +24,9 @@ world() {  # world RUN DEST
     shift 2
     if [ ! -f "$run/manifest.json" ]; then echo "skip: no run at $run"; return; fi
     mkdir -p "$dest"
-    # a run still going (or started and stopped) is left out with bench's one-line reason, not half-reported
+    # a run bench will not report (still going, or started and stopped) is left out after bench's one-line reason
     python -m bench report "$run" --groups "$TABLES" --ci --out "$dest/leaderboard.md" --out "$dest/leaderboard.csv" \
-        --plots "$dest/plots" "$@" || { echo "skip: $run is not finished"; return 0; }
+        --plots "$dest/plots" "$@" || { echo "skip: $run (bench report's reason above)"; return 0; }
     python -m bench report "$dest/leaderboard.csv" --out "$dest/leaderboard.tex"
     # failure prediction, the whole guarantees view on the in-distribution test set, and coverage under shift (one
     # column per family of shifted sets: the whole view would be a table per set, 36 of them)
