@@ -346,14 +346,28 @@ def check_split(source: Any, folds: int, val_fraction: float, max_train: int) ->
                          "at least 1 test, 1 validation and 2 training images: give more images")
 
 
+def recorded_identity(manifest: dict[str, Any]) -> str:
+    """The data identity a run's manifest records: a user's data sha256, else its benchmark's embedded data (a
+    manifest written before ``benchmark`` existed is MNIST's)."""
+    sha = (manifest.get("data") or {}).get("sha256")
+    if sha:
+        return sha
+    from bench.datasets.benchmarks import BENCHMARKS
+
+    name = (manifest.get("config") or {}).get("benchmark") or "mnist"
+    return BENCHMARKS.get(name).data if name in BENCHMARKS.names() else name
+
+
+_EMBEDDED_NAMES = {"mnist": "MNIST", "fashion": "Fashion-MNIST"}
+
+
 def check_resume(old_manifest: dict[str, Any] | None, source: Any, run_dir: Path) -> None:
     """--resume continues a run only on the data it was made with (same content identity)."""
     if not old_manifest:
         return
-    old = (old_manifest.get("data") or {}).get("sha256", "mnist")
-    new = source.identity
+    old, new = recorded_identity(old_manifest), source.identity
     if old != new:
-        was = "MNIST" if old == "mnist" else f"data sha256 {old[:12]}"
-        now = "MNIST" if new == "mnist" else f"sha256 {new[:12]}"
+        was = _EMBEDDED_NAMES.get(old, f"data sha256 {old[:12]}")
+        now = _EMBEDDED_NAMES.get(new, f"sha256 {new[:12]}")
         raise UsageError(f"cannot resume {run_dir}: it was run on {was}, the data now is {now}; drop --resume and "
                          "choose another --out")

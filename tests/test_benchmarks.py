@@ -119,19 +119,33 @@ def test_mnistc_of_another_dataset_has_its_own_cache_file(tmp_path):
     assert fashion.parent == mnist.parent and fashion.name == "fashion-" + mnist.name  # MNIST's name is as it was
 
 
+def test_resume_checks_the_benchmark_data(tmp_path):
+    from bench.datasets.user_data import check_resume
+
+    check_resume({"config": {"benchmark": "fashion"}}, embedded("fashion"), tmp_path)
+    check_resume({"config": {}}, embedded("mnist"), tmp_path)  # a manifest from before benchmarks: MNIST
+    with pytest.raises(UsageError, match="it was run on Fashion-MNIST, the data now is MNIST"):
+        check_resume({"config": {"benchmark": "fashion"}}, embedded("mnist"), tmp_path)
+    with pytest.raises(UsageError, match="it was run on MNIST, the data now is Fashion-MNIST"):
+        check_resume({"config": {"benchmark": "mnist"}}, embedded("fashion"), tmp_path)
+
+
 @pytest.mark.e2e
 def test_a_fashion_run_end_to_end(tmp_path):
     import json
 
-    code, _, err = run_main(["run", "--benchmark", "fashion", "--profile", "smoke", "--methods", "msp,energy",
-                             "--datasets", "fashion,ood:mnist", "--device", "cpu", "--no-progress", "--jobs", "1",
-                             "--set", "split.max_train=500", "--set", "eval.max_eval=100", "--set",
-                             "eval.cost_images=50", "--out", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c")])
+    args = ["run", "--benchmark", "fashion", "--profile", "smoke", "--methods", "msp,energy", "--datasets",
+            "fashion,ood:mnist", "--device", "cpu", "--no-progress", "--jobs", "1", "--set", "split.max_train=500",
+            "--set", "eval.max_eval=100", "--set", "eval.cost_images=50", "--out", str(tmp_path / "r"),
+            "--cache-dir", str(tmp_path / "c")]
+    code, _, err = run_main(args)
     assert code == 0, err
     manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())
     assert manifest["config"]["benchmark"] == "fashion"
     rows = (tmp_path / "r" / "results.csv").read_text()
     assert ",fashion,none,,accuracy," in rows and ",ood:mnist,ood,,ood_auroc," in rows
+    code, out, err = run_main([*args, "--resume"])  # an interrupted Fashion-MNIST run resumes on its own data
+    assert code == 0 and "0 cells computed" in out, err
     # its checkpoints are its own: the split of Fashion-MNIST's training images is in every cache key
     from bench.datasets.splits import SplitSpec
     from bench.methods.core.base import FitContext
