@@ -14,8 +14,9 @@ started at 12 as the reference, m from N(0, 1) * 12). W_c ~ N(0, 0.05^2).
 Defaults: the paper's FashionMNIST values (sigma 0.1, gamma 0.999, lambda 0.05, E 256). The penalty follows the
 reference code, (||g|| - 1)^2 (``penalty=norm``); the paper's formula squares the norm, (||g||^2 - 1)^2
 (``penalty=squared``). g is taken with respect to the *normalised* input (the reference normalises before the net;
-our backbones normalise inside): g = grad_pixels * std. Optimiser: the run's recipe (the reference: SGD lr 0.05,
-momentum 0.9, wd 1e-4, 30 epochs, steps at 10 and 20), so that every method gets the same budget.
+our backbones normalise inside): g = grad_pixels * std. Optimiser: the run's recipe, so that every method gets the
+same budget; the reference's network and recipe (SGD lr 0.05, momentum 0.9, wd 1e-4, 30 epochs, steps at 10 and 20)
+are the ``duq-cnn`` backbone and the ``duq`` profile.
 Classifier logits = log K_c, so probabilities = K / sum K (same argmax as the kernels) and attacks see the kernels;
 confidence = max_c K_c.
 """

@@ -6,9 +6,11 @@
 #                                         # (train.compile), the quick grid (one seed) and its GPU cost table
 #   bash tools/gpu-check.sh --confidnet   # instead: ConfidNet's SmallConvNet block, 100 classifier epochs, 3 seeds
 #                                         # (long: hours on the CPU; give it its own session)
+#   bash tools/gpu-check.sh --duq         # instead: DUQ's Fashion-MNIST recipe (the duq profile), msp and duq, seeds
+#                                         # DUQ_SEEDS (default "0 1 2"); ~5 h a seed on one CPU core, so GPU-only
 #
 # Every stage runs under its own time guard (seconds, overridable: GUARD_TESTS, GUARD_TRUSTGAN, GUARD_COMPILE,
-# GUARD_GRID, GUARD_CONFIDNET) and appends its figures to $OUT/gpu-check.txt as soon as it ends, so a stage that
+# GUARD_GRID, GUARD_CONFIDNET, GUARD_DUQ) and appends its figures to $OUT/gpu-check.txt as soon as it ends, so a stage that
 # overruns or fails still leaves the earlier figures and its own partial ones. $OUT defaults to ./gpu-check-out.
 # Needs: torch with CUDA importable (the system python, or .venv if present); bench is installed editable (no
 # dependencies fetched) when it is not importable. TrustGAN's reference: third_party/trustgan-ref (git-ignored; a
@@ -94,6 +96,25 @@ if [ "${1:-}" = "--confidnet" ]; then
             --backbone smallconvnet --folds 1 --datasets mnist --device cuda --methods msp,mcdropout,trustscore,confidnet \
             --seeds $S --out "$OUT/confidnet-scn100-s$S" --cache-dir "$WORK/cache" --no-progress
         summarise_run "$OUT/confidnet-scn100-s$S"
+    done
+    note "done"
+    exit 0
+fi
+
+if [ "${1:-}" = "--duq" ]; then
+    # issue 34's DUQ fidelity: Fashion-MNIST vs MNIST AUROC at the paper's network and recipe (paper: 0.955, accuracy
+    # 92.4%); notMNIST too when DATA_DIR holds it (docs/data.md). Results per seed: $OUT/duq-paper-s<seed>.csv
+    SETS=fashion,ood:mnist DATA=() SMALL=()
+    if [ -n "${DATA_DIR:-}" ]; then SETS=$SETS,ood:notmnist DATA=(--data-dir "$DATA_DIR"); fi
+    [ "${GPU_CHECK_DRY:-0}" = 1 ] && SMALL=(--set train.epochs=1 --set split.max_train=512 --set eval.max_eval=200)
+    for S in ${DUQ_SEEDS:-0 1 2}; do
+        guarded "${GUARD_DUQ:-240}" "duq-paper-s$S" "$PY" -m bench run --profile duq --methods msp,duq --seeds $S \
+            --datasets $SETS "${DATA[@]}" "${SMALL[@]}" --device $DEV --out "$WORK/duq-paper-s$S" \
+            --cache-dir "$WORK/duq-cache" --no-progress --jobs 1
+        summarise_run "$WORK/duq-paper-s$S"
+        [ -f "$WORK/duq-paper-s$S/results.csv" ] && cp "$WORK/duq-paper-s$S/results.csv" "$OUT/duq-paper-s$S.csv" \
+            && grep -E ',(accuracy|auroc|ood_auroc),' "$OUT/duq-paper-s$S.csv" | cut -d, -f2,6,9,10 | sed 's/^/  /' \
+            | tee -a "$FIG"
     done
     note "done"
     exit 0

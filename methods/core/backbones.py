@@ -252,6 +252,42 @@ class LeNet5(Backbone):
         return self.fc(d)
 
 
+FASHION_MEAN, FASHION_STD = 0.2861, 0.3530  # the DUQ reference's Fashion-MNIST normalisation (utils/datasets.py)
+
+
+@BACKBONES.register("duq-cnn", "DUQ's Fashion-MNIST CNN (its cnn_duq.py): conv64-bn-conv128-bn-conv128-bn, 3x3, "
+                               "ReLU, max-pools, fc256, no dropout; (x - 0.2861) / 0.3530; 356,618 params")
+class DUQCNN(Backbone):
+    """The network of DUQ's Fashion-MNIST experiment (van Amersfoort et al. 2020; y0ast/deterministic-uncertainty-
+    quantification, utils/cnn_duq.py ``Model``): three 3x3 convolutions with batch norm (padded, padded, unpadded),
+    each followed by ReLU and a 2x2 max-pool (28 -> 14 -> 7 -> 5 -> 2), then fc 512 -> 256 + ReLU: the 256-d features.
+    Its softmax twin (``SoftmaxModel``) puts one linear layer on them, as ``forward_classifier`` here. Inputs are
+    normalised with the Fashion-MNIST statistics the reference uses for every set it feeds this net (its OOD sets
+    take the in-distribution transform)."""
+
+    num_features = 256
+
+    def __init__(self, num_classes: int = 10, in_chans: int = 1):
+        super().__init__(mean=FASHION_MEAN, std=FASHION_STD)
+        self.conv1 = nn.Conv2d(in_chans, 64, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.conv2 = nn.Conv2d(64, 128, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(128)
+        self.conv3 = nn.Conv2d(128, 128, 3)
+        self.bn3 = nn.BatchNorm2d(128)
+        self.fc1 = nn.Linear(2 * 2 * 128, 256)
+        self.fc = nn.Linear(256, num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.normalize(x)
+        for conv, bn in ((self.conv1, self.bn1), (self.conv2, self.bn2), (self.conv3, self.bn3)):
+            x = F.max_pool2d(F.relu(bn(conv(x))), 2)
+        return F.relu(self.fc1(x.flatten(1)))
+
+    def forward_classifier(self, d: torch.Tensor) -> torch.Tensor:
+        return self.fc(d)
+
+
 @BACKBONES.register("tinycnn", "small CNN for any image shape (--data): conv32-conv64-maxpool-avgpool 4x4-fc128-"
                                "drop0.5-fc; inputs (x - 0.5) / 0.5")
 class TinyCNN(_DropoutFc2Head):
