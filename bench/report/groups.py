@@ -21,7 +21,7 @@ GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {
     "ood-near": ("Near OOD detection (in-distribution test = positive)", ("ood_auroc", "ood_fpr95")),
     "ood-far": ("Far OOD detection (in-distribution test = positive)", ("ood_auroc", "ood_fpr95")),
     "ood": ("OOD detection, ungrouped (in-distribution test = positive)", ("ood_auroc", "ood_fpr95")),
-    "shift": ("Covariate shift (MNIST-C): accuracy, misclassification detection, calibration",
+    "shift": ("Covariate shift (MNIST-C corruptions): accuracy, misclassification detection, calibration",
               ("accuracy", "auroc", "aupr_error", "ece")),
     "cost": ("Cost (training on the run's device)",
              ("sec_per_epoch", "first_epoch_sec", "train_sec_total", "peak_cuda_mem_mb", "peak_rss_mb",
