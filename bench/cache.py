@@ -3,7 +3,9 @@
 Several processes (``--jobs N`` workers, Ray workers on other machines) may share one cache directory: writes are
 atomic (temp file + rename), and ``lock(key)`` serialises the training of one key across processes (an advisory
 ``flock`` on ``<root>/.locks/<key>.lock``), so that two workers never train the same checkpoint at once: the second
-waits, then finds the entry written by the first.
+waits, then finds the entry written by the first. A training that opts in (``EpochResume``, methods/core/training.py)
+also leaves its state after every finished epoch in ``<root>/.partial/<key>.pt``, so an interrupted run continues
+it from there; ``put`` of the finished checkpoint removes it.
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ class CheckpointCache:
             for p in self.root.glob("*.pt"):
                 with contextlib.suppress(OSError):
                     self._stale[p.stem] = p.stat().st_mtime_ns
+            for p in self.root.glob(".partial/*.pt"):  # an unfinished training of before restarts too
+                with contextlib.suppress(OSError):
+                    self._stale[".partial/" + p.stem] = p.stat().st_mtime_ns
 
     def path(self, key: str) -> Path:
         return self.root / f"{key}.pt"
@@ -74,6 +79,29 @@ class CheckpointCache:
         torch.save(obj, buf)
         atomic_write_bytes(self.path(key), buf.getvalue())
         self._stale.pop(key, None)
+        with contextlib.suppress(FileNotFoundError):  # the finished checkpoint supersedes its training's last epoch
+            self.partial_path(key).unlink()
+
+    # --- a training in progress: its state after its last finished epoch (methods/core/training.py fit_loop) ---
+    def partial_path(self, key: str) -> Path:
+        return self.root / ".partial" / f"{key}.pt"
+
+    def get_partial(self, key: str) -> dict[str, Any] | None:
+        """The saved state of ``key``'s unfinished training, or None (none, unreadable, or from before --retrain)."""
+        p = self.partial_path(key)
+        if not p.exists() or self._is_stale(".partial/" + key, p):
+            return None
+        try:
+            return torch.load(p, map_location="cpu", weights_only=True)
+        except Exception as e:  # torn, foreign or holding objects bench never unpickles: train from the start
+            warnings.warn(f"ignoring unreadable partial training {p} ({type(e).__name__}); it restarts from epoch 1")
+            return None
+
+    def put_partial(self, key: str, obj: dict[str, Any]) -> None:
+        buf = io.BytesIO()
+        torch.save(obj, buf)
+        atomic_write_bytes(self.partial_path(key), buf.getvalue())
+        self._stale.pop(".partial/" + key, None)
 
     @contextlib.contextmanager
     def lock(self, key: str) -> Iterator[None]:

@@ -123,7 +123,9 @@ class DUQ(ConfidenceMethod):
                 model.update_centroids(x.detach(), y1h, cfg.gamma)
             return {"loss": loss, "train_bce": bce.detach(), "train_penalty": gp.detach()}
 
-        self.train_log = fit_loop(model, step, train, val, recipe, self.loop(ctx))
+        # the model (weights, centroids N and m as buffers) and the stepper are all of the state: resumable per epoch
+        self.train_log = fit_loop(model, step, train, val, recipe, self.loop(ctx),
+                                  resume=ctx.epoch_resume(self.cache_key(ctx), stepper))
         self.model = model
 
     def score_logits(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

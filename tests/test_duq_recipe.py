@@ -17,7 +17,7 @@ from bench.methods.duq import DUQModel
 def test_backbone_is_the_reference_cnn():
     torch.manual_seed(0)
     net = create_backbone("duq-cnn").eval()
-    # conv 1->64 (3x3, pad 1), 64->128 (pad 1), 128->128 (no pad), each with batch norm; fc 512->256; softmax head 256->10
+    # conv 1->64 (3x3, pad 1), 64->128 (pad 1), 128->128 (no pad), each with batch norm; fc 512->256; head 256->10
     assert [(c.in_channels, c.out_channels, c.kernel_size, c.padding) for c in (net.conv1, net.conv2, net.conv3)] == \
         [(1, 64, (3, 3), (1, 1)), (64, 128, (3, 3), (1, 1)), (128, 128, (3, 3), (0, 0))]
     assert (net.fc1.in_features, net.fc1.out_features, net.num_features) == (512, 256, 256)

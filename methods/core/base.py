@@ -24,6 +24,7 @@ from bench.datasets.mnist import ImageSet, to_float
 from bench.errors import NotFittedError
 from bench.methods.core.backbones import MNIST_SHAPE, create_backbone
 from bench.methods.core.training import (
+    EpochResume,
     Loop,
     Stepper,
     TrainLog,
@@ -110,7 +111,7 @@ class FitContext:
                 model, stepper = new_classifier(backbone, num_classes, seed, self.recipe, self.device, len(train),
                                                 shape)
                 log = fit_loop(model, supervised_step(model, stepper), train, val, self.recipe,
-                               self.loop(f"{backbone} seed {seed}", seed))
+                               self.loop(f"{backbone} seed {seed}", seed), resume=self.epoch_resume(key, stepper))
             if self.cache is not None:
                 self.cache.put(key, {"model": model.state_dict(), "log": dataclasses.asdict(log)})
         return model, log, key
@@ -118,6 +119,11 @@ class FitContext:
     def loop(self, label: str, seed: int) -> Loop:
         """Where a training loop of this fit runs: the device, batch order from ``seed``, progress and logger."""
         return Loop(self.device, seed, label, self.progress, self.on_epoch)
+
+    def epoch_resume(self, key: str, stepper: Any, **parts: Any) -> EpochResume | None:
+        """Save the training of checkpoint ``key`` after every epoch, so an interrupted run continues it (None
+        without a cache): ``stepper`` and ``parts`` must hold all of the training's state beside the model."""
+        return EpochResume(self.cache, key, {"stepper": stepper, **parts}) if self.cache is not None else None
 
     def _locked(self, key: str):
         """The cache's cross-process lock of ``key`` (nothing to lock without a cache)."""

@@ -287,34 +287,56 @@ class Loop:
     on_epoch: Callable[[str, int, dict[str, float]], None] | None = None
 
 
+@dataclass(frozen=True)
+class EpochResume:
+    """Opt-in continuation of an interrupted training: after every finished epoch ``fit_loop`` saves the model, the
+    ``parts`` (name -> object with ``state_dict`` / ``load_state_dict``: the ``Stepper``, any other network or state
+    the step updates), the batch-order generator, torch's random stream, the kept weights and the log under the
+    checkpoint ``key`` in ``cache`` (``<cache>/.partial/<key>.pt``); a later loop of the same key starts after that
+    epoch and ends with the weights an uninterrupted loop gives. Only a training whose whole state is the model plus
+    ``parts`` may opt in (an ``after_epoch`` or step that keeps state elsewhere would be silently reset)."""
+
+    cache: Any  # bench.cache.CheckpointCache
+    key: str
+    parts: Mapping[str, Any] = field(default_factory=dict)
+
+
 Step = Callable[[torch.Tensor, torch.Tensor, int], Union[torch.Tensor, Mapping[str, torch.Tensor]]]
 
 
 def fit_loop(model: nn.Module, step: Step, train: ImageSet, val: ImageSet, recipe: TrainRecipe, loop: Loop, *,
              select: Selection = BEST_ACCURACY,
              after_epoch: Callable[[int], Mapping[str, float] | None] | None = None,
-             channels_last: bool = True) -> TrainLog:
+             channels_last: bool = True, resume: EpochResume | None = None) -> TrainLog:
     """Train ``model`` for ``recipe.epochs`` epochs of ``step`` over ``train`` in ``recipe.batch_size`` batches
     and keep the weights ``select`` picks (see the module docstring). Per epoch the log gets the mean loss, the
     step's other means, the training and validation seconds, ``after_epoch``'s scalars and the epoch's peak
     memory (CUDA: the peak is reset after each epoch; ``peak_memory_mb`` is the largest). ``channels_last``: the
     CPU's channels-last layout while training (``training_layout``), never for a compiled step (the recipe's
     ``compile``, or False from a method that compiles its own): inductor's replication_pad2d backward fails on
-    channels-last strides in torch 2.14, and a compiled lenet step was no faster in that layout."""
+    channels-last strides in torch 2.14, and a compiled lenet step was no faster in that layout. ``resume``: save
+    the state after every epoch and continue from a saved one (``EpochResume``)."""
     device = loop.device
     log = TrainLog(device=str(device))
     order = generator(loop.seed)
     every = select.every or recipe.val_every
     best_score, best_state = -math.inf, None
-    if select.include_start:
-        best_score, best_state = select.score(model, val, device), copy.deepcopy(model.state_dict())
     n_batches = math.ceil(len(train) / recipe.batch_size)
     task = loop.progress.add(loop.label, total=recipe.epochs * n_batches) if loop.progress else None
     reset_peak_memory(device)
     layout = training_layout(model, device) if channels_last and recipe.compile == "none" else contextlib.nullcontext()
     with layout:  # channels-last convolutions while training on a CPU
+        saved = _load_epoch_state(resume, model, order, device, loop.label) if resume is not None else None
+        if saved is not None:
+            done, best_score, best_state, log = saved
+            if task is not None:
+                loop.progress.advance(task, done * n_batches)
+        else:
+            done = 0
+            if select.include_start:
+                best_score, best_state = select.score(model, val, device), copy.deepcopy(model.state_dict())
         try:
-            for epoch in range(1, recipe.epochs + 1):
+            for epoch in range(done + 1, recipe.epochs + 1):
                 model.train()
                 sums: dict[str, torch.Tensor] = {}
                 counts: dict[str, int] = {}
@@ -360,6 +382,8 @@ def fit_loop(model: nn.Module, step: Step, train: ImageSet, val: ImageSet, recip
                         series.append(math.nan)
                 if loop.on_epoch is not None:
                     loop.on_epoch(loop.label, epoch, {"loss": mean_loss, "epoch_seconds": t.seconds, **scalars})
+                if resume is not None and epoch < recipe.epochs:  # the last epoch's state is the checkpoint itself
+                    _save_epoch_state(resume, model, order, device, epoch, best_score, best_state, log)
         finally:
             if task is not None:
                 loop.progress.remove(task)
@@ -368,6 +392,45 @@ def fit_loop(model: nn.Module, step: Step, train: ImageSet, val: ImageSet, recip
     log.peak_memory_metric = mem_name
     log.peak_memory_mb = max(log.extra[mem_name])
     return log
+
+
+def _save_epoch_state(resume: EpochResume, model: nn.Module, order: torch.Generator, device: torch.device,
+                      epoch: int, best_score: float, best_state: dict | None, log: TrainLog) -> None:
+    state = {"format": 1, "epoch": epoch, "model": model.state_dict(),
+             "parts": {name: part.state_dict() for name, part in resume.parts.items()},
+             "order": order.get_state(), "rng": torch.get_rng_state(),
+             "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+             "best_score": best_score, "best_state": best_state, "log": dataclasses.asdict(log)}
+    resume.cache.put_partial(resume.key, state)
+
+
+def _load_epoch_state(resume: EpochResume, model: nn.Module, order: torch.Generator, device: torch.device,
+                      label: str) -> tuple[int, float, dict | None, TrainLog] | None:
+    """Restore a saved epoch into ``model``, the parts and the random streams; (epoch, best score, kept weights,
+    log), or None to train from the start (nothing saved, or a state that does not fit this training)."""
+    state = resume.cache.get_partial(resume.key)
+    if state is None:
+        return None
+    try:
+        if state.get("format") != 1 or set(state["parts"]) != set(resume.parts):
+            raise ValueError("another layout")
+        model.load_state_dict(state["model"])
+        for name, part in resume.parts.items():
+            part.load_state_dict(state["parts"][name])
+        order.set_state(state["order"])
+        torch.set_rng_state(state["rng"])
+        if device.type == "cuda" and state["cuda_rng"] is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
+        log = TrainLog(**state["log"])
+    except Exception as e:  # noqa: BLE001 - a state that does not fit: the training restarts, as without one
+        import warnings
+
+        warnings.warn(f"{label}: ignoring its saved epoch ({type(e).__name__}: {e}); training from epoch 1")
+        return None
+    best_state = state["best_state"]
+    if best_state is not None:
+        best_state = {k: v.to(device) for k, v in best_state.items()}
+    return int(state["epoch"]), float(state["best_score"]), best_state, log
 
 
 @contextlib.contextmanager
@@ -398,6 +461,16 @@ class Stepper:
         self.opt = build_optimizer(self.params, recipe)
         self.sched = build_scheduler(self.opt, recipe, self.n_batches)
         self.count = 0  # updates so far
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"opt": self.opt.state_dict(), "sched": self.sched.state_dict() if self.sched is not None else None,
+                "count": self.count}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.opt.load_state_dict(state["opt"])
+        if self.sched is not None:
+            self.sched.load_state_dict(state["sched"])
+        self.count = int(state["count"])
 
     def __call__(self, loss: torch.Tensor) -> torch.Tensor:
         self.opt.zero_grad(set_to_none=True)
