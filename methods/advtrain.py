@@ -68,5 +68,6 @@ class AdvTrain(ConfidenceMethod):
         def eps_end(epoch: int) -> dict[str, float]:
             return {"eps_end": cfg.eps_at(stepper.count / n_batches)}
 
-        self.train_log = fit_loop(model, step, train, val, recipe, self.loop(ctx), after_epoch=eps_end)
+        self.train_log = fit_loop(model, step, train, val, recipe, self.loop(ctx), after_epoch=eps_end,
+                                  resume=ctx.epoch_resume(self.cache_key(ctx), stepper, starts=gen))
         self.model = model

@@ -85,5 +85,6 @@ class Cure(ConfidenceMethod):
             return {"loss": loss, "curvature": reg}
 
         self.train_log = fit_loop(model, step, train, val, recipe, self.loop(ctx),
-                                  after_epoch=lambda epoch: {"h": cfg.h_at(epoch)})
+                                  after_epoch=lambda epoch: {"h": cfg.h_at(epoch)},
+                                  resume=ctx.epoch_resume(self.cache_key(ctx), stepper))
         self.model = model

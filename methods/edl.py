@@ -94,7 +94,8 @@ class EDL(ConfidenceMethod):
             loss, kl = edl_loss(model(x), y, cfg.evidence, coef)
             return {"loss": stepper(loss), "train_kl": kl.detach()}
 
-        self.train_log = fit_loop(model, step, train, val, recipe, self.loop(ctx))
+        self.train_log = fit_loop(model, step, train, val, recipe, self.loop(ctx),
+                                  resume=ctx.epoch_resume(self.cache_key(ctx), stepper))
         self.model = model
 
     def score_logits(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -51,5 +51,6 @@ class LogitNorm(ConfidenceMethod):
             # the norm the loss no longer rewards: logged to show it stays bounded
             return {"loss": loss, "train_logit_norm": logits.detach().norm(dim=1).mean()}
 
-        self.train_log = fit_loop(model, step, train, val, recipe, self.loop(ctx))
+        self.train_log = fit_loop(model, step, train, val, recipe, self.loop(ctx),
+                                  resume=ctx.epoch_resume(self.cache_key(ctx), stepper))
         self.model = model

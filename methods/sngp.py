@@ -139,5 +139,7 @@ class SNGP(ConfidenceMethod):
             model.update_precision(phi.detach())
             return {"loss": loss}
 
-        self.train_log = fit_loop(model, step, train, val, recipe, self.loop(ctx))
+        # the precision is a buffer, rebuilt from identity every epoch: model + stepper are the whole state
+        self.train_log = fit_loop(model, step, train, val, recipe, self.loop(ctx),
+                                  resume=ctx.epoch_resume(self.cache_key(ctx), stepper))
         self.model = model

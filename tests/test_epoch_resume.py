@@ -109,3 +109,41 @@ def test_a_run_killed_in_its_second_epoch_resumes_from_the_first(tmp_path):
     assert code == 0, err
     assert rows(run) == rows(tmp_path / "ref")
     assert not list((cache / ".partial").glob("*.pt"))
+
+
+RESUMABLE = ("msp", "duq", "edl", "logitnorm", "cure", "sngp", "advtrain")  # the trainings that opt in
+
+
+@pytest.mark.parametrize("name", RESUMABLE)
+def test_each_opted_in_method_resumes_to_its_uninterrupted_fit(name, tmp_path, monkeypatch):
+    from bench.methods.core.base import FitContext
+
+    recipe = TrainRecipe(batch_size=16, epochs=2)
+
+    def fit(cache_dir):
+        ctx = FitContext(recipe=recipe, split_id="resume-test", cache=CheckpointCache(cache_dir))
+        return ctx.fit_method(name, "lenet", 10, 0, TRAIN, VAL)
+
+    ref_fit = fit(tmp_path / "ref")
+    ref = ref_fit.model.state_dict()
+    count = [0]
+
+    def hit(point):
+        if point == "batch":
+            count[0] += 1
+            if count[0] == 6:  # epoch 2, second batch
+                raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(faults, "hit", hit)
+        with pytest.raises(KeyboardInterrupt):
+            fit(tmp_path / "c")
+    assert len(list((tmp_path / "c" / ".partial").glob("*.pt"))) == 1
+    got_fit = fit(tmp_path / "c")
+    # epoch 2's loss shows a state that was not restored even where the kept weights are epoch 1's (random labels)
+    assert got_fit.train_log.losses == ref_fit.train_log.losses and len(ref_fit.train_log.losses) == 2
+    got = got_fit.model.state_dict()
+    assert list(got) == list(ref)
+    for k in ref:
+        assert torch.equal(got[k], ref[k]), k
+    assert not list((tmp_path / "c" / ".partial").glob("*.pt"))

@@ -291,7 +291,7 @@ class Loop:
 class EpochResume:
     """Opt-in continuation of an interrupted training: after every finished epoch ``fit_loop`` saves the model, the
     ``parts`` (name -> object with ``state_dict`` / ``load_state_dict``: the ``Stepper``, any other network or state
-    the step updates), the batch-order generator, torch's random stream, the kept weights and the log under the
+    the step updates; a ``torch.Generator`` is saved as its state), the batch-order generator, torch's random stream, the kept weights and the log under the
     checkpoint ``key`` in ``cache`` (``<cache>/.partial/<key>.pt``); a later loop of the same key starts after that
     epoch and ends with the weights an uninterrupted loop gives. Only a training whose whole state is the model plus
     ``parts`` may opt in (an ``after_epoch`` or step that keeps state elsewhere would be silently reset)."""
@@ -397,11 +397,15 @@ def fit_loop(model: nn.Module, step: Step, train: ImageSet, val: ImageSet, recip
 def _save_epoch_state(resume: EpochResume, model: nn.Module, order: torch.Generator, device: torch.device,
                       epoch: int, best_score: float, best_state: dict | None, log: TrainLog) -> None:
     state = {"format": 1, "epoch": epoch, "model": model.state_dict(),
-             "parts": {name: part.state_dict() for name, part in resume.parts.items()},
+             "parts": {name: _state_of(part) for name, part in resume.parts.items()},
              "order": order.get_state(), "rng": torch.get_rng_state(),
              "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
              "best_score": best_score, "best_state": best_state, "log": dataclasses.asdict(log)}
     resume.cache.put_partial(resume.key, state)
+
+
+def _state_of(part: Any) -> Any:
+    return part.get_state() if isinstance(part, torch.Generator) else part.state_dict()
 
 
 def _load_epoch_state(resume: EpochResume, model: nn.Module, order: torch.Generator, device: torch.device,
@@ -416,7 +420,10 @@ def _load_epoch_state(resume: EpochResume, model: nn.Module, order: torch.Genera
             raise ValueError("another layout")
         model.load_state_dict(state["model"])
         for name, part in resume.parts.items():
-            part.load_state_dict(state["parts"][name])
+            if isinstance(part, torch.Generator):
+                part.set_state(state["parts"][name])
+            else:
+                part.load_state_dict(state["parts"][name])
         order.set_state(state["order"])
         torch.set_rng_state(state["rng"])
         if device.type == "cuda" and state["cuda_rng"] is not None:
