@@ -291,10 +291,11 @@ class Loop:
 class EpochResume:
     """Opt-in continuation of an interrupted training: after every finished epoch ``fit_loop`` saves the model, the
     ``parts`` (name -> object with ``state_dict`` / ``load_state_dict``: the ``Stepper``, any other network or state
-    the step updates; a ``torch.Generator`` is saved as its state), the batch-order generator, torch's random stream, the kept weights and the log under the
-    checkpoint ``key`` in ``cache`` (``<cache>/.partial/<key>.pt``); a later loop of the same key starts after that
-    epoch and ends with the weights an uninterrupted loop gives. Only a training whose whole state is the model plus
-    ``parts`` may opt in (an ``after_epoch`` or step that keeps state elsewhere would be silently reset)."""
+    the step updates; a ``torch.Generator`` is saved as its state), the batch-order generator, torch's random
+    stream, the kept weights and the log under the checkpoint ``key`` in ``cache`` (``<cache>/.partial/<key>.pt``);
+    a later loop of the same key starts after that epoch and ends with the weights an uninterrupted loop gives. Only
+    a training whose whole state is the model plus ``parts`` may opt in (an ``after_epoch`` or step that keeps state
+    elsewhere would be silently reset; tests/test_epoch_resume.py has a check per opted-in method)."""
 
     cache: Any  # bench.cache.CheckpointCache
     key: str
