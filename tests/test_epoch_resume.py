@@ -147,3 +147,35 @@ def test_each_opted_in_method_resumes_to_its_uninterrupted_fit(name, tmp_path, m
     for k in ref:
         assert torch.equal(got[k], ref[k]), k
     assert not list((tmp_path / "c" / ".partial").glob("*.pt"))
+
+
+def test_a_state_that_fails_half_way_leaves_the_training_as_a_fresh_one(tmp_path):
+    """lenet's convolutions fit a 10-class state, its last layer does not (5 classes): load_state_dict copies the
+    first before it fails, and those copies must not survive into the fresh training."""
+    recipe = TrainRecipe(batch_size=16, epochs=2)
+    train5 = ImageSet(TRAIN.images, TRAIN.labels % 5)
+
+    def run(classes, cache, interrupt_at=0):
+        with forked_rng(CPU):
+            model, stepper = new_classifier("lenet", classes, 0, recipe, CPU, len(train5))
+            inner, calls = supervised_step(model, stepper), [0]
+
+            def step(x, y, epoch):
+                calls[0] += 1
+                if calls[0] == interrupt_at:
+                    raise KeyboardInterrupt
+                return inner(x, y, epoch)
+
+            resume = EpochResume(cache, "k", {"stepper": stepper}) if cache is not None else None
+            log = fit_loop(model, step, train5, VAL, recipe, Loop(CPU, seed=0), resume=resume)
+        return model, log
+
+    cache = CheckpointCache(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        run(10, cache, interrupt_at=6)
+    fresh, fresh_log = run(5, None)
+    with pytest.warns(UserWarning, match="ignoring its saved epoch"):
+        model, log = run(5, cache)
+    assert log.losses == fresh_log.losses
+    for (name, a), b in zip(fresh.state_dict().items(), model.state_dict().values()):
+        assert torch.equal(a, b), name

@@ -409,6 +409,13 @@ def _state_of(part: Any) -> Any:
     return part.get_state() if isinstance(part, torch.Generator) else part.state_dict()
 
 
+def _restore(part: Any, state: Any) -> None:
+    if isinstance(part, torch.Generator):
+        part.set_state(state)
+    else:
+        part.load_state_dict(state)
+
+
 def _load_epoch_state(resume: EpochResume, model: nn.Module, order: torch.Generator, device: torch.device,
                       label: str) -> tuple[int, float, dict | None, TrainLog] | None:
     """Restore a saved epoch into ``model``, the parts and the random streams; (epoch, best score, kept weights,
@@ -416,15 +423,15 @@ def _load_epoch_state(resume: EpochResume, model: nn.Module, order: torch.Genera
     state = resume.cache.get_partial(resume.key)
     if state is None:
         return None
+    # a state that fails half-way (one tensor of another shape) must leave the training exactly as it was
+    before = (copy.deepcopy(model.state_dict()), {n: copy.deepcopy(_state_of(p)) for n, p in resume.parts.items()},
+              order.get_state(), torch.get_rng_state())
     try:
         if state.get("format") != 1 or set(state["parts"]) != set(resume.parts):
             raise ValueError("another layout")
         model.load_state_dict(state["model"])
         for name, part in resume.parts.items():
-            if isinstance(part, torch.Generator):
-                part.set_state(state["parts"][name])
-            else:
-                part.load_state_dict(state["parts"][name])
+            _restore(part, state["parts"][name])
         order.set_state(state["order"])
         torch.set_rng_state(state["rng"])
         if device.type == "cuda" and state["cuda_rng"] is not None:
@@ -433,6 +440,11 @@ def _load_epoch_state(resume: EpochResume, model: nn.Module, order: torch.Genera
     except Exception as e:  # noqa: BLE001 - a state that does not fit: the training restarts, as without one
         import warnings
 
+        model.load_state_dict(before[0])
+        for name, part in resume.parts.items():
+            _restore(part, before[1][name])
+        order.set_state(before[2])
+        torch.set_rng_state(before[3])
         warnings.warn(f"{label}: ignoring its saved epoch ({type(e).__name__}: {e}); training from epoch 1")
         return None
     best_state = state["best_state"]
