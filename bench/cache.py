@@ -79,8 +79,10 @@ class CheckpointCache:
         torch.save(obj, buf)
         atomic_write_bytes(self.path(key), buf.getvalue())
         self._stale.pop(key, None)
-        with contextlib.suppress(FileNotFoundError):  # the finished checkpoint supersedes its training's last epoch
-            self.partial_path(key).unlink()
+        # the finished checkpoint supersedes its training's saved epochs (and those of its phases, ``<key>.<phase>``)
+        for p in [self.partial_path(key), *self.root.glob(f".partial/{key}.*.pt")]:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
 
     # --- a training in progress: its state after its last finished epoch (methods/core/training.py fit_loop) ---
     def partial_path(self, key: str) -> Path:

@@ -162,7 +162,7 @@ class ConfidNet(ConfidenceMethod):
 
         select = Selection("val_aupr_error", val_aupr_error, every=1, include_start=phase == 2)
         return fit_loop(net, step, train, val, recipe, self.loop(ctx, f"phase {phase}", self.seed + 1000 * phase),
-                        select=select)
+                        select=select, resume=ctx.epoch_resume(f"{self.cache_key(ctx)}.phase{phase}", stepper))
 
 
 def val_aupr_error(net: ConfidNetModel, val: ImageSet, device: torch.device) -> float:

@@ -87,7 +87,8 @@ class Distill(ConfidenceMethod):
         def step(x: torch.Tensor, idx: torch.Tensor, epoch: int) -> torch.Tensor:
             return stepper(distillation_loss(model(x), teacher_logp[idx], labels[idx], cfg.lam, cfg.temperature))
 
-        log = fit_loop(model, step, indexed, val, recipe, self.loop(ctx))
+        log = fit_loop(model, step, indexed, val, recipe, self.loop(ctx),
+                       resume=ctx.epoch_resume(self.cache_key(ctx), stepper))
         self.model = model
         self.report = {"teacher": cfg.teacher, "teacher_val_accuracy": teacher_val,
                        "student_val_accuracy": accuracy_on(model, val, ctx.device),

@@ -115,7 +115,8 @@ class MissingFeature(ConfidenceMethod):
                     finally:  # validation (model selection) sees the inverted features inference will use
                         net.invert = True
 
-                log = fit_loop(net, step, train, val, recipe, self.loop(ctx))
+                log = fit_loop(net, step, train, val, recipe, self.loop(ctx),
+                               resume=ctx.epoch_resume(self.cache_key(ctx), stepper))
         finally:
             net.invert = True
         # phase 2's epochs numbered after the baseline's; extra["phase"] says which is which

@@ -135,7 +135,10 @@ class OODGAN(ConfidenceMethod):
                         group["lr"] *= cfg.lr_decay
 
         with training_layout(gen, dev), training_layout(disc, dev):  # channels-last GAN convolutions on a CPU
-            self.train_log = fit_loop(model, step, train, val, recipe, self.loop(ctx), after_epoch=decay)
+            # the GAN's two networks and optimisers are saved beside the classifier's (decay's lr lives in them)
+            resume = ctx.epoch_resume(self.cache_key(ctx), stepper, gen=gen, disc=disc, opt_g=opt_g, opt_d=opt_d)
+            self.train_log = fit_loop(model, step, train, val, recipe, self.loop(ctx), after_epoch=decay,
+                                      resume=resume)
         self.model, self.generator = model, gen.eval()
 
     def extra_state(self) -> dict[str, Any]:
