@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -106,7 +107,8 @@ class TrustGAN(ConfidenceMethod):
         self.model, self.attacker = net, gan
         run = _Trainer(net, gan, cfg, device, self.num_classes, self.generator(7919))  # CPU coins: no device sync
         self.train_log = fit_loop(net, run.step, train, val, recipe, self.loop(ctx), after_epoch=run.end_epoch,
-                                  channels_last=cfg.compile == "none")
+                                  channels_last=cfg.compile == "none",
+                                  resume=ctx.epoch_resume(self.cache_key(ctx), run))
 
     def extra_state(self) -> dict:
         return {"attacker": self.attacker.state_dict() if self.attacker is not None else None}
@@ -236,6 +238,24 @@ class _Trainer:
         loss.backward()
         self._clip_step(self.net.parameters(), self.net_opt)
         return {"loss": loss.detach().clone(), **out}
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a training continued after an epoch needs (``EpochResume``) beside the target: the attacker, both
+        optimisers, the attacker's schedule, the coins and the replay pool (the epoch's best is reset at its end,
+        and the replayer is loaded from the pool before each use)."""
+        return {"gan": self.gan.state_dict(), "net_opt": self.net_opt.state_dict(),
+                "gan_opt": self.gan_opt.state_dict(),
+                "gan_sched": self.gan_sched.state_dict() if self.gan_sched is not None else None,
+                "coins": self.coins.get_state(), "snapshots": self.snapshots}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.gan.load_state_dict(state["gan"])
+        self.net_opt.load_state_dict(state["net_opt"])
+        self.gan_opt.load_state_dict(state["gan_opt"])
+        if self.gan_sched is not None:
+            self.gan_sched.load_state_dict(state["gan_sched"])
+        self.coins.set_state(state["coins"])
+        self.snapshots = [{k: v.to(self.device) for k, v in snap.items()} for snap in state["snapshots"]]
 
     def end_epoch(self, epoch: int) -> None:
         if self.best is not None:  # this epoch's lowest-loss attacker joins the replay pool

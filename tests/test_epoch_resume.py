@@ -111,15 +111,16 @@ def test_a_run_killed_in_its_second_epoch_resumes_from_the_first(tmp_path):
     assert not list((cache / ".partial").glob("*.pt"))
 
 
+# the trainings that opt in (distill's teacher and confidnet's classifier are baselines)
 RESUMABLE = ("msp", "duq", "edl", "logitnorm", "cure", "sngp", "advtrain", "oodgan", "missingfeature", "distill",
-             "confidnet")  # the trainings that opt in (distill's teacher and confidnet's classifier are baselines)
+             "confidnet", "trustgan")
 
 
 @pytest.mark.parametrize("name", RESUMABLE)
 def test_each_opted_in_method_resumes_to_its_uninterrupted_fit(name, tmp_path, monkeypatch):
     from bench.methods.core.base import FitContext
 
-    recipe = TrainRecipe(batch_size=16, epochs=2)
+    recipe = TrainRecipe(batch_size=16, epochs=3)  # trustgan: epoch 1 is the target's alone, 2 trains its attacker
 
     def fit(cache_dir):
         ctx = FitContext(recipe=recipe, split_id="resume-test", cache=CheckpointCache(cache_dir))

@@ -122,7 +122,8 @@ class FitContext:
 
     def epoch_resume(self, key: str, stepper: Any, **parts: Any) -> EpochResume | None:
         """Save the training of checkpoint ``key`` after every epoch, so an interrupted run continues it (None
-        without a cache): ``stepper`` and ``parts`` must hold all of the training's state beside the model."""
+        without a cache): ``stepper`` (what makes the optimiser steps: a ``Stepper``, or a method's own trainer with
+        ``state_dict``) and ``parts`` must hold all of the training's state beside the model."""
         return EpochResume(self.cache, key, {"stepper": stepper, **parts}) if self.cache is not None else None
 
     def _locked(self, key: str):
