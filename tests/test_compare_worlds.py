@@ -48,3 +48,16 @@ def test_filters_and_the_cli(tool, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| id | ID | auroc | 3 | 0.50 |" in out
     assert tool.main([str(a), str(tmp_path / "missing.csv")]) == 2
+
+
+def test_named_boards_and_the_per_group_summary(tool, tmp_path, capsys):
+    a = write(tmp_path / "a.csv", "mnist", {"x": 1, "y": 2, "z": 3}, {"x": 1, "y": 2, "z": 3}, {"x": 1, "y": 1, "z": 1})
+    b = write(tmp_path / "b.csv", "fashion", {"x": 1, "y": 3, "z": 2}, {"x": 3, "y": 2, "z": 1},
+              {"x": 1, "y": 1, "z": 1})
+    assert tool.main([str(a), str(b), "--names", "MNIST,Fashion-MNIST"]) == 0
+    out = capsys.readouterr().out
+    assert "largest rank changes (MNIST -> Fashion-MNIST)" in out
+    # id: auroc rho 0.5, aurc rho -1 -> median -0.25, lowest -1 (aurc); ood-near: every method tied, rho undefined
+    assert "| id | 2 | -0.25 | -1.00 (ID aurc) |" in out
+    assert "| ood-near | 0 | - | - |" in out
+    assert tool.main([str(a), str(b), "--names", "only-one"]) == 2

@@ -44,6 +44,7 @@ world() {  # world RUN DEST
 world "$OUT/mnist-full" "$RESULTS" "$@"
 world "$OUT/fashion-full" "$RESULTS/fashion" "$@"
 if [ -f "$RESULTS/fashion/leaderboard.csv" ]; then
-    python tools/compare_worlds.py "$RESULTS/leaderboard.csv" "$RESULTS/fashion/leaderboard.csv" > "$RESULTS/worlds.md"
+    python tools/compare_worlds.py "$RESULTS/leaderboard.csv" "$RESULTS/fashion/leaderboard.csv" \
+        --names MNIST,Fashion-MNIST > "$RESULTS/worlds.md"
 fi
 echo "wrote $RESULTS"
