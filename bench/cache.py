@@ -59,26 +59,10 @@ class CheckpointCache:
             return True
 
     def get(self, key: str) -> dict[str, Any] | None:
-        p = self.path(key)
-        if not p.exists() or self._is_stale(key, p):
-            return None
-        try:
-            # weights_only: a checkpoint holds tensors, numbers, strings, lists and dicts only, so a cache folder or
-            # a run received from someone else cannot run code here (full unpickling would)
-            return torch.load(p, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
-            warnings.warn(f"ignoring checkpoint {p}: it holds Python objects beyond tensors, which bench never "
-                          "unpickles (it was not written by bench, or was altered); it will be retrained")
-            return None
-        except Exception as e:  # a torn or foreign file: retrain rather than crash
-            warnings.warn(f"ignoring unreadable checkpoint {p} ({type(e).__name__}); it will be retrained")
-            return None
+        return self._read(key, self.path(key), "checkpoint", "it will be retrained")
 
     def put(self, key: str, obj: dict[str, Any]) -> None:
-        buf = io.BytesIO()
-        torch.save(obj, buf)
-        atomic_write_bytes(self.path(key), buf.getvalue())
-        self._stale.pop(key, None)
+        self._write(key, self.path(key), obj)
         # the finished checkpoint supersedes its training's saved epochs (and those of its phases, ``<key>.<phase>``)
         for p in [self.partial_path(key), *self.root.glob(f".partial/{key}.*.pt")]:
             with contextlib.suppress(FileNotFoundError):
@@ -90,20 +74,31 @@ class CheckpointCache:
 
     def get_partial(self, key: str) -> dict[str, Any] | None:
         """The saved state of ``key``'s unfinished training, or None (none, unreadable, or from before --retrain)."""
-        p = self.partial_path(key)
-        if not p.exists() or self._is_stale(".partial/" + key, p):
-            return None
-        try:
-            return torch.load(p, map_location="cpu", weights_only=True)
-        except Exception as e:  # torn, foreign or holding objects bench never unpickles: train from the start
-            warnings.warn(f"ignoring unreadable partial training {p} ({type(e).__name__}); it restarts from epoch 1")
-            return None
+        return self._read(".partial/" + key, self.partial_path(key), "partial training", "it restarts from epoch 1")
 
     def put_partial(self, key: str, obj: dict[str, Any]) -> None:
+        self._write(".partial/" + key, self.partial_path(key), obj)
+
+    def _read(self, name: str, p: Path, what: str, then: str) -> dict[str, Any] | None:
+        if not p.exists() or self._is_stale(name, p):
+            return None
+        try:
+            # weights_only: a checkpoint holds tensors, numbers, strings, lists and dicts only, so a cache folder or
+            # a run received from someone else cannot run code here (full unpickling would)
+            return torch.load(p, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            warnings.warn(f"ignoring {what} {p}: it holds Python objects beyond tensors, which bench never "
+                          f"unpickles (it was not written by bench, or was altered); {then}")
+            return None
+        except Exception as e:  # a torn or foreign file: retrain rather than crash
+            warnings.warn(f"ignoring unreadable {what} {p} ({type(e).__name__}); {then}")
+            return None
+
+    def _write(self, name: str, p: Path, obj: dict[str, Any]) -> None:
         buf = io.BytesIO()
         torch.save(obj, buf)
-        atomic_write_bytes(self.partial_path(key), buf.getvalue())
-        self._stale.pop(".partial/" + key, None)
+        atomic_write_bytes(p, buf.getvalue())
+        self._stale.pop(name, None)
 
     @contextlib.contextmanager
     def lock(self, key: str) -> Iterator[None]:

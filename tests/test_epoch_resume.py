@@ -42,10 +42,11 @@ def _data(n: int, seed: int) -> ImageSet:
 TRAIN, VAL = _data(64, 1), _data(32, 2)  # 4 batches an epoch
 
 
-def _train(resume_cache: CheckpointCache | None, interrupt_at: int = 0):
-    """lenet from seed 0 for RECIPE's 3 epochs; the ``interrupt_at``-th batch raises, as a Ctrl-C would."""
+def _train(resume_cache: CheckpointCache | None, interrupt_at: int = 0, recipe: TrainRecipe = RECIPE,
+           classes: int = 10, train: ImageSet = TRAIN):
+    """lenet from seed 0 for the recipe's epochs; the ``interrupt_at``-th batch raises, as a Ctrl-C would."""
     with forked_rng(CPU):
-        model, stepper = new_classifier("lenet", 10, 0, RECIPE, CPU, len(TRAIN))
+        model, stepper = new_classifier("lenet", classes, 0, recipe, CPU, len(train))
         inner, calls = supervised_step(model, stepper), [0]
 
         def step(x, y, epoch):
@@ -55,7 +56,7 @@ def _train(resume_cache: CheckpointCache | None, interrupt_at: int = 0):
             return inner(x, y, epoch)
 
         resume = EpochResume(resume_cache, "k", {"stepper": stepper}) if resume_cache is not None else None
-        log = fit_loop(model, step, TRAIN, VAL, RECIPE, Loop(CPU, seed=0), resume=resume)
+        log = fit_loop(model, step, train, VAL, recipe, Loop(CPU, seed=0), resume=resume)
     return model, log, stepper, calls[0]
 
 
@@ -158,28 +159,12 @@ def test_a_state_that_fails_half_way_leaves_the_training_as_a_fresh_one(tmp_path
     first before it fails, and those copies must not survive into the fresh training."""
     recipe = TrainRecipe(batch_size=16, epochs=2)
     train5 = ImageSet(TRAIN.images, TRAIN.labels % 5)
-
-    def run(classes, cache, interrupt_at=0):
-        with forked_rng(CPU):
-            model, stepper = new_classifier("lenet", classes, 0, recipe, CPU, len(train5))
-            inner, calls = supervised_step(model, stepper), [0]
-
-            def step(x, y, epoch):
-                calls[0] += 1
-                if calls[0] == interrupt_at:
-                    raise KeyboardInterrupt
-                return inner(x, y, epoch)
-
-            resume = EpochResume(cache, "k", {"stepper": stepper}) if cache is not None else None
-            log = fit_loop(model, step, train5, VAL, recipe, Loop(CPU, seed=0), resume=resume)
-        return model, log
-
     cache = CheckpointCache(tmp_path)
     with pytest.raises(KeyboardInterrupt):
-        run(10, cache, interrupt_at=6)
-    fresh, fresh_log = run(5, None)
+        _train(cache, 6, recipe, classes=10, train=train5)
+    fresh, fresh_log, _, _ = _train(None, recipe=recipe, classes=5, train=train5)
     with pytest.warns(UserWarning, match="ignoring its saved epoch"):
-        model, log = run(5, cache)
+        model, log, _, _ = _train(cache, recipe=recipe, classes=5, train=train5)
     assert log.losses == fresh_log.losses
     for (name, a), b in zip(fresh.state_dict().items(), model.state_dict().values()):
         assert torch.equal(a, b), name
