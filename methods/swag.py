@@ -28,6 +28,7 @@ import copy
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -69,6 +70,13 @@ class SWAGMoments:
         self.sq_mean = (self.sq_mean * self.n + theta ** 2) / (self.n + 1)
         self.n += 1
         self.dev = (self.dev + [theta - self.mean])[-self.rank :]  # deviation from the mean that includes theta
+
+    def state_dict(self) -> dict[str, Any]:
+        """What an interrupted SWA phase continues from (``EpochResume``)."""
+        return {"n": self.n, "mean": self.mean, "sq_mean": self.sq_mean, "dev": list(self.dev)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.n, self.mean, self.sq_mean, self.dev = int(state["n"]), state["mean"], state["sq_mean"], list(state["dev"])
 
     def variance(self) -> torch.Tensor:
         return (self.sq_mean - self.mean ** 2).clamp_min(VAR_CLAMP)
@@ -199,17 +207,16 @@ class SWAG(ConfidenceMethod):
         # evenly spaced collection steps (1-based), the last at the phase's end
         at = {round(total * (k + 1) / count) for k in range(count)}
         moments = SWAGMoments(sum(p.numel() for p in net.parameters()), cfg.rank)
-        done = [0]
 
         def step(x: torch.Tensor, y: torch.Tensor, epoch: int) -> dict[str, torch.Tensor]:
             loss = stepper(F.cross_entropy(net(x), y))
-            done[0] += 1
-            if done[0] in at:
+            if stepper.count in at:  # the phase's update count, saved with the stepper when a run is interrupted
                 moments.collect(flat_params(net))
             return {"loss": loss}
 
         # no selection: the weights are the collected ones; the loop's own check runs once, at the last epoch
-        log = fit_loop(net, step, train, val, recipe, self.loop(ctx, "swa"), select=Selection(every=epochs + 1))
+        log = fit_loop(net, step, train, val, recipe, self.loop(ctx, "swa"), select=Selection(every=epochs + 1),
+                       resume=ctx.epoch_resume(self.cache_key(ctx), stepper, moments=moments))
         model = self.build_model().to(ctx.device)
         model.base.load_state_dict(net.state_dict())
         thetas = moments.sample(cfg.samples, cfg.scale, self.generator(1)).float()

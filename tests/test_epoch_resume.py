@@ -114,7 +114,8 @@ def test_a_run_killed_in_its_second_epoch_resumes_from_the_first(tmp_path):
 
 # the trainings that opt in (distill's teacher and confidnet's classifier are baselines)
 RESUMABLE = ("msp", "duq", "edl", "logitnorm", "cure", "sngp", "advtrain", "oodgan", "missingfeature", "distill",
-             "confidnet", "trustgan")
+             "confidnet", "trustgan", "swag")
+OPTIONS = {"swag": {"swa_epochs": 2}}  # its SWA phase is half the run's epochs (1 of 3): one to save, one to resume
 
 
 @pytest.mark.parametrize("name", RESUMABLE)
@@ -124,8 +125,11 @@ def test_each_opted_in_method_resumes_to_its_uninterrupted_fit(name, tmp_path, m
     recipe = TrainRecipe(batch_size=16, epochs=3)  # trustgan: epoch 1 is the target's alone, 2 trains its attacker
 
     def fit(cache_dir):
+        from bench.methods import METHODS
+
         ctx = FitContext(recipe=recipe, split_id="resume-test", cache=CheckpointCache(cache_dir))
-        return ctx.fit_method(name, "lenet", 10, 0, TRAIN, VAL)
+        config = METHODS.get(name).Config(**OPTIONS.get(name, {}))
+        return ctx.fit_method(name, "lenet", 10, 0, TRAIN, VAL, config=config)
 
     count, stop_at = [0], [0]
 
