@@ -118,6 +118,15 @@ RESUMABLE = ("msp", "duq", "edl", "logitnorm", "cure", "sngp", "advtrain", "oodg
 OPTIONS = {"swag": {"swa_epochs": 2}}  # its SWA phase is half the run's epochs (1 of 3): one to save, one to resume
 
 
+def test_every_method_that_trains_is_checked_here():
+    """A method added with a training of its own must opt in (and be listed above) or say here why not."""
+    from bench.methods import METHODS
+    from bench.methods.core.base import Training
+
+    own = {n for n in METHODS.names() if METHODS.get(n).training is Training.OWN}
+    assert own <= set(RESUMABLE), sorted(own - set(RESUMABLE))
+
+
 @pytest.mark.parametrize("name", RESUMABLE)
 def test_each_opted_in_method_resumes_to_its_uninterrupted_fit(name, tmp_path, monkeypatch):
     from bench.methods.core.base import FitContext
