@@ -16,6 +16,7 @@ import contextlib
 import copy
 import dataclasses
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Sequence, Union
 
@@ -438,8 +439,6 @@ def _load_epoch_state(resume: EpochResume, model: nn.Module, order: torch.Genera
             torch.cuda.set_rng_state(state["cuda_rng"], device)
         log = TrainLog(**state["log"])
     except Exception as e:  # noqa: BLE001 - a state that does not fit: the training restarts, as without one
-        import warnings
-
         model.load_state_dict(before[0])
         for name, part in resume.parts.items():
             _restore(part, before[1][name])
