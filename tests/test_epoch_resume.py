@@ -108,6 +108,7 @@ def test_a_run_killed_in_its_second_epoch_resumes_from_the_first(tmp_path):
     assert torch.load(partial, weights_only=True)["epoch"] == 1
     code, out, err = tiny(run, cache, *two, "--resume")
     assert code == 0, err
+    assert "train lenet seed 0: continuing from epoch 2 of 2" in err  # with the per-epoch lines, on stderr
     assert rows(run) == rows(tmp_path / "ref")
     assert not list((cache / ".partial").glob("*.pt"))
 

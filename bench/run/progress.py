@@ -33,6 +33,10 @@ class Bars:
     def remove(self, task: int) -> None:
         self._progress.remove_task(task)
 
+    def note(self, text: str) -> None:
+        """One plain line among the bars (e.g. a training that continues from a saved epoch)."""
+        self.console.print(text, highlight=False, markup=False, soft_wrap=True)
+
     def update(self, task: int, *, label: str | None = None, completed: int | None = None) -> None:
         """Change a bar's label and/or set its count (e.g. cells finished by other processes)."""
         self._progress.update(task, description=label, completed=completed)

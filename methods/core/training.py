@@ -333,6 +333,9 @@ def fit_loop(model: nn.Module, step: Step, train: ImageSet, val: ImageSet, recip
             done, best_score, best_state, log = saved
             if task is not None:
                 loop.progress.advance(task, done * n_batches)
+            if hasattr(loop.progress, "note"):
+                loop.progress.note(f"train {loop.label}: continuing from epoch {done + 1} of {recipe.epochs} "
+                                   "(saved when the run was interrupted)")
         else:
             done = 0
             if select.include_start:
