@@ -172,3 +172,52 @@ def test_captured_trustgan_steps_match_eager_on_cuda():
     assert logs["reduce-overhead"].losses == pytest.approx(logs["none"].losses, rel=1e-3)
     for k in ("attacker_loss", "attacker_sample_loss"):
         assert logs["reduce-overhead"].extra[k][1] == pytest.approx(logs["none"].extra[k][1], rel=1e-3)
+
+
+def test_a_training_resumed_on_cuda_continues_its_random_stream(tmp_path):
+    """Epoch resume on CUDA (methods/core/training.py ``EpochResume``): at the first batch after the saved epoch the
+    CUDA random stream (lenet's dropout) is the uninterrupted training's, bit for bit; the weights agree within
+    floating-point noise (cuDNN's kernels need not be deterministic)."""
+    from bench.cache import CheckpointCache
+    from bench.datasets.mnist import ImageSet
+    from bench.methods.core.training import (
+        EpochResume,
+        Loop,
+        TrainRecipe,
+        fit_loop,
+        forked_rng,
+        new_classifier,
+        supervised_step,
+    )
+
+    dev = torch.device("cuda")
+    g = torch.Generator().manual_seed(1)
+    train, val = (ImageSet(torch.randint(0, 256, (n, 1, 28, 28), generator=g, dtype=torch.uint8),
+                           torch.randint(0, 10, (n,), generator=g)).to(dev) for n in (64, 32))
+    recipe = TrainRecipe(optimizer="sgd", lr=0.05, momentum=0.9, batch_size=16, epochs=3)
+
+    def run(cache, interrupt_at=0):
+        seen = {}
+        with forked_rng(dev):
+            model, stepper = new_classifier("lenet", 10, 0, recipe, dev, len(train))
+            inner, calls = supervised_step(model, stepper), [0]
+
+            def step(x, y, epoch):
+                calls[0] += 1
+                if calls[0] == interrupt_at:
+                    raise KeyboardInterrupt
+                seen.setdefault(epoch, torch.cuda.get_rng_state(dev))
+                return inner(x, y, epoch)
+
+            resume = EpochResume(cache, "k", {"stepper": stepper}) if cache is not None else None
+            fit_loop(model, step, train, val, recipe, Loop(dev, seed=0), resume=resume)
+        return model, seen
+
+    ref, ref_seen = run(None)
+    cache = CheckpointCache(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        run(cache, interrupt_at=10)  # epoch 3 of 3, second batch: epochs 1-2 saved
+    model, seen = run(cache)
+    assert set(seen) == {3} and torch.equal(seen[3], ref_seen[3])
+    for (name, a), b in zip(ref.state_dict().items(), model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
