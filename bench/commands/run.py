@@ -35,8 +35,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                      help="override one key, e.g. --set train.epochs=5 --set mcdropout.passes=20")
     run.add_argument("--device", help=DEVICE_HELP)
     run.add_argument("--out", type=Path, help="run directory (default results/runs/<timestamp>)")
-    run.add_argument("--resume", action="store_true", help="continue a run: skip finished cells (default: latest)")
-    run.add_argument("--retrain", action="store_true", help="ignore cached checkpoints and train again")
+    run.add_argument("--resume", action="store_true",
+                     help="continue a run: skip finished cells, continue cut-off trainings from their last epoch "
+                     "(default: latest)")
+    run.add_argument("--retrain", action="store_true",
+                     help="ignore cached checkpoints (and saved epochs) and train again")
     run.add_argument("--data-dir", help="where downloadable eval sets live (default $BENCH_DATA or ./data)")
     run.add_argument("--cache-dir", help="checkpoint cache (default results/cache)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
