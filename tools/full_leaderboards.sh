@@ -9,9 +9,10 @@
 # Options after OUT_DIR go to both runs, e.g. `--set executor.cpus_per_unit=1` to keep each run to one thread when
 # the machine does other work.
 #
-# Resumable: run it again with the same arguments and each run skips its finished cells. Measured for MNIST on a 2-core
-# AMD EPYC with `--set executor.cpus_per_unit=1 --jobs 2`: 63,061 worker-seconds, 8.8 h for the two workers
-# (results/timeline.md); Fashion-MNIST costs about as much. The script prints each run's wall time.
+# Resumable: run it again with the same arguments and each run skips its finished cells (a cut-off training continues
+# from its last finished epoch). Measured for MNIST on a 2-core AMD EPYC with `--set executor.cpus_per_unit=1
+# --jobs 2`: 63,061 worker-seconds, 8.8 h for the two workers (results/timeline.md); Fashion-MNIST costs about as
+# much. The script prints each run's wall time.
 set -u
 DATA_DIR=${1:?usage: bash tools/full_leaderboards.sh DATA_DIR OUT_DIR}
 OUT=${2:?usage: bash tools/full_leaderboards.sh DATA_DIR OUT_DIR}
