@@ -345,3 +345,17 @@ def test_a_wildcard_run_expects_the_methods_it_matched_not_those_registered_late
     (run / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(UsageError, match="is partial"):
         load_runs([run])
+
+
+@pytest.mark.e2e
+def test_a_fashion_run_gets_its_id_plots(tmp_path):
+    """The ID plots draw the run's own test set: a Fashion-MNIST run (test set 'fashion', 'ood:mnist' an OOD set)
+    got only its per-method reliability diagrams while the others looked for 'mnist'."""
+    run = tmp_path / "r"
+    assert main(["run", "--benchmark", "fashion", "--profile", "smoke", "--methods", "msp,energy", "--datasets",
+                 "fashion,ood:mnist,pmnist", "--device", "cpu", "--no-progress", "--jobs", "1", "--set",
+                 "split.max_train=300", "--set", "eval.max_eval=100", "--set", "eval.cost_images=50",
+                 "--out", str(run), "--cache-dir", str(tmp_path / "c")]) == 0
+    assert main(["report", str(run), "--plots", str(tmp_path / "plots"), "--out", str(tmp_path / "b.md")]) == 0
+    written = {p.stem for p in (tmp_path / "plots").iterdir()}
+    assert {"risk_coverage", "reliability", "confidence_ood_mnist", "reliability_msp"} <= written

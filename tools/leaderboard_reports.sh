@@ -12,37 +12,64 @@
 # these runs (two workers share the CPU and the load varies): results/README.md names the separate sequential run
 # it comes from. A world whose run is absent or unfinished is skipped with a line. Options after RESULTS_DIR go to every
 # `bench report` (e.g. --allow-partial to try the script on a run still going).
+#
+# A world run in chunks (CHUNK=... bash tools/full_leaderboards.sh; banked with tools/bank_chunk.py and put back with
+# `python tools/bank_chunk.py --restore results/fashion/runs OUT_DIR`) is reported from OUT_DIR/<world>-<chunk> when
+# OUT_DIR/<world>-full is absent: the same tables, one timeline per chunk; its plots and versus-msp.md need the
+# per-image predictions, which are not banked, so tools/chunk_figures.sh writes them when each chunk finishes.
 set -eu
 OUT=${1:?usage: bash tools/leaderboard_reports.sh OUT_DIR [RESULTS_DIR] [bench report options...]}
 RESULTS=${2:-results}
 shift $(( $# >= 2 ? 2 : 1 ))
+EXTRA=("$@")
 cd "$(dirname "$0")/.."
 TABLES='id,occlusion,adversarial,fooling,ood-*,shift'
 
-world() {  # world RUN DEST
-    local run=$1 dest=$2
-    shift 2
-    if [ ! -f "$run/manifest.json" ]; then echo "skip: no run at $run"; return; fi
+world() {  # world NAME DEST: the whole run OUT/NAME-full, else every chunk OUT/NAME-<chunk> of leaderboard_chunks.txt
+    local name=$1 dest=$2 runs=() chunks=() c
+    if [ -f "$OUT/$name-full/manifest.json" ]; then
+        runs=("$OUT/$name-full")
+    else
+        mapfile -t chunks < <(awk -v w="$name" '$1 !~ /^#/ && $2 == w {print $1}' tools/leaderboard_chunks.txt)
+        for c in "${chunks[@]}"; do
+            if [ ! -f "$OUT/$name-$c/manifest.json" ]; then
+                echo "skip: $name has no run at $OUT/$name-full and no chunk $c at $OUT/$name-$c"; return 0
+            fi
+            runs+=("$OUT/$name-$c")
+        done
+        [ ${#runs[@]} -gt 0 ] || { echo "skip: no run at $OUT/$name-full"; return 0; }
+    fi
     mkdir -p "$dest"
+    local figures=(--plots "$dest/plots")
+    [ ${#runs[@]} -eq 1 ] || figures=()  # chunks: tools/chunk_figures.sh drew them from each chunk's predictions
     # a run bench will not report (still going, or started and stopped) is left out after bench's one-line reason
-    python -m bench report "$run" --groups "$TABLES" --ci --out "$dest/leaderboard.md" --out "$dest/leaderboard.csv" \
-        --plots "$dest/plots" "$@" || { echo "skip: $run (bench report's reason above)"; return 0; }
+    python -m bench report "${runs[@]}" --groups "$TABLES" --ci --out "$dest/leaderboard.md" \
+        --out "$dest/leaderboard.csv" "${figures[@]}" "${EXTRA[@]}" \
+        || { echo "skip: $name (bench report's reason above)"; return 0; }
     python -m bench report "$dest/leaderboard.csv" --out "$dest/leaderboard.tex"
     # failure prediction, the whole guarantees view on the in-distribution test set, and coverage under shift (one
     # column per family of shifted sets: the whole view would be a table per set, 36 of them)
     local id_set
     id_set=$(python -c "import json,sys; print(json.load(open(sys.argv[1]))['config']['datasets'][0])" \
-        "$run/manifest.json")
-    python -m bench report "$run" --groups failure,guarantees --sets "$id_set" --out "$dest/guarantees.md" \
-        --out "$dest/guarantees.csv" "$@"
-    python -m bench report "$run" --groups coverage --out "$dest/coverage.md" --out "$dest/coverage.csv" "$@"
-    python -m bench report "$run" --groups id,ood-near,ood-far --versus msp --out "$dest/versus-msp.md" "$@"
+        "${runs[0]}/manifest.json")
+    python -m bench report "${runs[@]}" --groups failure,guarantees --sets "$id_set" --out "$dest/guarantees.md" \
+        --out "$dest/guarantees.csv" "${EXTRA[@]}"
+    python -m bench report "${runs[@]}" --groups coverage --out "$dest/coverage.md" --out "$dest/coverage.csv" \
+        "${EXTRA[@]}"
+    if [ ${#runs[@]} -eq 1 ]; then
+        python -m bench report "${runs[@]}" --groups id,ood-near,ood-far --versus msp --out "$dest/versus-msp.md" \
+            "${EXTRA[@]}"
+    fi
     python tools/dagger_count.py "$dest/leaderboard.csv" --groups '*' > "$dest/daggers.txt"
-    python tools/grid_timeline.py "$run" > "$dest/timeline.md"
+    for c in "${runs[@]}"; do
+        [ ${#runs[@]} -eq 1 ] || printf '## %s\n\n' "$(basename "$c")"
+        python tools/grid_timeline.py "$c"
+        [ ${#runs[@]} -eq 1 ] || echo
+    done > "$dest/timeline.md"
 }
 
-world "$OUT/mnist-full" "$RESULTS" "$@"
-world "$OUT/fashion-full" "$RESULTS/fashion" "$@"
+world mnist "$RESULTS"
+world fashion "$RESULTS/fashion"
 if [ -f "$RESULTS/fashion/leaderboard.csv" ]; then
     python tools/compare_worlds.py "$RESULTS/leaderboard.csv" "$RESULTS/fashion/leaderboard.csv" \
         --names MNIST,Fashion-MNIST > "$RESULTS/worlds.md"

@@ -24,7 +24,6 @@ from bench.report.tables import severity_value, short_set
 from bench.run.store import read_predictions
 from bench.utils import atomic_write_bytes, figure_bytes
 
-ID_SET = "mnist"
 N_BINS = 15  # reliability bins, as the ECE metric
 
 
@@ -76,6 +75,20 @@ def _grid(n: int) -> tuple[int, int]:
 
 
 # ----------------------------------------------------------------------------------------- per-sample loading
+def id_sets(runs: RunSet) -> list[str]:
+    """The clean in-distribution test sets of the runs (rows of shift 'none'), mnist first."""
+    rows = runs.rows
+    sets = sorted(set(rows.loc[rows["shift"].isin(["none", ""]), "eval_set"]) - {"cost"})
+    return sorted(sets, key=lambda s: s != "mnist")
+
+
+def id_set(runs: RunSet) -> str:
+    """The test set the ID plots draw: the runs' own (fashion for a Fashion-MNIST run), mnist when there are
+    several."""
+    sets = id_sets(runs)
+    return sets[0] if sets else ""
+
+
 def predictions(runs: RunSet, method: str, eval_set: str) -> list[dict[str, np.ndarray]]:
     """The saved predictions (probs, confidence, labels) of every (seed, fold) of a method on an eval set."""
     cells = runs.rows[(runs.rows["method"] == method) & (runs.rows["eval_set"] == eval_set)]
@@ -113,10 +126,11 @@ def reliability(probs: np.ndarray, labels: np.ndarray, n_bins: int = N_BINS
 # ----------------------------------------------------------------------------------------- plots
 def plot_risk_coverage(runs: RunSet, methods: list[str], out_dir: Path) -> list[Path]:
     plt = _plt()
+    ds = id_set(runs)
     fig, ax = plt.subplots(figsize=(6, 4.5))
     drawn = 0
     for i, m in enumerate(methods):
-        preds = predictions(runs, m, ID_SET)
+        preds = predictions(runs, m, ds)
         if not preds:
             continue
         curves = [risk_coverage(p["confidence"], p["probs"].argmax(1) == p["labels"]) for p in preds]
@@ -127,7 +141,7 @@ def plot_risk_coverage(runs: RunSet, methods: list[str], out_dir: Path) -> list[
     if not drawn:
         plt.close(fig)
         return []
-    ax.set(title=f"Risk-coverage on {ID_SET} test (mean over seeds/folds)", xlabel="coverage (%)",
+    ax.set(title=f"Risk-coverage on {ds} test (mean over seeds/folds)", xlabel="coverage (%)",
            ylabel="selective risk: error rate among accepted (%)", xlim=(0, 100))
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
@@ -137,7 +151,8 @@ def plot_risk_coverage(runs: RunSet, methods: list[str], out_dir: Path) -> list[
 
 def plot_reliability(runs: RunSet, methods: list[str], out_dir: Path) -> list[Path]:
     plt = _plt()
-    data = {m: predictions(runs, m, ID_SET) for m in methods}
+    ds = id_set(runs)
+    data = {m: predictions(runs, m, ds) for m in methods}
     data = {m: p for m, p in data.items() if p}
     if not data:
         return []
@@ -159,17 +174,18 @@ def plot_reliability(runs: RunSet, methods: list[str], out_dir: Path) -> list[Pa
     for ax in list(axes.flat)[len(data):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7, loc="upper left")
-    fig.suptitle(f"Reliability diagrams on {ID_SET} test ({N_BINS} bins, seeds/folds pooled)")
+    fig.suptitle(f"Reliability diagrams on {ds} test ({N_BINS} bins, seeds/folds pooled)")
     fig.tight_layout()
     return _save(fig, out_dir, "reliability")
 
 
 def plot_confidence_histograms(runs: RunSet, methods: list[str], out_dir: Path) -> list[Path]:
     plt = _plt()
+    ds = id_set(runs)
     ood_sets = sorted(runs.rows.loc[runs.rows["shift"] == "ood", "eval_set"].unique())
     paths: list[Path] = []
     for ood in ood_sets:
-        data = {m: (predictions(runs, m, ID_SET), predictions(runs, m, ood)) for m in methods}
+        data = {m: (predictions(runs, m, ds), predictions(runs, m, ood)) for m in methods}
         data = {m: d for m, d in data.items() if d[0] and d[1]}
         if not data:
             continue
@@ -180,14 +196,14 @@ def plot_confidence_histograms(runs: RunSet, methods: list[str], out_dir: Path) 
             c_ood = np.concatenate([p["confidence"] for p in pood])
             lo, hi = float(min(c_id.min(), c_ood.min())), float(max(c_id.max(), c_ood.max()))
             bins = np.linspace(lo, hi if hi > lo else lo + 1e-6, 41)
-            ax.hist(c_id, bins=bins, density=True, alpha=0.55, label=f"{ID_SET} (ID)")
+            ax.hist(c_id, bins=bins, density=True, alpha=0.55, label=f"{ds} (ID)")
             ax.hist(c_ood, bins=bins, density=True, alpha=0.55, label=f"{short_set(ood)} (OOD)")
             ax.set(title=m, xlabel="confidence (higher = more trusted)", ylabel="density")
         for ax in list(axes.flat)[len(data):]:
             ax.axis("off")
         axes.flat[0].legend(fontsize=7)
         group = runs.ood_groups.get(ood, "")
-        fig.suptitle(f"Confidence: {ID_SET} test vs {ood}{f' ({group} OOD)' if group else ''}, seeds pooled")
+        fig.suptitle(f"Confidence: {ds} test vs {ood}{f' ({group} OOD)' if group else ''}, seeds pooled")
         fig.tight_layout()
         paths += _save(fig, out_dir, f"confidence_{_safe(ood)}")
     return paths
@@ -213,7 +229,7 @@ def plot_severity(runs: RunSet, methods: list[str], out_dir: Path) -> list[Path]
         fam = fam.assign(x=[severity_value(s) for s in fam["severity"]])
         if fam["x"].isna().any() or fam["x"].nunique() < 2:
             continue  # named variants (e.g. PMNIST cuts) are in the tables, not on a severity axis
-        clean = rows[rows["eval_set"] == ID_SET].assign(x=0.0)
+        clean = rows[rows["eval_set"] == id_set(runs)].assign(x=0.0)
         metrics = [m for m in ("accuracy", "auroc") if m in set(fam["metric"])]
         if not metrics:
             continue

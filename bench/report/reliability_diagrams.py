@@ -15,15 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.report.plots import N_BINS, _plt, _safe, _save, predictions, reliability
+from bench.report.plots import N_BINS, _plt, _safe, _save, id_sets, predictions, reliability
 from bench.report.runs import RunSet
-
-
-def id_sets(runs: RunSet) -> list[str]:
-    """The clean in-distribution test sets of the runs (rows of shift 'none'), mnist first."""
-    rows = runs.rows
-    sets = sorted(set(rows.loc[rows["shift"].isin(["none", ""]), "eval_set"]) - {"cost"})
-    return sorted(sets, key=lambda s: s != "mnist")
 
 
 def reliability_figure(method: str, probs: np.ndarray, labels: np.ndarray, eval_set: str = "mnist",
