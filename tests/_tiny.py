@@ -52,3 +52,14 @@ def indices(run: Path) -> dict[str, object]:
             "manifest": manifest,
             "cells": sorted(p.name for p in (run / "cells").glob("*.json")),
             "predictions": sorted(p.name for p in (run / "predictions").glob("*.npz"))}
+
+
+def random_images(n: int, seed: int):
+    """``n`` random uint8 28x28 images with random labels 0-9, the same for the same seed."""
+    import torch
+
+    from bench.datasets.mnist import ImageSet
+
+    g = torch.Generator().manual_seed(seed)
+    return ImageSet(torch.randint(0, 256, (n, 1, 28, 28), generator=g, dtype=torch.uint8),
+                    torch.randint(0, 10, (n,), generator=g))

@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 
-from _tiny import TINY, rows, tiny
+from _tiny import TINY, random_images, rows, tiny
 from bench import faults
 from bench.cache import CheckpointCache
 from bench.datasets.mnist import ImageSet
@@ -33,13 +33,7 @@ RECIPE = TrainRecipe(optimizer="sgd", lr=0.05, momentum=0.9, scheduler="step", s
                      batch_size=16, epochs=3, augment="flip_crop4")
 
 
-def _data(n: int, seed: int) -> ImageSet:
-    g = torch.Generator().manual_seed(seed)
-    return ImageSet(torch.randint(0, 256, (n, 1, 28, 28), generator=g, dtype=torch.uint8),
-                    torch.randint(0, 10, (n,), generator=g))
-
-
-TRAIN, VAL = _data(64, 1), _data(32, 2)  # 4 batches an epoch
+TRAIN, VAL = random_images(64, 1), random_images(32, 2)  # 4 batches an epoch
 
 
 def _train(resume_cache: CheckpointCache | None, interrupt_at: int = 0, recipe: TrainRecipe = RECIPE,

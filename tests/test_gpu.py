@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from _tiny import random_images
+
 pytestmark = [pytest.mark.gpu, pytest.mark.e2e,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
@@ -179,7 +181,6 @@ def test_a_training_resumed_on_cuda_continues_its_random_stream(tmp_path):
     CUDA random stream (lenet's dropout) is the uninterrupted training's, bit for bit; the weights agree within
     floating-point noise (cuDNN's kernels need not be deterministic)."""
     from bench.cache import CheckpointCache
-    from bench.datasets.mnist import ImageSet
     from bench.methods.core.training import (
         EpochResume,
         Loop,
@@ -191,9 +192,7 @@ def test_a_training_resumed_on_cuda_continues_its_random_stream(tmp_path):
     )
 
     dev = torch.device("cuda")
-    g = torch.Generator().manual_seed(1)
-    train, val = (ImageSet(torch.randint(0, 256, (n, 1, 28, 28), generator=g, dtype=torch.uint8),
-                           torch.randint(0, 10, (n,), generator=g)).to(dev) for n in (64, 32))
+    train, val = random_images(64, 1).to(dev), random_images(32, 2).to(dev)
     recipe = TrainRecipe(optimizer="sgd", lr=0.05, momentum=0.9, batch_size=16, epochs=3)
 
     def run(cache, interrupt_at=0):
