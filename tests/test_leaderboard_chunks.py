@@ -89,10 +89,12 @@ def test_restore_refuses_what_it_must_not_write(tool, tmp_path):
     (tmp_path / "out" / "x" / "manifest.json").write_text("[]")
     with pytest.raises(SystemExit, match="exists and differs"):
         tool.restore(bank, tmp_path / "out")
-    with tarfile.open(bank / "y.tar.xz", "w:xz") as tar:
-        info = tarfile.TarInfo("y/predictions/a.npz")
-        info.size = 1
-        tar.addfile(info, io.BytesIO(b"0"))
     (bank / "x.tar.xz").unlink()
-    with pytest.raises(SystemExit, match="not a banked run file"):
-        tool.restore(bank, tmp_path / "out")
+    for bad in ("y/predictions/a.npz", "y/../../escape.json", "/abs/manifest.json", "manifest.json"):
+        with tarfile.open(bank / "y.tar.xz", "w:xz") as tar:
+            info = tarfile.TarInfo(bad)
+            info.size = 1
+            tar.addfile(info, io.BytesIO(b"0"))
+        with pytest.raises(SystemExit, match="not a banked run file"):
+            tool.restore(bank, tmp_path / "out")
+    assert not (tmp_path / "escape.json").exists()

@@ -78,8 +78,11 @@ def restore(bank_dir: Path, out: Path) -> list[Path]:
     runs = []
     for a in archives:
         with tarfile.open(a, "r:xz") as tar:
+            top = {m.name.split("/")[0] for m in tar.getmembers()}
             for m in tar.getmembers():
-                if not m.isfile() or not m.name.endswith((".json", ".txt")):
+                parts = Path(m.name).parts
+                if (not m.isfile() or not m.name.endswith((".json", ".txt")) or len(top) != 1
+                        or m.name.startswith("/") or ".." in parts or len(parts) < 2):
                     raise SystemExit(f"{a}: {m.name} is not a banked run file; the archive was not written here")
                 target = out / m.name
                 data = tar.extractfile(m).read()
@@ -89,7 +92,7 @@ def restore(bank_dir: Path, out: Path) -> list[Path]:
                                          "into another folder")
                     continue
             tar.extractall(out, filter="data")
-            runs.append(out / tar.getmembers()[0].name.split("/")[0])
+            runs.append(out / top.pop())
         print(f"restored {a} -> {runs[-1]}")
     return runs
 
