@@ -40,11 +40,16 @@ world() {  # world NAME DEST: the whole run OUT/NAME-full, else every chunk OUT/
         [ ${#runs[@]} -gt 0 ] || { echo "skip: no run at $OUT/$name-full"; return 0; }
     fi
     mkdir -p "$dest"
-    local figures=(--plots "$dest/plots")
-    [ ${#runs[@]} -eq 1 ] || figures=()  # chunks: tools/chunk_figures.sh drew them from each chunk's predictions
+    local figures=(--plots "$dest/plots") order=()
+    if [ ${#runs[@]} -gt 1 ]; then
+        figures=()  # chunks: tools/chunk_figures.sh drew them from each chunk's predictions
+        # rows in name order, as a whole run's (a report of several runs lists them run by run)
+        order=(--methods "$(awk -v w="$name" '$1 !~ /^#/ && $2 == w {print $3}' tools/leaderboard_chunks.txt \
+            | tr , '\n' | LC_ALL=C sort -u | paste -sd, -)")
+    fi
     # a run bench will not report (still going, or started and stopped) is left out after bench's one-line reason
     python -m bench report "${runs[@]}" --groups "$TABLES" --ci --out "$dest/leaderboard.md" \
-        --out "$dest/leaderboard.csv" "${figures[@]}" "${EXTRA[@]}" \
+        --out "$dest/leaderboard.csv" "${figures[@]}" "${order[@]}" "${EXTRA[@]}" \
         || { echo "skip: $name (bench report's reason above)"; return 0; }
     python -m bench report "$dest/leaderboard.csv" --out "$dest/leaderboard.tex"
     # failure prediction, the whole guarantees view on the in-distribution test set, and coverage under shift (one
@@ -53,9 +58,9 @@ world() {  # world NAME DEST: the whole run OUT/NAME-full, else every chunk OUT/
     id_set=$(python -c "import json,sys; print(json.load(open(sys.argv[1]))['config']['datasets'][0])" \
         "${runs[0]}/manifest.json")
     python -m bench report "${runs[@]}" --groups failure,guarantees --sets "$id_set" --out "$dest/guarantees.md" \
-        --out "$dest/guarantees.csv" "${EXTRA[@]}"
+        --out "$dest/guarantees.csv" "${order[@]}" "${EXTRA[@]}"
     python -m bench report "${runs[@]}" --groups coverage --out "$dest/coverage.md" --out "$dest/coverage.csv" \
-        "${EXTRA[@]}"
+        "${order[@]}" "${EXTRA[@]}"
     if [ ${#runs[@]} -eq 1 ]; then
         python -m bench report "${runs[@]}" --groups id,ood-near,ood-far --versus msp --out "$dest/versus-msp.md" \
             "${EXTRA[@]}"
