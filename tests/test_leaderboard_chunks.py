@@ -52,20 +52,29 @@ def test_bank_restore_resume_report(tool, tmp_path):
     rec = json.loads(cut.read_text())
     rec.pop("finished")
     cut.write_text(json.dumps(rec))
-    archive = tool.bank(run, tmp_path / "bank")
+    # the hash record of an MNIST-C set the chunk was scored on (a real run writes it beside the cached images)
+    (cache / "mnistc").mkdir()
+    (cache / "mnistc" / "fashion-fog-v1-s2019.json").write_text(json.dumps({"sha256": "ab" * 32}))
+    archive = tool.bank(run, tmp_path / "bank", cache)
     with tarfile.open(archive) as tar:
         names = tar.getnames()
     assert not any("predictions" in n for n in names)
     assert any("msp__seed0__fold0__mnist.json" in n for n in names)
     assert not any("seed1" in n for n in names), "a cut-off unit's cells were banked"
+    nets = sorted(p.name for p in cache.glob("baseline-*.pt"))
+    assert len(nets) == 2 and all(f"fashion-z/checkpoints/{n}" in names for n in nets)  # seeds 0 and 1
+    assert "fashion-z/mnistc/fashion-fog-v1-s2019.abababababab.json" in names
 
     restored = tool.restore(tmp_path / "bank", tmp_path / "next")
     assert restored == [tmp_path / "next" / "fashion-z"]
     again = restored[0]
-    # the next sitting resumes the restored folder: seed 0 is done, seed 1 is computed anew
-    code, out, err = _smoke(again, tmp_path / "fresh-cache", "--resume")
+    for n in nets:  # the baselines are back in the script's cache (OUT_DIR/cache), byte for byte
+        assert (tmp_path / "next" / "cache" / n).read_bytes() == (cache / n).read_bytes()
+    # the next sitting resumes the restored folder: seed 0 is done, seed 1 is scored anew on the banked baseline
+    code, out, err = _smoke(again, tmp_path / "next" / "cache", "--resume")
     assert code == 0, err
     assert "resumed" in out and " 0 cells computed" not in out
+    assert "epoch 1" not in out + err  # nothing trained again: seed 1 read its banked baseline
     before = sorted((run / "cells").glob("*.json"))
     assert [p.name for p in before] == [p.name for p in sorted((again / "cells").glob("*.json"))]
     for p in before:  # seed 0 restored byte for byte; seed 1 recomputed to the same rows (timings apart)
@@ -98,3 +107,17 @@ def test_restore_refuses_what_it_must_not_write(tool, tmp_path):
         with pytest.raises(SystemExit, match="not a banked run file"):
             tool.restore(bank, tmp_path / "out")
     assert not (tmp_path / "escape.json").exists()
+
+
+def test_check_names_the_mnistc_sets_that_differ_between_chunks(tool, tmp_path):
+    def chunk(name, hashes):
+        (tmp_path / name / "mnistc").mkdir(parents=True)
+        for stem, h in hashes.items():
+            (tmp_path / name / "mnistc" / f"{stem}.{h[:12]}.json").write_text(json.dumps({"sha256": h}))
+        return tmp_path / name
+
+    a = chunk("fashion-a", {"fashion-fog-v1-s2019": "1" * 64, "fashion-zigzag-v1-s2019": "2" * 64})
+    b = chunk("fashion-b", {"fashion-fog-v1-s2019": "1" * 64, "fashion-zigzag-v1-s2019": "3" * 64})
+    assert tool.check([a]) == []
+    assert tool.check([a, b]) == ["fashion-zigzag-v1-s2019: different images in fashion-a / fashion-b"]
+    assert tool.main(["--check", str(a), str(b)]) == 1
