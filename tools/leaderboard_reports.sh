@@ -66,11 +66,15 @@ world() {  # world NAME DEST: the whole run OUT/NAME-full, else every chunk OUT/
             "${EXTRA[@]}"
     fi
     python tools/dagger_count.py "$dest/leaderboard.csv" --groups '*' > "$dest/daggers.txt"
+    {
+    # chunks that ran on other machines: were they scored on the same MNIST-C images? (tools/bank_chunk.py)
+    [ ${#runs[@]} -eq 1 ] || { python tools/bank_chunk.py --check "${runs[@]}" || true; echo; }
     for c in "${runs[@]}"; do
         [ ${#runs[@]} -eq 1 ] || printf '## %s\n\n' "$(basename "$c")"
         python tools/grid_timeline.py "$c"
         [ ${#runs[@]} -eq 1 ] || echo
-    done > "$dest/timeline.md"
+    done
+    } > "$dest/timeline.md"
 }
 
 world mnist "$RESULTS"
