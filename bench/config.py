@@ -74,6 +74,10 @@ class ExecutorConfig:
     cpus_per_unit: float = 0.0  # CPUs (= torch threads) per unit; 0 = auto: local cores // jobs, ray 1
     gpus_per_unit: float = 1.0  # ray: GPU share per unit when the run uses CUDA (0.5: two units per GPU)
     max_retries: int = 1  # re-runs of a unit whose worker process died (then its cells become error rows)
+    # --resume fits again a finished (method, seed, fold) whose checkpoint is gone from the cache, so that predict,
+    # serve and dadc find it; false: only missing cells are computed (a run put back from banked rows,
+    # tools/bank_chunk.py, would otherwise train every finished method again)
+    refit: bool = True
 
 
 EXECUTORS = ("local", "ray")

@@ -71,10 +71,14 @@ def test_bank_restore_resume_report(tool, tmp_path):
     for n in nets:  # the baselines are back in the script's cache (OUT_DIR/cache), byte for byte
         assert (tmp_path / "next" / "cache" / n).read_bytes() == (cache / n).read_bytes()
     # the next sitting resumes the restored folder: seed 0 is done, seed 1 is scored anew on the banked baseline
-    code, out, err = _smoke(again, tmp_path / "next" / "cache", "--resume")
+    code, out, err = _smoke(again, tmp_path / "next" / "cache", "--resume", "--set", "executor.refit=false")
     assert code == 0, err
     assert "resumed" in out and " 0 cells computed" not in out
     assert "epoch 1" not in out + err  # nothing trained again: seed 1 read its banked baseline
+    # a finished unit is not fitted again for want of its checkpoint (the default --resume would, for predict)
+    fitted = json.loads((run / "checkpoints.json").read_text())
+    assert not (tmp_path / "next" / "cache" / f"{fitted['energy__seed0__fold0']['key']}.pt").exists()
+    assert (tmp_path / "next" / "cache" / f"{fitted['energy__seed1__fold0']['key']}.pt").exists()
     before = sorted((run / "cells").glob("*.json"))
     assert [p.name for p in before] == [p.name for p in sorted((again / "cells").glob("*.json"))]
     for p in before:  # seed 0 restored byte for byte; seed 1 recomputed to the same rows (timings apart)

@@ -45,8 +45,9 @@ if [ -n "${CHUNK:-}" ]; then
         esac
         run="$OUT/$world-$c"
         echo "== $world chunk $c $(date -u +%FT%TZ) git $(git rev-parse --short HEAD 2>/dev/null)"
+        # a chunk put back from the bank has rows, not checkpoints: compute its missing cells, train nothing again
         time python -m bench run "${WORLD_ARGS[@]}" --methods "$methods" --seeds "$seeds" "${COMMON[@]}" \
-            --out "$run" $(resume "$run")
+            --set executor.refit=false --out "$run" $(resume "$run")
     done
     exit 0
 fi

@@ -132,7 +132,9 @@ class Runner:
                 self.cell_names.update(zip(keys, self.unit_cells(unit)))
                 left = sum(not self.store.done(k) for k in keys)
                 out.cells_skipped += len(keys) - left
-                if left or not all(fitted_ok(self.store, self.cache, m, unit.seed, unit.fold) for m in unit.methods):
+                refit = self.cfg.executor.refit and not all(fitted_ok(self.store, self.cache, m, unit.seed, unit.fold)
+                                                            for m in unit.methods)
+                if left or refit:
                     units.append(unit)
             total = len(self.cell_names)
             executor = self.make_executor(len(units))

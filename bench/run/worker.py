@@ -114,7 +114,7 @@ class UnitWorker:
         keys = {ds: self.cell_key(method, seed, spec.fold, ds)
                 for ds in eval_names(self.datasets, self.cfg.eval.conformal)}
         todo = [ds for ds, k in keys.items() if not self.store.done(k)]  # a retried unit keeps finished cells
-        if not todo and fitted_ok(self.store, self.cache, method, seed, spec.fold):
+        if not todo and (not self.cfg.executor.refit or fitted_ok(self.store, self.cache, method, seed, spec.fold)):
             self.store.clear_failure(method, seed, spec.fold)
             return
         try:
