@@ -120,12 +120,27 @@ def resolve_device(spec: str) -> torch.device:
     raise UsageError(f"--device {spec!r} is not valid; use auto, cpu, cuda or cuda:N")
 
 
+def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The CPU's model name and widest vector extension (AVX-512 and AVX2 kernels round differently, so trainings on
+    the two give different networks); the machine type where /proc/cpuinfo is not there to read."""
+    import platform
+
+    try:
+        with open(cpuinfo) as f:
+            info = f.read()
+    except OSError:
+        return platform.processor() or platform.machine()
+    name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "")
+    flags = set(next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), []))
+    isa = next((x for x in ("avx512f", "avx2", "avx") if x in flags), "")
+    return ", ".join(p for p in (name or platform.machine(), isa.replace("avx512f", "avx512")) if p)
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    import platform
-
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    n = torch.get_num_threads()
+    return f"cpu ({cpu_model()}, {n} thread{'' if n == 1 else 's'})"
 
 
 def sync(device: torch.device) -> None:

@@ -187,3 +187,22 @@ def test_retrain_trains_once_per_run_and_ignores_older_checkpoints(tmp_path):
     assert old.get("k") == {"v": 1} and fresh.get("k") is None
     fresh.put("k", {"v": 2})
     assert fresh.get("k") == {"v": 2}
+
+
+def test_device_name_names_the_cpu_model_and_its_vector_width(tmp_path, monkeypatch):
+    """Timings and trained networks depend on the CPU (AVX-512 and AVX2 kernels round differently): the manifest's
+    device says which, with the thread count in words."""
+    import torch
+
+    from bench.utils import cpu_model, device_name
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu sse2 avx avx2 avx512f avx512dq\n")
+    assert cpu_model(str(info)) == "AMD EPYC 9R14, avx512"
+    info.write_text("model name\t: Intel(R) Xeon(R) CPU\nflags\t\t: fpu avx avx2\n")
+    assert cpu_model(str(info)) == "Intel(R) Xeon(R) CPU, avx2"
+    assert cpu_model(str(tmp_path / "absent")) != ""
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert device_name(torch.device("cpu")).endswith(", 1 thread)")
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    assert device_name(torch.device("cpu")).endswith(", 4 threads)")
