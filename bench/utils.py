@@ -40,6 +40,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     teammate can read a run. A full disk is a one-line DiskFullError naming the folder."""
     path = Path(path)
     try:
+        if path.exists() and not path.is_file() and not path.is_dir():
+            # a device or a pipe (--out /dev/null, /dev/stdout): a rename would put a plain file in its place
+            with open(path, "wb") as f:
+                f.write(data)
+            return
         path.parent.mkdir(parents=True, exist_ok=True)
         _write_then_rename(path, data)
     except OSError as e:

@@ -304,3 +304,25 @@ def test_not_a_terminal_gets_one_line_per_training_epoch(reference):
     # smoke: 1 epoch; one baseline per seed (msp and energy share it)
     assert [ln.split(":")[0] for ln in lines] == ["train lenet seed 0 epoch 1", "train lenet seed 1 epoch 1"], err
     assert all(re.search(r"loss \d+\.\d{4}, val_accuracy [\d.]+ \(\d+\.\d s\)$", ln) for ln in lines), lines
+
+
+def test_report_out_on_a_device_writes_through_it_and_leaves_it_a_device(tmp_path):
+    """``bench report --out /dev/null`` (or /dev/stdout): the atomic rename of every other write would put a plain
+    file in the device's place (as root it did, and the machine's /dev/null became a file), so a device or pipe is
+    written through instead."""
+    import os
+    import stat
+    import threading
+
+    from bench.utils import atomic_write_text
+
+    atomic_write_text("/dev/null", "x")
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()), daemon=True)
+    reader.start()
+    atomic_write_text(fifo, "table\n")
+    reader.join(timeout=10)
+    assert got == ["table\n"] and stat.S_ISFIFO(os.stat(fifo).st_mode)

@@ -13,7 +13,7 @@ DEST=${2:?usage: bash tools/chunk_figures.sh RUN DEST}
 cd "$(dirname "$0")/.."
 chunk=${RUN##*-}
 [ -d "$RUN/predictions" ] || { echo "$RUN has no predictions (a banked chunk): run the chunk again to draw them"; exit 2; }
-python -m bench report "$RUN" --groups 'id,occlusion,adversarial,fooling,ood-*,shift,cost' --format md --out /dev/null --plots "$DEST/plots/$chunk"
+python -m bench report "$RUN" --groups 'id,occlusion,adversarial,fooling,ood-*,shift,cost' --plots "$DEST/plots/$chunk" > /dev/null
 if [ -n "$(ls "$RUN/cells" | grep -m1 '^msp__')" ]; then
     python -m bench report "$RUN" --groups id,ood-near,ood-far --versus msp --out "$DEST/versus-msp.md"
 fi
