@@ -4,7 +4,8 @@
 #
 #   bash tools/chunk_figures.sh OUT_DIR/fashion-a results/fashion
 #
-# writes DEST/plots/<chunk>/ (risk-coverage, reliability, confidence on each OOD set: the chunk's methods only) and,
+# writes DEST/plots/<chunk>/ (the plots drawn from predictions: risk-coverage, reliability, confidence on each OOD
+# set, the chunk's methods only; tools/leaderboard_reports.sh draws the severity and cost plots from the rows) and,
 # for the chunk that holds msp and the methods scoring its network, DEST/versus-msp.md (the image-level test of
 # bench report --versus msp; the methods of other chunks train networks of their own and are never compared).
 set -eu
@@ -13,7 +14,7 @@ DEST=${2:?usage: bash tools/chunk_figures.sh RUN DEST}
 cd "$(dirname "$0")/.."
 chunk=${RUN##*-}
 [ -d "$RUN/predictions" ] || { echo "$RUN has no predictions (a banked chunk): run the chunk again to draw them"; exit 2; }
-python -m bench report "$RUN" --groups 'id,occlusion,adversarial,fooling,ood-*,shift,cost' --plots "$DEST/plots/$chunk" > /dev/null
+python -m bench report "$RUN" --groups 'id,ood-*' --plots "$DEST/plots/$chunk" > /dev/null
 if [ -n "$(ls "$RUN/cells" | grep -m1 '^msp__')" ]; then
     python -m bench report "$RUN" --groups id,ood-near,ood-far --versus msp --out "$DEST/versus-msp.md"
 fi

@@ -52,6 +52,10 @@ world() {  # world NAME DEST: the whole run OUT/NAME-full, else every chunk OUT/
         --out "$dest/leaderboard.csv" "${figures[@]}" "${order[@]}" "${EXTRA[@]}" \
         || { echo "skip: $name (bench report's reason above)"; return 0; }
     python -m bench report "$dest/leaderboard.csv" --out "$dest/leaderboard.tex"
+    if [ ${#runs[@]} -gt 1 ]; then  # the plots drawn from rows alone: severity curves and cost, every method
+        python -m bench report "${runs[@]}" --groups occlusion,adversarial,cost --plots "$dest/plots" "${order[@]}" \
+            "${EXTRA[@]}" > /dev/null
+    fi
     # failure prediction, the whole guarantees view on the in-distribution test set, and coverage under shift (one
     # column per family of shifted sets: the whole view would be a table per set, 36 of them)
     local id_set
