@@ -18,8 +18,9 @@ which a restore puts back into that cache for the chunks still to run; and the c
 chunk was scored on (`cache/mnistc/*.json`, 118 MB of images are not banked), which `--check` compares across the
 chunks of a world.
 
-The archive holds JSON only and restoring reads it with tarfile's "data" filter (no links, no paths out of the
-folder); a restored file that already exists with other content is refused rather than overwritten.
+The archive holds JSON, text and the baselines' .pt files only, and restoring reads it with tarfile's "data"
+filter (no links, no paths out of the folder); a restored file that already exists with other content is refused
+rather than overwritten.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ import json
 import sys
 import tarfile
 from pathlib import Path
+
+from bench.utils import atomic_write_bytes
 
 BANK = Path("results/fashion/runs")
 RUN_FILES = ("manifest.json", "checkpoints.json", "pauses.txt", "provenance.txt")
@@ -83,9 +86,7 @@ def bank(run: Path, dest: Path, cache: Path | None = None) -> Path:
             info = tarfile.TarInfo(f"{run.name}/{name}")
             info.size, info.mtime, info.mode = len(data), 0, 0o644  # the same files give the same archive
             tar.addfile(info, io.BytesIO(data))
-    tmp = out.with_suffix(".xz.tmp")
-    tmp.write_bytes(buf.getvalue())
-    tmp.replace(out)
+    atomic_write_bytes(out, buf.getvalue())
     cells = sum(1 for n in names if n.parts[0] == "cells")
     nets = sum(1 for _, n in files if n.startswith("checkpoints/"))
     print(f"banked {run}: {n_units} finished units, {cells} cells, {nets} baselines -> {out} "
@@ -103,10 +104,7 @@ def _put_checkpoints(run: Path, cache: Path) -> int:
                 raise SystemExit(f"{target} differs from the banked {p}: this cache holds another training of it; "
                                  "use a fresh OUT_DIR")
             continue
-        cache.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(".pt.tmp")
-        tmp.write_bytes(p.read_bytes())
-        tmp.replace(target)
+        atomic_write_bytes(target, p.read_bytes())
         put += 1
     return put
 
