@@ -241,6 +241,11 @@ def resolve(layers: list[dict[str, Any]], method_configs: dict[str, type]) -> Ru
         raise UsageError(f"folds must be >= 1, got {cfg.folds}")
     if not cfg.seeds:
         raise UsageError("seeds is empty; give at least one, e.g. --seeds 0")
+    bad = [s for s in cfg.seeds if not 0 <= s < 2 ** 32]
+    if bad:  # numpy's and scikit-learn's generators (conformal tie-breaks, mdsens) refuse these after training
+        raise UsageError(f"seed {bad[0]} is out of range; seeds are integers from 0 to {2 ** 32 - 1}")
+    if len(set(cfg.seeds)) != len(cfg.seeds):  # from a config file or --set (the CLI flag checks its own)
+        raise UsageError(f"seeds {list(cfg.seeds)} repeat a seed; give each once")
     if not cfg.methods:
         raise UsageError("methods is empty; give at least one, e.g. --methods msp (see python -m bench list)")
     from bench.datasets.benchmarks import BENCHMARKS
