@@ -208,6 +208,7 @@ CASES: list[tuple[list[str], int, str]] = [
     # --- report -----------------------------------------------------------------------------------------------------
     (["report"], USAGE, "the following arguments are required: RUN"),
     (["report", "{missing}"], USAGE, "does not exist"),
+    (["report", "{file}"], USAGE, "is a file, not a run directory"),
     (["report", "{dir}"], USAGE, "is not a run directory (no manifest.json)"),
     (["report", "{no_cells}"], USAGE, "has no finished cells"),
     (["report", "{partial}"], USAGE, "is partial"),

@@ -88,6 +88,8 @@ def _expected_cells(manifest: dict[str, Any], rows: pd.DataFrame) -> set[tuple[s
 def load_run(path: str | Path, allow_partial: bool = False) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Rows and manifest of one finished run directory; one-line UsageError when it is missing or partial."""
     p = Path(path)
+    if p.is_file():  # a results CSV is read elsewhere (its suffix); any other file is not a run
+        raise UsageError(f"{p} is a file, not a run directory; give a folder made by `bench run` or a report CSV")
     if not p.is_dir():
         raise UsageError(f"run directory {p} does not exist")
     if not (p / "manifest.json").is_file():
