@@ -113,7 +113,9 @@ class SampledNetworks(nn.Module):
         """Sample s as the base network's parameters and batch-norm statistics, by name."""
         out, start = {}, 0
         for n, p in self.base.named_parameters():
-            out[n] = self.thetas[s, start : start + p.numel()].view_as(p)
+            w = self.thetas[s, start : start + p.numel()].view_as(p)
+            # the base network's layout (channels-last while bench.methods.core.training.inference_layout holds)
+            out[n] = w if w.stride() == p.stride() else torch.empty_like(p).copy_(w)
             start += p.numel()
         out.update((n, getattr(self, f"stat{i}")[s]) for i, n in enumerate(self.stat_names))
         return out

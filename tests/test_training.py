@@ -199,6 +199,76 @@ def test_training_layout_is_channels_last_inside_and_the_default_after():
         assert next(mlp.parameters()) is fc and fc.is_contiguous()
 
 
+def test_inference_runs_channels_last_for_bench_networks_only_and_leaves_weights_usable():
+    """Gradient-free passes (predict, logits, features) of bench's own conv nets run channels-last on a CPU; the
+    weights are back in the default layout after, still ordinary tensors (converted outside inference_mode, an
+    attack's autograd can use them); a user's class and TorchScript are never converted (their ``view`` would fail
+    on channels-last strides); SWAG's sampled weights follow its base network's layout."""
+    from torch import nn
+
+    from bench.methods.core.backbones import create_backbone
+    from bench.methods.core.training import bench_built
+    from bench.methods.msp import MSP
+    from bench.methods.swag import SWAG
+
+    seen = []
+
+    class Spy(nn.Module):  # defined here, so not bench's: records the layout its convolution's weight has
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            seen.append(self.net.conv2.weight.is_contiguous())
+            return self.net(x)
+
+    m = MSP()
+    m.model = create_backbone("lenet", 10)
+    x = torch.rand(8, 1, 28, 28)
+    conv2 = m.model.conv2
+    seen_in_pass = []
+    conv2.register_forward_pre_hook(lambda mod, inp: seen_in_pass.append(mod.weight.is_contiguous()))
+    probs = m.predict(x).probs
+    assert seen_in_pass == [False]  # channels-last inside the pass
+    m.logits(x), m.features(x)  # inside an inference_mode block of their own
+    assert seen_in_pass == [False] * 3
+    assert all(p.is_contiguous() and not p.is_inference() for p in m.model.parameters())
+    loss = m.model(x.requires_grad_()).sum()
+    loss.backward()  # autograd still works on the weights and the input
+    assert x.grad is not None
+    with torch.no_grad():
+        torch.testing.assert_close(m.model.eval()(x.detach()).softmax(1), probs, atol=1e-6, rtol=1e-5)
+    seen_in_pass.clear()
+    assert m.logits(x).shape == (8, 10) and seen_in_pass == [False]
+
+    m.model = Spy(create_backbone("lenet", 10))  # a user's class around bench's net: left as it is
+    assert not bench_built(m.model)
+    m.predict(x)
+    assert seen == [True]
+    scripted = torch.jit.script(create_backbone("lenet", 10))
+    assert not bench_built(scripted)
+
+    sw = SWAG()
+    sw.model = sw.build_model()
+    sw.model.thetas.normal_(0, 0.1)
+    eager = sw.model.eval()(x.detach())
+    with torch.no_grad():
+        torch.testing.assert_close(sw.predict(x.detach()).probs.log(), eager, atol=1e-5, rtol=1e-5)
+    layouts = []
+    sw.model.base.conv2.register_forward_pre_hook(lambda mod, inp: layouts.append(None))
+    orig = sw.model.weights
+
+    def spy_weights(s):
+        w = orig(s)
+        layouts.append(w["conv2.weight"].is_contiguous())
+        return w
+
+    sw.model.weights = spy_weights
+    sw.predict(x[:2].detach())
+    assert False in layouts  # the sampled conv weights were handed over channels-last
+    assert all(p.is_contiguous() for p in sw.model.parameters())
+
+
 def test_a_configs_section_is_its_registered_name():
     from bench.methods import METHODS
     from bench.methods.core.base import ConfidenceMethod, Training, register

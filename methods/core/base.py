@@ -34,6 +34,7 @@ from bench.methods.core.training import (
     fixed_shape,
     forked_rng,
     generator,
+    inference_layout,
     new_classifier,
     seed_stream,
     supervised_step,
@@ -303,7 +304,7 @@ class ConfidenceMethod:
     def logits(self, x: torch.Tensor, batch_size: int = 2048) -> torch.Tensor:
         """The classifier's logits (eval mode), e.g. to share one forward pass among post-hoc scorers."""
         with torch.inference_mode():  # no autograd, also for methods whose predict needs it (ODIN)
-            outs = self._batched(self._inference(self._fitted_model(), batch_size), x, batch_size)
+            outs = self._batched(self._inference(self._fitted_model(), batch_size), x, batch_size, grad_free=True)
         return torch.cat(outs).float().cpu() if outs else torch.empty(0, self.num_classes)
 
     def features(self, x: torch.Tensor, batch_size: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
@@ -316,19 +317,22 @@ class ConfidenceMethod:
             return f, model.forward_head(f)
 
         with torch.inference_mode():  # as in logits
-            outs = self._batched(self._inference(both, batch_size), x, batch_size)
+            outs = self._batched(self._inference(both, batch_size), x, batch_size, grad_free=True)
         if not outs:
             return torch.empty(0, 0), torch.empty(0, self.num_classes)
         return torch.cat([o[0] for o in outs]).float().cpu(), torch.cat([o[1] for o in outs]).float().cpu()
 
-    def _batched(self, fn, x: torch.Tensor, batch_size: int) -> list:
+    def _batched(self, fn, x: torch.Tensor, batch_size: int, grad_free: bool = False) -> list:
         """Apply ``fn`` to [0, 1] float batches on the device, in eval mode under inference_mode (seeded for
         stochastic methods; with autograd on for ``needs_grad`` methods); every module's train/eval mode is
         restored afterwards."""
         model = self._fitted_model()
         no_grad = contextlib.nullcontext() if self.needs_grad else torch.inference_mode()
         rng = forked_rng(self.device, self.seed) if self.stochastic else contextlib.nullcontext()
-        with eval_mode(model), no_grad, rng:
+        # channels-last for passes without input gradients (``grad_free``: logits and features, of every method)
+        fast = (grad_free or not self.needs_grad) and getattr(self, "eval_compile", "none") == "none"
+        layout = inference_layout(model, self.device) if fast else contextlib.nullcontext()
+        with layout, eval_mode(model), no_grad, rng:
             return [fn(to_float(x[i : i + batch_size]).to(self.device)) for i in range(0, len(x), batch_size)]
 
     def predict_from_logits(self, logits: torch.Tensor) -> Prediction:
