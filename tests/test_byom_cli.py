@@ -61,8 +61,9 @@ def test_saved_msp_lenet_gives_the_same_rows_as_bench_run(fmt, msp_run, tmp_path
     assert {r["method"] for r in mine} == {"msp@lenet"} and {r["backbone"] for r in mine} == {"lenet"}
     a, b = values(theirs, TIMING), values(mine, TIMING)
     assert set(b) == set(a)  # every metric of every set, FGSM's robust accuracy and the parameter count included
-    for key in a:
-        assert b[key] == pytest.approx(a[key], abs=1e-6, nan_ok=True), key
+    for key in a:  # bench's lenet evaluates channels-last on a CPU, a saved graph in the default layout: the
+        # probabilities differ by ~1e-8, a calibration error in % by ~1e-6 (docs/performance.md)
+        assert b[key] == pytest.approx(a[key], abs=1e-5, nan_ok=True), key
     if fmt == "torchscript":  # the run directory goes wherever a bench run's goes: report beside it, the gate
         assert main(["report", str(msp_run / "run"), str(tmp_path / "mine"), "--out", str(tmp_path / "r.csv")]) == 0
         assert {"msp", "msp@lenet"} <= set((tmp_path / "r.csv").read_text().split(","))
