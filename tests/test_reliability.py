@@ -326,3 +326,34 @@ def test_report_out_on_a_device_writes_through_it_and_leaves_it_a_device(tmp_pat
     atomic_write_text(fifo, "table\n")
     reader.join(timeout=10)
     assert got == ["table\n"] and stat.S_ISFIFO(os.stat(fifo).st_mode)
+
+
+def test_code_mixed_from_two_checkouts_is_refused(tmp_path):
+    """``python -m bench`` run in a second checkout imports its bench/, while a venv installed with ``pip install -e``
+    in the first maps bench.methods and bench.datasets there: the manifest's git sha would name code that did not
+    run (the Fashion-MNIST leaderboard's chunk f ran that way). Such a run stops before anything is written."""
+    import bench
+    import bench.methods
+    from bench.run.provenance import mixed_code
+
+    checkout = Path("/c")
+    assert mixed_code(checkout / "bench", checkout / "methods", checkout / "datasets") == ""
+    installed = Path("/site-packages/bench")
+    assert mixed_code(installed, installed / "methods", installed / "datasets") == ""
+    reason = mixed_code(Path("/other/bench"), checkout / "methods", checkout / "datasets")
+    assert "bench/ from /other, its methods/ from /c" in reason and "\n" not in reason
+    assert "its datasets/ from /d" in mixed_code(checkout / "bench", checkout / "methods", Path("/d/datasets"))
+
+    here = Path(bench.__file__).parent
+    if Path(bench.methods.__file__).parent.parent != here.parent:
+        pytest.skip("bench is installed, not an editable checkout: no second checkout to mix with")
+    shutil.copytree(here, tmp_path / "bench", ignore=shutil.ignore_patterns("__pycache__"))
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "bench", "run", "--methods", "msp", "--profile", "smoke", "--out",
+                        str(out)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines() == [
+        f"error: bench's code comes from two places: bench/ from {tmp_path.resolve()}, its methods/ from "
+        f"{here.parent.resolve()} (a venv installed with `pip install -e` in another checkout); run from that "
+        "checkout, or `pip install -e .` in this one"]
+    assert not out.exists()

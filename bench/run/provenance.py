@@ -46,6 +46,33 @@ def git_sha() -> str:
         return "unknown"
 
 
+def mixed_code(bench_dir: Path, methods_dir: Path, datasets_dir: Path) -> str:
+    """'' when bench's three packages come from one copy of the code: installed (methods/ and datasets/ inside
+    bench/) or a checkout (beside it); else a one-line reason. How it happens: ``python -m bench`` run in one checkout
+    imports that checkout's bench/, while a venv made by ``pip install -e`` in another maps bench.methods and
+    bench.datasets to that other checkout, so the run's git sha would name code that did not run."""
+    homes = {bench_dir.resolve(), bench_dir.resolve().parent}
+    strays = [(n, d) for n, d in (("methods", methods_dir), ("datasets", datasets_dir))
+              if d.resolve().parent not in homes]
+    if not strays:
+        return ""
+    name, where = strays[0]
+    return (f"bench's code comes from two places: bench/ from {bench_dir.resolve().parent}, its {name}/ from "
+            f"{where.resolve().parent} (a venv installed with `pip install -e` in another checkout); run from that "
+            f"checkout, or `pip install -e .` in this one")
+
+
+def check_one_copy() -> None:
+    """Refuse a run whose code is mixed from two checkouts (``mixed_code``): its manifest could not say what ran."""
+    import bench
+    import bench.datasets
+    import bench.methods
+
+    reason = mixed_code(*(Path(m.__file__).parent for m in (bench, bench.methods, bench.datasets)))
+    if reason:
+        raise UsageError(reason)
+
+
 def first_difference(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> str:
     """The first key (dotted, in sorted order) whose value differs between two nested configs, as a readable
     'key: old in the run, new now'; '' when they agree."""
@@ -72,6 +99,7 @@ def manifest_base(store: RunStore, config: dict[str, Any], command: list[str], d
 
 def prepare_store(cfg: RunConfig, run_dir: Path, resume: bool, command: list[str], device: torch.device,
                   device_label: str | None = None) -> RunStore:
+    check_one_copy()
     store = RunStore(run_dir)
     foreign = store.foreign_entry()
     if foreign is not None:
