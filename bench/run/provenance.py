@@ -64,11 +64,11 @@ def mixed_code(bench_dir: Path, methods_dir: Path, datasets_dir: Path) -> str:
 
 def check_one_copy() -> None:
     """Refuse a run whose code is mixed from two checkouts (``mixed_code``): its manifest could not say what ran."""
-    import bench
     import bench.datasets
     import bench.methods
 
-    reason = mixed_code(*(Path(m.__file__).parent for m in (bench, bench.methods, bench.datasets)))
+    bench_dir = Path(__file__).resolve().parents[1]  # bench/run/provenance.py; no `import bench`: a cycle
+    reason = mixed_code(bench_dir, *(Path(m.__file__).parent for m in (bench.methods, bench.datasets)))
     if reason:
         raise UsageError(reason)
 
