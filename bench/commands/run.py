@@ -162,10 +162,8 @@ def run_command(args: argparse.Namespace, out: Console, err: Console) -> int:
     from bench.methods import METHODS
     from bench.methods.core.backbones import BACKBONES
     from bench.report.outcome import report_outcome
-    from bench.run.provenance import check_one_copy
     from bench.run.runner import Runner
 
-    check_one_copy()  # before the run folder, its lock or any data is touched
     run_dir = _run_dir(args)
     if not args.model and (args.weights or args.model_name or args.feature_layer):
         raise UsageError("--weights, --model-name and --feature-layer go with --model PATH")

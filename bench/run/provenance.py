@@ -99,7 +99,6 @@ def manifest_base(store: RunStore, config: dict[str, Any], command: list[str], d
 
 def prepare_store(cfg: RunConfig, run_dir: Path, resume: bool, command: list[str], device: torch.device,
                   device_label: str | None = None) -> RunStore:
-    check_one_copy()
     store = RunStore(run_dir)
     foreign = store.foreign_entry()
     if foreign is not None:

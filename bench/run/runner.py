@@ -35,7 +35,7 @@ from bench.plugins import load_plugins
 from bench.run.executors import GridJob, Payload, check_executor, make_executor
 from bench.run.grid import Unit, UnitResult, check_methods_eval_sets, eval_names, fitted_ok, plan_units, preflight
 from bench.run.progress import Bars
-from bench.run.provenance import prepare_store
+from bench.run.provenance import check_one_copy, prepare_store
 from bench.run.runlock import RunLock
 from bench.run.store import RunStore, cell_key
 from bench.run.worker import UnitWorker
@@ -61,6 +61,7 @@ class Runner:
     def __init__(self, cfg: RunConfig, run_dir: Path, *, resume: bool = False, retrain: bool = False,
                  console: Console | None = None, command: list[str] | None = None, progress: bool = True,
                  tensorboard: bool = False):
+        check_one_copy()  # bench run and bench.evaluate: before the run folder, its lock or any data is touched
         self.plugins = load_plugins()
         # the in-distribution data, resolved once (a value every worker gets), and this run's own eval sets
         self.source = resolve_source(cfg)
