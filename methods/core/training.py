@@ -464,11 +464,15 @@ def training_layout(model: nn.Module, device: torch.device) -> Iterator[None]:
     if device.type != "cpu" or not any(isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) for m in model.modules()):
         yield
         return
-    model.to(memory_format=torch.channels_last)
+    # inference_mode(False): converted inside an inference_mode block (``inference_layout`` under logits, features),
+    # the weights would become inference tensors, which autograd (a later attack) refuses
+    with torch.inference_mode(False):
+        model.to(memory_format=torch.channels_last)
     try:
         yield
     finally:
-        model.to(memory_format=torch.contiguous_format)
+        with torch.inference_mode(False):
+            model.to(memory_format=torch.contiguous_format)
 
 
 def bench_built(model: nn.Module) -> bool:
@@ -490,18 +494,11 @@ def inference_layout(model: nn.Module, device: torch.device) -> Iterator[None]:
     afterwards, so every pass, of a fresh or a cached network, runs in the same layout and scores alike. Passes that
     need input gradients (attacks, ODIN) keep the default layout: a lenet input-gradient pass was slower
     channels-last on one thread."""
-    if device.type != "cpu" or not bench_built(model) or not any(isinstance(m, nn.Conv2d) for m in model.modules()):
+    if not bench_built(model):
         yield
         return
-    # inference_mode(False): converted inside an inference_mode block (logits, features), the weights would become
-    # inference tensors, which autograd (a later attack) refuses
-    with torch.inference_mode(False):
-        model.to(memory_format=torch.channels_last)
-    try:
+    with training_layout(model, device):
         yield
-    finally:
-        with torch.inference_mode(False):
-            model.to(memory_format=torch.contiguous_format)
 
 
 class Stepper:
