@@ -52,9 +52,11 @@ world() {  # world NAME DEST: the whole run OUT/NAME-full, else every chunk OUT/
         --out "$dest/leaderboard.csv" "${figures[@]}" "${order[@]}" "${EXTRA[@]}" \
         || { echo "skip: $name (bench report's reason above)"; return 0; }
     python -m bench report "$dest/leaderboard.csv" --out "$dest/leaderboard.tex"
-    if [ ${#runs[@]} -gt 1 ]; then  # the plots drawn from rows alone: severity curves and cost, every method
-        python -m bench report "${runs[@]}" --groups occlusion,adversarial,cost --plots "$dest/plots" "${order[@]}" \
-            "${EXTRA[@]}" > /dev/null || echo "skip: $name's severity and cost plots (bench report's reason above)"
+    # the plots drawn from rows alone: severity curves, every method (not cost: chunks ran beside each other and
+    # other jobs, so their epoch times are not comparable; results/README.md names the cost run)
+    if [ ${#runs[@]} -gt 1 ]; then
+        python -m bench report "${runs[@]}" --groups occlusion,adversarial --plots "$dest/plots" "${order[@]}" \
+            "${EXTRA[@]}" > /dev/null || echo "skip: $name's severity plots (bench report's reason above)"
     fi
     # failure prediction, the whole guarantees view on the in-distribution test set, and coverage under shift (one
     # column per family of shifted sets: the whole view would be a table per set, 36 of them)
