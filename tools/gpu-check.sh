@@ -7,7 +7,7 @@
 #   bash tools/gpu-check.sh --confidnet   # instead: ConfidNet's SmallConvNet block, 100 classifier epochs, 3 seeds
 #                                         # (long: hours on the CPU; give it its own session)
 #   bash tools/gpu-check.sh --duq         # instead: DUQ's Fashion-MNIST recipe (the duq profile), msp and duq, seeds
-#                                         # DUQ_SEEDS (default "0 1 2"); ~2.3 h a seed on both cores of a 2-core CPU
+#                                         # DUQ_SEEDS (default "0 1 2"); ~2.4 h a seed on both cores of a 2-core CPU
 #
 # Every stage runs under its own time guard (seconds, overridable: GUARD_TESTS, GUARD_TRUSTGAN, GUARD_COMPILE,
 # GUARD_GRID, GUARD_CONFIDNET, GUARD_DUQ) and appends its figures to $OUT/gpu-check.txt as soon as it ends, so a stage that
