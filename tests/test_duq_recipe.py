@@ -61,3 +61,36 @@ def test_profile_is_the_reference_recipe():
     # 5,000 of the 60,000 training images held out, as the reference's 55,000 / 5,000
     train, val = split_indices(60_000, SplitSpec(data="fashion-train", val_fraction=cfg.split.val_fraction))
     assert (len(train), len(val)) == (55_000, 5_000)
+
+
+def test_docs_paper_recipe_table_is_the_committed_run():
+    """The measured table in docs/bayesian-and-single-pass.md (`duq` at the paper's recipe) is
+    results/duq-paper/results.csv rounded as `bench report` renders it, and the banked run holds the same rows."""
+    import csv
+    import io
+    import json
+    import tarfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    rows = list(csv.DictReader((root / "results/duq-paper/results.csv").open()))
+    value = {(r["method"], r["eval_set"], r["metric"]): float(r["value"]) for r in rows}
+    doc = (root / "docs/bayesian-and-single-pass.md").read_text()
+    table = doc.split("| method on `duq-cnn` |", 1)[1].split("\n\n", 1)[0]
+    keys = [("fashion", "accuracy"), ("fashion", "auroc"), ("fashion", "ece"), ("ood:mnist", "ood_auroc"),
+            ("ood:mnist", "ood_fpr95"), ("ood:notmnist", "ood_auroc"), ("ood:notmnist", "ood_fpr95")]
+    checked = 0
+    for method in ("duq", "msp"):
+        line = next(ln for ln in table.splitlines() if ln.startswith(f"| {method} |"))
+        cells = [c.replace("*", "").strip() for part in line.strip("|").split("|")[1:] for c in part.split("/")]
+        assert len(cells) == len(keys), line
+        for (eval_set, metric), cell in zip(keys, cells):
+            assert float(cell) == round(value[(method, eval_set, metric)], 2), (method, eval_set, metric, cell)
+            checked += 1
+    assert checked == 14
+    with tarfile.open(root / "results/duq-paper/duq-paper-s0.tar.xz") as tar:
+        banked = {m.name for m in tar.getmembers()}
+        assert any(n.endswith("manifest.json") for n in banked)
+        manifest = next(m for m in tar.getmembers() if m.name.endswith("manifest.json"))
+        config = json.load(io.TextIOWrapper(tar.extractfile(manifest)))["config"]
+    assert (config["backbone"], config["benchmark"], config["train"]["epochs"]) == ("duq-cnn", "fashion", 30)
