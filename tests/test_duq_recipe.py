@@ -63,18 +63,18 @@ def test_profile_is_the_reference_recipe():
     assert (len(train), len(val)) == (55_000, 5_000)
 
 
-def test_docs_paper_recipe_table_is_the_committed_run():
+def test_docs_paper_recipe_table_is_the_committed_run(tmp_path):
     """The measured table in docs/bayesian-and-single-pass.md (`duq` at the paper's recipe) is
-    results/duq-paper/results.csv rounded as `bench report` renders it, and the banked run holds the same rows."""
-    import csv
-    import io
-    import json
-    import tarfile
-    from pathlib import Path
+    results/duq-paper/results.csv rounded as `bench report` renders it, and the banked run, restored and loaded as
+    `bench report` loads it, holds the same rows."""
+    import pandas as pd
+    from _tools import TOOLS, load_tool
 
-    root = Path(__file__).resolve().parents[1]
-    rows = list(csv.DictReader((root / "results/duq-paper/results.csv").open()))
-    value = {(r["method"], r["eval_set"], r["metric"]): float(r["value"]) for r in rows}
+    from bench.report.runs import load_run
+
+    root = TOOLS.parent
+    csv = pd.read_csv(root / "results/duq-paper/results.csv")
+    value = {(m, ds, k): v for m, ds, k, v in zip(csv["method"], csv["eval_set"], csv["metric"], csv["value"])}
     doc = (root / "docs/bayesian-and-single-pass.md").read_text()
     table = doc.split("| method on `duq-cnn` |", 1)[1].split("\n\n", 1)[0]
     keys = [("fashion", "accuracy"), ("fashion", "auroc"), ("fashion", "ece"), ("ood:mnist", "ood_auroc"),
@@ -88,9 +88,9 @@ def test_docs_paper_recipe_table_is_the_committed_run():
             assert float(cell) == round(value[(method, eval_set, metric)], 2), (method, eval_set, metric, cell)
             checked += 1
     assert checked == 14
-    with tarfile.open(root / "results/duq-paper/duq-paper-s0.tar.xz") as tar:
-        banked = {m.name for m in tar.getmembers()}
-        assert any(n.endswith("manifest.json") for n in banked)
-        manifest = next(m for m in tar.getmembers() if m.name.endswith("manifest.json"))
-        config = json.load(io.TextIOWrapper(tar.extractfile(manifest)))["config"]
+    (run,) = load_tool("bank_chunk").restore(root / "results/duq-paper", tmp_path)
+    rows, manifest = load_run(run)  # refuses a partial run
+    assert {(m, ds, k): v for m, ds, k, v in zip(rows["method"], rows["eval_set"], rows["metric"], rows["value"])} \
+        == value
+    config = manifest["config"]
     assert (config["backbone"], config["benchmark"], config["train"]["epochs"]) == ("duq-cnn", "fashion", 30)
